@@ -1,0 +1,271 @@
+//! Application state and start-up: directories, database, blob store, the servers, shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::throttle::LoginThrottle;
+use crate::blobs::BlobStore;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub blobs: BlobStore,
+    pub throttle: Arc<LoginThrottle>,
+    pub started_at: Instant,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// Runs blocking work (redb, hashing, file I/O) on the blocking pool, never on the executor.
+pub async fn blocking<T, F>(work: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::internal("internal", format!("blocking task failed: {e}")))?
+}
+
+/// Creates `dir` (and parents) and restricts it to the owner.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+impl AppState {
+    /// Opens the data directory: database (migrated), blob store (orphans swept).
+    pub fn open(config: Config) -> Result<Self> {
+        create_private_dir(&config.data_dir).map_err(|e| {
+            Error::internal(
+                "internal",
+                format!("cannot create data dir {}: {e}", config.data_dir.display()),
+            )
+        })?;
+        let store = Store::open(&config.db_path())?;
+        let key_file: Option<PathBuf> = config
+            .storage
+            .encrypt_at_rest
+            .then(|| config.secrets_dir().join("blob.key"));
+        let blobs = BlobStore::open(&config.blob_dir(), key_file.as_deref())
+            .map_err(|e| Error::internal(e.code(), e))?;
+        let referenced = store.referenced_blobs()?;
+        // Temp files older than a day are certainly from a crashed upload; younger ones may
+        // belong to another process sharing the directory during a restore.
+        let report = blobs
+            .sweep(&referenced, Duration::from_secs(0))
+            .map_err(|e| Error::internal(e.code(), e))?;
+        tracing::info!(?report, "blob sweep done");
+        let throttle = Arc::new(LoginThrottle::new(
+            config.auth.login_max_failures,
+            config.auth.login_ip_max_failures,
+            Duration::from_secs(config.auth.login_lockout_secs),
+        ));
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            blobs,
+            throttle,
+            started_at: Instant::now(),
+        })
+    }
+}
+
+/// A server started by [`start`]; tests hold it, `serve` waits on it.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub https_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub fingerprint: String,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    tls: axum_server::tls_rustls::RustlsConfig,
+}
+
+impl RunningServer {
+    /// Reloads the certificate and key from disk; connections already open keep theirs.
+    pub fn reload_tls(&self) -> Result<()> {
+        let config = crate::http::tls::load_server_config(&self.cert_path, &self.key_path)
+            .map_err(|e| Error::internal(e.code(), e))?;
+        self.tls.reload_from_config(config);
+        tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+        Ok(())
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Asks the servers to stop and waits until in-flight requests finished or the grace ended.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Waits until something else cancelled the shutdown token and the servers stopped.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Opens state, prepares TLS, binds the listeners and starts serving in the background.
+pub async fn start(config: Config) -> Result<RunningServer> {
+    crate::http::tls::install_crypto_provider();
+    let state = blocking(move || AppState::open(config)).await?;
+    let config = state.config.clone();
+    let (cert_path, key_path) = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let data_dir = config.data_dir.clone();
+            blocking(move || {
+                crate::http::tls::ensure_self_signed(&data_dir)
+                    .map_err(|e| Error::internal(e.code(), e))
+            })
+            .await?
+        }
+    };
+    let server_config = crate::http::tls::load_server_config(&cert_path, &key_path)
+        .map_err(|e| Error::new(e.code(), e.to_string()))?;
+    let fingerprint = crate::http::tls::cert_fingerprint_sha256(&cert_path)
+        .map_err(|e| Error::new(e.code(), e.to_string()))?;
+    tracing::info!(cert = %cert_path.display(), sha256 = %fingerprint, "TLS certificate");
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(server_config);
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let https_listener = std::net::TcpListener::bind(config.server.listen).map_err(|e| {
+        Error::internal(
+            "internal",
+            format!("cannot listen on {}: {e}", config.server.listen),
+        )
+    })?;
+    let https_addr = https_listener
+        .local_addr()
+        .map_err(|e| Error::internal("internal", e))?;
+    let http_listener = match config.server.http_listen.as_str() {
+        "off" => None,
+        addr => {
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|e| Error::internal("internal", format!("http_listen {addr}: {e}")))?;
+            Some(std::net::TcpListener::bind(addr).map_err(|e| {
+                Error::internal("internal", format!("cannot listen on {addr}: {e}"))
+            })?)
+        }
+    };
+    let http_addr = match &http_listener {
+        Some(listener) => Some(
+            listener
+                .local_addr()
+                .map_err(|e| Error::internal("internal", e))?,
+        ),
+        None => None,
+    };
+
+    crate::http::server::spawn_servers(
+        state.clone(),
+        https_listener,
+        http_listener,
+        tls.clone(),
+        shutdown.clone(),
+        &tracker,
+    )
+    .map_err(|e| Error::internal("internal", e))?;
+    spawn_housekeeping(state.clone(), shutdown.clone(), &tracker);
+    tracing::info!(%https_addr, ?http_addr, "listening");
+
+    Ok(RunningServer {
+        https_addr,
+        http_addr,
+        cert_path,
+        key_path,
+        fingerprint,
+        state,
+        shutdown,
+        tracker,
+        tls,
+    })
+}
+
+/// Periodic work: expired sessions are removed every few minutes.
+fn spawn_housekeeping(state: AppState, shutdown: CancellationToken, tracker: &TaskTracker) {
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    let store = state.store.clone();
+                    let auth = state.config.auth.clone();
+                    let purged = blocking(move || store.purge_sessions(
+                        crate::store::now_secs(),
+                        auth.session_idle_timeout_secs,
+                        auth.session_absolute_timeout_secs,
+                    )).await;
+                    if let Err(e) = purged {
+                        tracing::warn!(error = %e, "session purge failed");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `opentranscribe serve`: runs until SIGTERM/SIGINT, reloads TLS on SIGHUP, talks to systemd.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let watchdog = watchdog_interval();
+    let server = start(config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let shutdown = server.shutdown_token();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                if let Err(e) = server.reload_tls() {
+                    tracing::error!(error = %e, "TLS reload failed; keeping the old certificate");
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = watchdog_tick.tick() => {
+                if watchdog.is_some() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    shutdown.cancel();
+    server.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Half the watchdog period systemd asked for, if it asked.
+fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|period| period / 2)
+}

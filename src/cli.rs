@@ -1,0 +1,205 @@
+//! Subcommands of the `opentranscribe` binary.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, FlagOverrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opentranscribe",
+    version,
+    about = "Self-hosted transcription appliance"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (HTTPS API and web UI).
+    Serve(ServeArgs),
+    /// Validate a config file or print a commented example.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage user accounts offline (the daemon must not be running on the same data dir).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Config file (TOML). Default: $OPENTRANSCRIBE_CONFIG, else built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, media, certificates, secrets).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Model cache directory.
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// HTTPS listen address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Plain HTTP listener that redirects to HTTPS, or `off`.
+    #[arg(long, value_name = "ADDR:PORT|off")]
+    pub http_listen: Option<String>,
+    /// PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (with --tls-cert).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file (and the environment overrides); exit non-zero naming the problem.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[arg(long = "config", value_name = "FILE", conflicts_with = "file")]
+        config: Option<PathBuf>,
+    },
+    /// Print a commented example config with every key and its default.
+    Example,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        username: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (required: passwords never go on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// Entry point: prints one clear line on failure and returns a non-zero status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(common: &CommonArgs, extra: FlagOverrides) -> anyhow::Result<Config> {
+    let flags = FlagOverrides {
+        data_dir: common.data_dir.clone(),
+        models_dir: common.models_dir.clone(),
+        ..extra
+    };
+    Ok(Config::load(common.config.as_deref(), &flags)?)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load_config(
+                &args.common,
+                FlagOverrides {
+                    listen: args.listen,
+                    http_listen: args.http_listen.clone(),
+                    tls_cert: args.tls_cert.clone(),
+                    tls_key: args.tls_key.clone(),
+                    ..FlagOverrides::default()
+                },
+            )?;
+            crate::telemetry::init(&config.log.level);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("opentranscribe")
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(crate::app::serve(config))
+        }
+        Command::Config { command } => match command {
+            ConfigCommand::Example => {
+                print!("{}", crate::config::example());
+                Ok(())
+            }
+            ConfigCommand::Check { file, config } => {
+                let file = file.or(config);
+                let config = Config::load(file.as_deref(), &FlagOverrides::default())?;
+                match file {
+                    Some(path) => println!("{}: ok", path.display()),
+                    None => println!("defaults and environment: ok"),
+                }
+                println!("data_dir = {}", config.data_dir.display());
+                Ok(())
+            }
+        },
+        Command::User { command } => match command {
+            UserCommand::Create {
+                username,
+                admin,
+                password_stdin,
+                common,
+            } => {
+                if !password_stdin {
+                    bail!("--password-stdin is required");
+                }
+                let config = load_config(&common, FlagOverrides::default())?;
+                let mut password = String::new();
+                std::io::stdin()
+                    .take(4096)
+                    .read_to_string(&mut password)
+                    .context("cannot read the password from standard input")?;
+                let password = password.trim_end_matches(['\n', '\r']).to_owned();
+                create_user_offline(&config, &username, &password, admin)?;
+                println!("created user {username}");
+                Ok(())
+            }
+        },
+    }
+}
+
+fn create_user_offline(
+    config: &Config,
+    username: &str,
+    password: &str,
+    admin: bool,
+) -> anyhow::Result<()> {
+    crate::auth::validate_username(username)?;
+    crate::auth::validate_password(password, config.auth.min_password_length)?;
+    crate::app::create_private_dir(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let store = crate::store::Store::open(&config.db_path()).map_err(|e| {
+        anyhow::anyhow!("{e} (is the daemon running on this data dir? use the admin API instead)")
+    })?;
+    let hash = crate::auth::password::hash_password(password)?;
+    let role = if admin {
+        crate::store::records::Role::Admin
+    } else {
+        crate::store::records::Role::User
+    };
+    store.create_user(&uuid::Uuid::now_v7().to_string(), username, &hash, role)?;
+    Ok(())
+}

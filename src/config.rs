@@ -1,0 +1,585 @@
+//! Configuration: defaults, then the TOML file, then `OPENTRANSCRIBE_…` environment, then flags.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every environment variable that overrides a config key,
+/// e.g. `OPENTRANSCRIBE_SERVER_LISTEN` for `server.listen`.
+pub const ENV_PREFIX: &str = "OPENTRANSCRIBE_";
+
+/// Environment variables with the prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["OPENTRANSCRIBE_CONFIG", "OPENTRANSCRIBE_LOG"];
+
+/// Keys that have no default value and so are absent from a serialised default config.
+const OPTIONAL_KEYS: &[&str] = &["server.tls_cert", "server.tls_key"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub models_dir: PathBuf,
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// `off` or an address whose only job is to redirect to HTTPS.
+    pub http_listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    pub max_upload_bytes: u64,
+    pub shutdown_grace_secs: u64,
+    /// Time allowed to receive request headers, so slow clients cannot hold connections.
+    pub header_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `closed` (only the first user may register) or `open`.
+    pub registration: String,
+    pub session_idle_timeout_secs: u64,
+    pub session_absolute_timeout_secs: u64,
+    pub login_max_failures: u32,
+    pub login_ip_max_failures: u32,
+    pub login_lockout_secs: u64,
+    pub min_password_length: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub encrypt_at_rest: bool,
+    pub min_free_disk_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            models_dir: default_models_dir(),
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            http_listen: "off".to_owned(),
+            tls_cert: None,
+            tls_key: None,
+            max_upload_bytes: 10 * 1024 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+            header_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            registration: "closed".to_owned(),
+            session_idle_timeout_secs: 24 * 3600,
+            session_absolute_timeout_secs: 7 * 24 * 3600,
+            login_max_failures: 5,
+            login_ip_max_failures: 20,
+            login_lockout_secs: 15 * 60,
+            min_password_length: 8,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            encrypt_at_rest: false,
+            min_free_disk_mb: 1024,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/opentranscribe`, else `~/.local/share/opentranscribe`, else `./data`.
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("opentranscribe");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/opentranscribe"),
+        None => PathBuf::from("data"),
+    }
+}
+
+/// `~/.cache/opentranscribe/models`, where `scripts/fetch-models` puts them.
+fn default_models_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("opentranscribe/models");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache/opentranscribe/models"),
+        None => PathBuf::from("models"),
+    }
+}
+
+/// A configuration problem, phrased to name the key and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl ConfigError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConfigError::Read { .. } => "config-read",
+            ConfigError::Invalid { .. } => "config-invalid",
+        }
+    }
+}
+
+/// Overrides given on the command line; `None` leaves the lower layers in force.
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    pub data_dir: Option<PathBuf>,
+    pub models_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub http_listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// Builds the configuration from all layers. `file` is the `--config` flag; without it,
+    /// `OPENTRANSCRIBE_CONFIG` names the file; without either, only defaults, env and flags apply.
+    pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(key, _)| key.starts_with(ENV_PREFIX))
+            .collect();
+        let env_file = env
+            .iter()
+            .find(|(key, _)| key == "OPENTRANSCRIBE_CONFIG")
+            .map(|(_, value)| PathBuf::from(value));
+        let file = file.map(Path::to_path_buf).or(env_file);
+        Self::load_from(file.as_deref(), &env, flags)
+    }
+
+    /// As [`Config::load`] with the environment given explicitly (tests use this).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        flags: &FlagOverrides,
+    ) -> Result<Self, ConfigError> {
+        let mut merged = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let origin = path.display().to_string();
+                // Parse once into the typed struct so unknown keys and bad values are reported
+                // against the file itself, with its line and column.
+                parse_str(&text, &origin)?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| invalid(&origin, e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut merged, env)?;
+        let origin = match file {
+            Some(path) => format!("{} with environment overrides", path.display()),
+            None => "environment".to_owned(),
+        };
+        let mut config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(&origin, e.to_string()))?;
+        config.apply_flags(flags);
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    fn apply_flags(&mut self, flags: &FlagOverrides) {
+        if let Some(dir) = &flags.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(dir) = &flags.models_dir {
+            self.models_dir = dir.clone();
+        }
+        if let Some(listen) = flags.listen {
+            self.server.listen = listen;
+        }
+        if let Some(http_listen) = &flags.http_listen {
+            self.server.http_listen = http_listen.clone();
+        }
+        if let Some(cert) = &flags.tls_cert {
+            self.server.tls_cert = Some(cert.clone());
+        }
+        if let Some(key) = &flags.tls_key {
+            self.server.tls_key = Some(key.clone());
+        }
+    }
+
+    /// Checks values that parse but make no sense; every message names its key.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(invalid(origin, format!("key `{key}`: {why}")));
+        if self.server.http_listen != "off"
+            && self.server.http_listen.parse::<SocketAddr>().is_err()
+        {
+            return fail(
+                "server.http_listen",
+                "must be `off` or ADDRESS:PORT, e.g. 0.0.0.0:80",
+            );
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return fail(
+                "server.tls_cert",
+                "tls_cert and tls_key must be given together",
+            );
+        }
+        if self.server.max_upload_bytes == 0 {
+            return fail("server.max_upload_bytes", "must be greater than 0");
+        }
+        if self.server.header_timeout_secs == 0 {
+            return fail("server.header_timeout_secs", "must be greater than 0");
+        }
+        if !matches!(self.auth.registration.as_str(), "open" | "closed") {
+            return fail("auth.registration", "must be `open` or `closed`");
+        }
+        if self.auth.session_idle_timeout_secs == 0 || self.auth.session_absolute_timeout_secs == 0
+        {
+            return fail(
+                "auth.session_idle_timeout_secs",
+                "session timeouts must be greater than 0",
+            );
+        }
+        if self.auth.login_max_failures == 0 || self.auth.login_ip_max_failures == 0 {
+            return fail("auth.login_max_failures", "must be greater than 0");
+        }
+        if self.auth.min_password_length < 8 {
+            return fail("auth.min_password_length", "must be at least 8");
+        }
+        if !matches!(
+            self.log.level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return fail(
+                "log.level",
+                "must be one of error, warn, info, debug, trace",
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return fail("data_dir", "must not be empty");
+        }
+        Ok(())
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("opentranscribe.redb")
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.data_dir.join("secrets")
+    }
+}
+
+/// Parses a whole config file's text; used by `config check`.
+pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| invalid(origin, e.to_string()))?;
+    config.validate(origin)?;
+    Ok(config)
+}
+
+fn invalid(origin: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        message: message.trim_end().to_owned(),
+    }
+}
+
+/// All dotted keys a config may hold.
+pub fn known_keys() -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    if let Ok(toml::Value::Table(table)) = toml::Value::try_from(Config::default()) {
+        collect_keys(&table, "", &mut keys);
+    }
+    keys.extend(OPTIONAL_KEYS.iter().map(|k| (*k).to_owned()));
+    keys
+}
+
+fn collect_keys(table: &toml::Table, prefix: &str, keys: &mut BTreeSet<String>) {
+    for (name, value) in table {
+        let dotted = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match value {
+            toml::Value::Table(inner) => collect_keys(inner, &dotted, keys),
+            _ => {
+                keys.insert(dotted);
+            }
+        }
+    }
+}
+
+/// `server.listen` → `OPENTRANSCRIBE_SERVER_LISTEN`.
+pub fn env_name_for_key(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase())
+}
+
+fn apply_env(merged: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let keys = known_keys();
+    let defaults = toml::Value::try_from(Config::default()).ok();
+    for (name, raw) in env {
+        if !name.starts_with(ENV_PREFIX) || ENV_NOT_KEYS.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(key) = keys.iter().find(|key| env_name_for_key(key) == *name) else {
+            return Err(invalid(
+                "environment",
+                format!("unknown variable `{name}` (no such config key)"),
+            ));
+        };
+        let default = defaults.as_ref().and_then(|d| lookup(d, key));
+        let value = match default {
+            Some(toml::Value::Integer(_)) => {
+                raw.parse::<i64>().map(toml::Value::Integer).map_err(|_| {
+                    invalid(
+                        "environment",
+                        format!("`{name}`: expected an integer, got `{raw}`"),
+                    )
+                })?
+            }
+            Some(toml::Value::Boolean(_)) => match raw.as_str() {
+                "true" | "1" | "yes" => toml::Value::Boolean(true),
+                "false" | "0" | "no" => toml::Value::Boolean(false),
+                _ => {
+                    return Err(invalid(
+                        "environment",
+                        format!("`{name}`: expected true or false, got `{raw}`"),
+                    ));
+                }
+            },
+            _ => toml::Value::String(raw.clone()),
+        };
+        insert_dotted(merged, key, value);
+    }
+    Ok(())
+}
+
+fn lookup<'a>(value: &'a toml::Value, dotted: &str) -> Option<&'a toml::Value> {
+    dotted
+        .split('.')
+        .try_fold(value, |current, part| current.as_table()?.get(part))
+}
+
+fn insert_dotted(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let Some(inner) = entry.as_table_mut() else {
+            return;
+        };
+        current = inner;
+    }
+    current.insert(last.to_owned(), value);
+}
+
+/// A commented example configuration; a test keeps it equal to the defaults.
+pub fn example() -> String {
+    let defaults = Config::default();
+    format!(
+        r#"# OpenTranscribe configuration. Every key is optional; shown values are the defaults.
+# Precedence: defaults < this file < OPENTRANSCRIBE_<SECTION>_<KEY> environment < command-line flags.
+# Unknown keys are errors.
+
+# Where the database, blobs, TLS certificate and secrets live.
+data_dir = {data_dir}
+# The model cache filled by scripts/fetch-models or `opentranscribe models import`.
+models_dir = {models_dir}
+
+[server]
+# HTTPS listener.
+listen = "{listen}"
+# Plain HTTP listener that only redirects to HTTPS (and answers /api/health), or "off".
+http_listen = "{http_listen}"
+# PEM certificate chain and private key. Without them a self-signed certificate is generated
+# into data_dir/tls and its SHA-256 fingerprint is logged.
+# tls_cert = "/etc/opentranscribe/tls/cert.pem"
+# tls_key = "/etc/opentranscribe/tls/key.pem"
+# Largest accepted upload in bytes (10 GiB).
+max_upload_bytes = {max_upload}
+# Seconds in-flight requests get to finish on shutdown.
+shutdown_grace_secs = {grace}
+# Seconds a client has to send its request headers.
+header_timeout_secs = {header_timeout}
+
+[auth]
+# "closed": only the first user (who becomes admin) may register; admins create the others.
+# "open": anyone who reaches the page may register.
+registration = "{registration}"
+# A session ends after this long without use, and after the absolute limit in any case.
+session_idle_timeout_secs = {idle}
+session_absolute_timeout_secs = {absolute}
+# Failed logins before an account is locked, and per client address.
+login_max_failures = {max_failures}
+login_ip_max_failures = {ip_failures}
+# How long a lockout lasts.
+login_lockout_secs = {lockout}
+min_password_length = {min_pw}
+
+[storage]
+# Encrypt new media at rest with AES-256-GCM (key generated into data_dir/secrets, mode 0600).
+encrypt_at_rest = {encrypt}
+# /api/ready fails when free disk in data_dir falls below this many MiB.
+min_free_disk_mb = {min_free}
+
+[log]
+# error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
+level = "{level}"
+"#,
+        data_dir = toml_string(&defaults.data_dir),
+        models_dir = toml_string(&defaults.models_dir),
+        listen = defaults.server.listen,
+        http_listen = defaults.server.http_listen,
+        max_upload = defaults.server.max_upload_bytes,
+        grace = defaults.server.shutdown_grace_secs,
+        header_timeout = defaults.server.header_timeout_secs,
+        registration = defaults.auth.registration,
+        idle = defaults.auth.session_idle_timeout_secs,
+        absolute = defaults.auth.session_absolute_timeout_secs,
+        max_failures = defaults.auth.login_max_failures,
+        ip_failures = defaults.auth.login_ip_max_failures,
+        lockout = defaults.auth.login_lockout_secs,
+        min_pw = defaults.auth.min_password_length,
+        encrypt = defaults.storage.encrypt_at_rest,
+        min_free = defaults.storage.min_free_disk_mb,
+        level = defaults.log.level,
+    )
+}
+
+fn toml_string(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_to_defaults_and_names_every_key() {
+        let text = example();
+        let parsed = parse_str(&text, "example").unwrap();
+        assert_eq!(parsed, Config::default());
+        for key in known_keys() {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                text.contains(&format!("{leaf} = ")),
+                "config example does not mention `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse_str("[server]\nlisten_port = 1\n", "/etc/x.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/etc/x.toml"), "{text}");
+        assert!(text.contains("listen_port"), "{text}");
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = std::env::temp_dir().join(format!("ot-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:1000\"\nshutdown_grace_secs = 5\n[auth]\nregistration = \"open\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "OPENTRANSCRIBE_SERVER_LISTEN".to_owned(),
+                "127.0.0.1:2000".to_owned(),
+            ),
+            (
+                "OPENTRANSCRIBE_STORAGE_ENCRYPT_AT_REST".to_owned(),
+                "true".to_owned(),
+            ),
+        ];
+        let flags = FlagOverrides {
+            listen: Some("127.0.0.1:3000".parse().unwrap()),
+            ..Default::default()
+        };
+        let from_env = Config::load_from(Some(&file), &env, &FlagOverrides::default()).unwrap();
+        assert_eq!(from_env.server.listen.port(), 2000);
+        assert_eq!(from_env.server.shutdown_grace_secs, 5);
+        assert!(from_env.storage.encrypt_at_rest);
+        assert_eq!(from_env.auth.registration, "open");
+        let from_flags = Config::load_from(Some(&file), &env, &flags).unwrap();
+        assert_eq!(from_flags.server.listen.port(), 3000);
+
+        let bad_env = vec![("OPENTRANSCRIBE_NOPE".to_owned(), "1".to_owned())];
+        let err = Config::load_from(None, &bad_env, &FlagOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("OPENTRANSCRIBE_NOPE"));
+        let bad_type = vec![(
+            "OPENTRANSCRIBE_SERVER_MAX_UPLOAD_BYTES".to_owned(),
+            "lots".to_owned(),
+        )];
+        let err = Config::load_from(None, &bad_type, &FlagOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("MAX_UPLOAD_BYTES"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let err = parse_str("[auth]\nregistration = \"maybe\"\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("auth.registration"), "{err}");
+        let err = parse_str("[server]\nlisten = \"nowhere\"\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+}

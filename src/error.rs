@@ -1,0 +1,133 @@
+//! Error codes of the whole service and the one table that maps them to HTTP status.
+
+use std::fmt;
+
+/// A failure that can reach a user: a stable kebab-case code, a message written for people,
+/// and, for server-side failures, the cause that is logged but never sent.
+#[derive(Debug)]
+pub struct Error {
+    pub code: &'static str,
+    pub message: String,
+    pub internal_cause: Option<String>,
+    /// Seconds a client should wait before retrying (login throttling).
+    pub retry_after_secs: Option<u64>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            internal_cause: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// A server-side failure: the cause is kept for the log, the client sees a generic message.
+    pub fn internal(code: &'static str, cause: impl fmt::Display) -> Self {
+        Self {
+            code,
+            message: "internal error".to_owned(),
+            internal_cause: Some(cause.to_string()),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new("not-found", format!("{what} not found"))
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new("bad-request", message)
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// The HTTP status for this error's code.
+    pub fn http_status(&self) -> u16 {
+        http_status_for_code(self.code)
+    }
+
+    pub fn is_server_error(&self) -> bool {
+        self.http_status() >= 500
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.internal_cause {
+            Some(cause) => write!(f, "{}: {}", self.code, cause),
+            None => write!(f, "{}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The one table of codes and their HTTP status. Codes not listed are server errors.
+pub const CODE_STATUS: &[(&str, u16)] = &[
+    ("bad-request", 400),
+    ("invalid-json", 400),
+    ("invalid-username", 400),
+    ("weak-password", 400),
+    ("invalid-multipart", 400),
+    ("missing-file", 400),
+    ("invalid-range", 416),
+    ("unauthorized", 401),
+    ("invalid-credentials", 401),
+    ("session-expired", 401),
+    ("forbidden", 403),
+    ("csrf-failed", 403),
+    ("account-disabled", 403),
+    ("registration-closed", 403),
+    ("not-found", 404),
+    ("username-taken", 409),
+    ("payload-too-large", 413),
+    ("unsupported-media", 415),
+    ("too-many-attempts", 429),
+    ("internal", 500),
+    ("store", 500),
+    ("blob-io", 500),
+    ("blob-corrupt", 500),
+    ("blob-key", 500),
+    ("blob-not-found", 404),
+    ("tls-cert", 500),
+    ("tls-key", 500),
+    ("tls-io", 500),
+    ("not-ready", 503),
+    ("disk-full", 507),
+];
+
+pub fn http_status_for_code(code: &str) -> u16 {
+    CODE_STATUS
+        .iter()
+        .find(|(known, _)| *known == code)
+        .map(|(_, status)| *status)
+        .unwrap_or(500)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_kebab_case() {
+        let mut seen = std::collections::HashSet::new();
+        for (code, status) in CODE_STATUS {
+            assert!(seen.insert(*code), "duplicate code {code}");
+            assert!(
+                code.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit()),
+                "{code} is not kebab-case"
+            );
+            assert!((400..600).contains(status));
+        }
+        assert_eq!(http_status_for_code("not-found"), 404);
+        assert_eq!(http_status_for_code("something-new"), 500);
+    }
+}

@@ -1,0 +1,247 @@
+//! Extractors: the authenticated user (cookie with CSRF check, or bearer token) and JSON bodies
+//! whose rejections use our error format.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use serde::de::DeserializeOwned;
+
+use crate::app::{AppState, blocking};
+use crate::auth::{self, API_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, constant_time_eq, token_hash};
+use crate::error::{Error, Result};
+use crate::store::now_secs;
+use crate::store::records::{Role, UserRecord};
+
+/// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain.
+pub const SESSION_COOKIE: &str = "__Host-ot_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// How the request proved who it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// The session cookie; unsafe methods were checked for CSRF.
+    SessionCookie {
+        token_hash: String,
+    },
+    /// A session token sent as a bearer token.
+    SessionBearer {
+        token_hash: String,
+    },
+    ApiToken {
+        token_id: String,
+    },
+}
+
+/// A signed-in, enabled user. A handler that takes this cannot be reached anonymously.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user: UserRecord,
+    pub credential: Credential,
+    /// The session's CSRF token, when authenticated by a session.
+    pub csrf_token: Option<String>,
+}
+
+impl AuthUser {
+    pub fn session_hash(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::SessionCookie { token_hash } | Credential::SessionBearer { token_hash } => {
+                Some(token_hash)
+            }
+            Credential::ApiToken { .. } => None,
+        }
+    }
+}
+
+/// An authenticated admin.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub AuthUser);
+
+fn unauthorized() -> Error {
+    Error::new("unauthorized", "sign in or send a valid bearer token")
+}
+
+fn bearer_token(parts: &Parts) -> Option<String> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+pub fn cookie_value(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn is_safe_method(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A cross-site request from a browser carries an Origin that is not ours.
+fn origin_matches_host(parts: &Parts) -> bool {
+    let Some(origin) = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    match host {
+        Some(host) => origin
+            .strip_prefix("https://")
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(&host)),
+        None => false,
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let now = now_secs();
+        let auth_config = state.config.auth.clone();
+        if let Some(token) = bearer_token(parts) {
+            let store = state.store.clone();
+            return blocking(move || {
+                let hash = token_hash(&token);
+                if token.starts_with(API_TOKEN_PREFIX) {
+                    let record = store.get_api_token(&hash)?.ok_or_else(unauthorized)?;
+                    let user = enabled_user(&store, &record.user_id)?;
+                    if record
+                        .last_used_at
+                        .is_none_or(|t| now.saturating_sub(t) > 60)
+                    {
+                        let mut touched = record.clone();
+                        touched.last_used_at = Some(now);
+                        store.insert_api_token(&hash, &touched)?;
+                    }
+                    Ok(AuthUser {
+                        user,
+                        credential: Credential::ApiToken {
+                            token_id: record.id,
+                        },
+                        csrf_token: None,
+                    })
+                } else if token.starts_with(SESSION_TOKEN_PREFIX) {
+                    let (user, csrf) = live_session(&store, &hash, now, &auth_config)?;
+                    Ok(AuthUser {
+                        user,
+                        credential: Credential::SessionBearer { token_hash: hash },
+                        csrf_token: Some(csrf),
+                    })
+                } else {
+                    Err(unauthorized())
+                }
+            })
+            .await;
+        }
+        let Some(token) = cookie_value(parts, SESSION_COOKIE) else {
+            return Err(unauthorized());
+        };
+        let store = state.store.clone();
+        let hash = token_hash(&token);
+        let (user, csrf) = {
+            let hash = hash.clone();
+            blocking(move || live_session(&store, &hash, now, &auth_config)).await?
+        };
+        if !is_safe_method(&parts.method) {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !constant_time_eq(sent.as_bytes(), csrf.as_bytes()) || !origin_matches_host(parts) {
+                return Err(Error::new(
+                    "csrf-failed",
+                    "missing or wrong X-CSRF-Token header for a cookie-authenticated request",
+                ));
+            }
+        }
+        Ok(AuthUser {
+            user,
+            credential: Credential::SessionCookie { token_hash: hash },
+            csrf_token: Some(csrf),
+        })
+    }
+}
+
+fn enabled_user(store: &crate::store::Store, user_id: &str) -> Result<UserRecord> {
+    let user = store.get_user(user_id)?.ok_or_else(unauthorized)?;
+    if user.disabled {
+        return Err(Error::new("account-disabled", "this account is disabled"));
+    }
+    Ok(user)
+}
+
+/// Checks a session's expiry, refreshes its idle timer at most once a minute.
+fn live_session(
+    store: &crate::store::Store,
+    hash: &str,
+    now: u64,
+    auth_config: &crate::config::AuthConfig,
+) -> Result<(UserRecord, String)> {
+    let session = store.get_session(hash)?.ok_or_else(unauthorized)?;
+    let idle = now.saturating_sub(session.last_seen_at);
+    let age = now.saturating_sub(session.created_at);
+    if idle > auth_config.session_idle_timeout_secs
+        || age > auth_config.session_absolute_timeout_secs
+    {
+        store.delete_session(hash)?;
+        return Err(Error::new(
+            "session-expired",
+            "your session has expired; sign in again",
+        ));
+    }
+    let user = enabled_user(store, &session.user_id)?;
+    if idle > 60 {
+        store.touch_session(hash, now)?;
+    }
+    Ok((user, session.csrf_token))
+}
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if user.user.role != Role::Admin {
+            return Err(Error::new("forbidden", "administrators only"));
+        }
+        Ok(AdminUser(user))
+    }
+}
+
+/// JSON body extractor whose rejections are `{"code":"invalid-json", ...}`.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(Error::new("invalid-json", rejection.body_text())),
+        }
+    }
+}
+
+/// Re-exported so route modules need not know where hashing lives.
+pub use auth::new_token;

@@ -1,0 +1,770 @@
+//! `/api/files*`: streamed uploads, listing, rename, delete, and the original media with Range.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use symphonia::core::io::MediaSource;
+
+use super::extract::{ApiJson, AuthUser};
+use crate::app::{AppState, blocking};
+use crate::blobs::{BlobInfo, BlobReader};
+use crate::error::{Error, Result};
+use crate::media::probe::{self, MediaInfo};
+use crate::store::now_secs;
+use crate::store::records::{FileRecord, UploadOptions};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/files",
+            get(list_files)
+                .post(upload)
+                // The upload enforces its own limit while streaming.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/files/{id}",
+            get(get_file).patch(rename_file).delete(delete_file),
+        )
+        .route("/api/files/{id}/media", get(media))
+}
+
+pub const FILE_STATUSES: &[&str] = &["queued", "processing", "completed", "error", "cancelled"];
+
+/// A file as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct FileView {
+    pub id: String,
+    pub filename: String,
+    pub status: String,
+    pub progress: f32,
+    pub size: u64,
+    pub sha256: String,
+    pub media_type: String,
+    pub duration: Option<f64>,
+    pub container: Option<String>,
+    pub codec: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub error: Option<String>,
+    pub options: UploadOptions,
+}
+
+impl From<&FileRecord> for FileView {
+    fn from(record: &FileRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            filename: record.filename.clone(),
+            status: record.status.clone(),
+            progress: record.progress,
+            size: record.size,
+            sha256: record.sha256.clone(),
+            media_type: record.media_type.clone(),
+            duration: record.duration_secs,
+            container: record.container.clone(),
+            codec: record.codec.clone(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            error: record.error.clone(),
+            options: record.options.clone(),
+        }
+    }
+}
+
+/// Keeps the last path component, drops control characters, caps the length.
+pub fn sanitize_filename(raw: &str) -> String {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = last
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect::<String>()
+        .trim()
+        .to_owned();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        "upload".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+/// Room for multipart boundaries and the small option parts around the file.
+const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
+/// A client that sends nothing for this long is dropped and its partial upload removed.
+const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const OPTION_PART_LIMIT: usize = 1024;
+
+enum Chunk {
+    Data(Bytes),
+    Done,
+}
+
+fn too_large(limit: u64) -> Error {
+    Error::new(
+        "payload-too-large",
+        format!("upload exceeds the limit of {limit} bytes"),
+    )
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    mut multipart: Multipart,
+) -> Result<(StatusCode, Json<FileView>)> {
+    let limit = state.config.server.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit.saturating_add(MULTIPART_OVERHEAD)) {
+        return Err(too_large(limit));
+    }
+    let mut options = UploadOptions {
+        diarize: true,
+        ..UploadOptions::default()
+    };
+    let mut stored: Option<(String, BlobInfo)> = None;
+    loop {
+        let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, multipart.next_field())
+            .await
+            .map_err(|_| Error::new("invalid-multipart", "upload stalled"))?;
+        let field = match next {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return Err(Error::new("invalid-multipart", e.body_text())),
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        match name.as_str() {
+            "file" => {
+                if stored.is_some() {
+                    return Err(Error::new(
+                        "invalid-multipart",
+                        "send one `file` part per upload",
+                    ));
+                }
+                let filename = sanitize_filename(field.file_name().unwrap_or("upload"));
+                let info = stream_to_blob(&state, field, limit).await?;
+                stored = Some((filename, info));
+            }
+            "language" | "num_speakers" | "min_speakers" | "max_speakers" | "diarize" => {
+                let text = read_small_field(field).await?;
+                apply_option(&mut options, &name, text.trim())?;
+            }
+            _ => {
+                return Err(Error::new(
+                    "invalid-multipart",
+                    format!("unknown part `{name}`"),
+                ));
+            }
+        }
+    }
+    let Some((filename, info)) = stored else {
+        return Err(Error::new("missing-file", "the upload has no `file` part"));
+    };
+    let media = sniff(&state, &info).await?;
+    let now = now_secs();
+    let record = FileRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        owner_id: user.user.id.clone(),
+        filename,
+        size: info.size,
+        sha256: info.sha256.clone(),
+        media_type: media.media_type.clone(),
+        status: "queued".to_owned(),
+        progress: 0.0,
+        created_at: now,
+        updated_at: now,
+        options,
+        error: None,
+        duration_secs: media.duration_secs,
+        container: Some(media.container),
+        codec: Some(media.codec),
+    };
+    let store = state.store.clone();
+    let inserted = record.clone();
+    blocking(move || store.insert_file(&inserted)).await?;
+    tracing::info!(file_id = %record.id, size = record.size, "file uploaded");
+    Ok((StatusCode::CREATED, Json(FileView::from(&record))))
+}
+
+async fn read_small_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String> {
+    let mut buffer = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| Error::new("invalid-multipart", e.body_text()))?
+    {
+        buffer.extend_from_slice(&chunk);
+        if buffer.len() > OPTION_PART_LIMIT {
+            return Err(Error::new("invalid-multipart", "option part too long"));
+        }
+    }
+    String::from_utf8(buffer).map_err(|_| Error::new("invalid-multipart", "option is not UTF-8"))
+}
+
+fn apply_option(options: &mut UploadOptions, name: &str, value: &str) -> Result<()> {
+    let speakers = |value: &str| -> Result<Option<u32>> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        match value.parse::<u32>() {
+            Ok(n) if (1..=20).contains(&n) => Ok(Some(n)),
+            _ => Err(Error::bad_request(format!(
+                "`{name}` must be a whole number from 1 to 20"
+            ))),
+        }
+    };
+    match name {
+        "language" => {
+            let valid = value.is_empty()
+                || value == "auto"
+                || (value.len() <= 8 && value.chars().all(|c| c.is_ascii_alphabetic()));
+            if !valid {
+                return Err(Error::bad_request(
+                    "`language` must be a language code such as `en`, or `auto`",
+                ));
+            }
+            options.language = (!value.is_empty() && value != "auto").then(|| value.to_lowercase());
+        }
+        "num_speakers" => options.num_speakers = speakers(value)?,
+        "min_speakers" => options.min_speakers = speakers(value)?,
+        "max_speakers" => options.max_speakers = speakers(value)?,
+        "diarize" => {
+            options.diarize = match value {
+                "" | "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => return Err(Error::bad_request("`diarize` must be true or false")),
+            }
+        }
+        _ => {}
+    }
+    if let (Some(min), Some(max)) = (options.min_speakers, options.max_speakers)
+        && min > max
+    {
+        return Err(Error::bad_request(
+            "`min_speakers` must not exceed `max_speakers`",
+        ));
+    }
+    Ok(())
+}
+
+/// Streams one multipart field into the blob store through a bounded channel, so at most a
+/// few chunks are in memory. Anything short of a complete field leaves no file behind.
+async fn stream_to_blob(
+    state: &AppState,
+    mut field: axum::extract::multipart::Field<'_>,
+    limit: u64,
+) -> Result<BlobInfo> {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Chunk>(8);
+    let blobs = state.blobs.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<Option<BlobInfo>> {
+        let mut writer = blobs.begin_write().map_err(blob_error)?;
+        while let Some(chunk) = receiver.blocking_recv() {
+            match chunk {
+                Chunk::Data(bytes) => writer.write_all(&bytes).map_err(io_error)?,
+                Chunk::Done => return writer.finish().map(Some).map_err(blob_error),
+            }
+        }
+        // The sender went away without `Done`: the upload was cut off; dropping the
+        // writer removes its temp file.
+        Ok(None)
+    });
+    let mut received: u64 = 0;
+    let streamed: Result<()> = async {
+        loop {
+            let chunk = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, field.chunk())
+                .await
+                .map_err(|_| Error::new("invalid-multipart", "upload stalled"))?
+                .map_err(|e| Error::new("invalid-multipart", e.body_text()))?;
+            let Some(chunk) = chunk else { break };
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(too_large(limit));
+            }
+            if sender.send(Chunk::Data(chunk)).await.is_err() {
+                // The writer stopped early; its own error is reported below.
+                return Ok(());
+            }
+        }
+        let _ = sender.send(Chunk::Done).await;
+        Ok(())
+    }
+    .await;
+    drop(sender);
+    let written = writer
+        .await
+        .map_err(|e| Error::internal("internal", format!("upload writer failed: {e}")))?;
+    streamed?;
+    match written? {
+        Some(info) => Ok(info),
+        None => Err(Error::new("invalid-multipart", "upload ended early")),
+    }
+}
+
+fn blob_error(error: crate::blobs::BlobError) -> Error {
+    match error.code() {
+        "disk-full" => Error::new("disk-full", "the server's disk is full"),
+        "blob-not-found" => Error::not_found("media"),
+        code => Error::internal(code, error),
+    }
+}
+
+fn io_error(error: std::io::Error) -> Error {
+    if error.raw_os_error() == Some(libc::ENOSPC) || error.kind() == std::io::ErrorKind::StorageFull
+    {
+        Error::new("disk-full", "the server's disk is full")
+    } else {
+        Error::internal("blob-io", error)
+    }
+}
+
+/// Lets symphonia read a stored blob (plain or encrypted) as a seekable source.
+struct BlobSource {
+    reader: BlobReader,
+    len: u64,
+}
+
+impl Read for BlobSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl Seek for BlobSource {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.reader.seek(pos)
+    }
+}
+
+impl MediaSource for BlobSource {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.len)
+    }
+}
+
+/// Decides by content whether the upload is media; refuses it (and drops an unreferenced
+/// blob) if not.
+async fn sniff(state: &AppState, info: &BlobInfo) -> Result<MediaInfo> {
+    let blobs = state.blobs.clone();
+    let store = state.store.clone();
+    let sha = info.sha256.clone();
+    blocking(move || {
+        let reader = blobs.open_read(&sha).map_err(blob_error)?;
+        let len = reader.len();
+        let outcome = probe::probe(Box::new(BlobSource { reader, len }));
+        match outcome {
+            Ok(media) => Ok(media),
+            Err(e) => {
+                if store.blob_ref_count(&sha)? == 0 {
+                    blobs.remove(&sha).map_err(blob_error)?;
+                }
+                Err(Error::new(
+                    "unsupported-media",
+                    format!("not decodable audio or video: {e}"),
+                ))
+            }
+        }
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    per_page: Option<usize>,
+    #[serde(default)]
+    status: Option<String>,
+    /// `created` (newest first, the default), `-created`, `name`, `-name`, `size`, `-size`.
+    #[serde(default)]
+    sort: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct FileList {
+    items: Vec<FileView>,
+    total: usize,
+    page: usize,
+    per_page: usize,
+}
+
+async fn list_files(
+    State(state): State<AppState>,
+    user: AuthUser,
+    query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FileList>> {
+    let Query(query) = query.map_err(|e| Error::bad_request(e.body_text()))?;
+    let page = query.page.unwrap_or(1).max(1);
+    let per_page = query.per_page.unwrap_or(50).clamp(1, 500);
+    if let Some(status) = &query.status
+        && !FILE_STATUSES.contains(&status.as_str())
+    {
+        return Err(Error::bad_request(format!(
+            "status must be one of {}",
+            FILE_STATUSES.join(", ")
+        )));
+    }
+    let sort = query.sort.clone().unwrap_or_else(|| "created".to_owned());
+    if !matches!(
+        sort.as_str(),
+        "created" | "-created" | "name" | "-name" | "size" | "-size"
+    ) {
+        return Err(Error::bad_request(
+            "sort must be created, name or size, optionally prefixed with -",
+        ));
+    }
+    let store = state.store.clone();
+    let mut files = blocking(move || store.list_user_files(&user.user.id)).await?;
+    if let Some(status) = &query.status {
+        files.retain(|f| &f.status == status);
+    }
+    match sort.as_str() {
+        // Ids are UUIDv7, so they order by creation time.
+        "created" => files.sort_by(|a, b| b.id.cmp(&a.id)),
+        "-created" => files.sort_by(|a, b| a.id.cmp(&b.id)),
+        "name" => files.sort_by_key(|f| f.filename.to_lowercase()),
+        "-name" => files.sort_by_key(|f| std::cmp::Reverse(f.filename.to_lowercase())),
+        "size" => files.sort_by_key(|f| f.size),
+        _ => files.sort_by_key(|f| std::cmp::Reverse(f.size)),
+    }
+    let total = files.len();
+    let items = files
+        .iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .map(FileView::from)
+        .collect();
+    Ok(Json(FileList {
+        items,
+        total,
+        page,
+        per_page,
+    }))
+}
+
+async fn load_file(state: &AppState, user: &AuthUser, id: String) -> Result<FileRecord> {
+    let store = state.store.clone();
+    let owner = user.user.id.clone();
+    blocking(move || store.get_user_file(&owner, &id))
+        .await?
+        .ok_or_else(|| Error::not_found("file"))
+}
+
+async fn get_file(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<FileView>> {
+    let record = load_file(&state, &user, id).await?;
+    Ok(Json(FileView::from(&record)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    filename: String,
+}
+
+async fn rename_file(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Rename>,
+) -> Result<Json<FileView>> {
+    let filename = sanitize_filename(&body.filename);
+    if body.filename.trim().is_empty() {
+        return Err(Error::bad_request("filename must not be empty"));
+    }
+    let mut record = load_file(&state, &user, id).await?;
+    record.filename = filename;
+    record.updated_at = now_secs();
+    let store = state.store.clone();
+    let saved = record.clone();
+    blocking(move || store.update_file(&saved)).await?;
+    Ok(Json(FileView::from(&record)))
+}
+
+async fn delete_file(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let store = state.store.clone();
+    let blobs = state.blobs.clone();
+    let owner = user.user.id.clone();
+    blocking(move || {
+        let (record, remaining) = store
+            .delete_user_file(&owner, &id)?
+            .ok_or_else(|| Error::not_found("file"))?;
+        if remaining == 0 {
+            // The record is gone already; a failure here leaves an orphan for the sweep.
+            if let Err(e) = blobs.remove(&record.sha256) {
+                tracing::warn!(error = %e, "blob removal failed; the start-up sweep will retry");
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A Range header that cannot be served (416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
+/// A single byte range, resolved against the length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end_inclusive: u64,
+}
+
+/// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n`. `Ok(None)`: serve the whole file (no range,
+/// or several ranges, which we answer in full). `Err`: unsatisfiable (416).
+pub fn parse_range(value: &str, len: u64) -> std::result::Result<Option<ByteRange>, Unsatisfiable> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Err(Unsatisfiable);
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let range = if first.is_empty() {
+        let suffix: u64 = last.parse().map_err(|_| Unsatisfiable)?;
+        if suffix == 0 || len == 0 {
+            return Err(Unsatisfiable);
+        }
+        ByteRange {
+            start: len.saturating_sub(suffix),
+            end_inclusive: len - 1,
+        }
+    } else {
+        let start: u64 = first.parse().map_err(|_| Unsatisfiable)?;
+        let end = if last.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            let end: u64 = last.parse().map_err(|_| Unsatisfiable)?;
+            end.min(len.saturating_sub(1))
+        };
+        if start >= len
+            || (!last.is_empty() && last.parse::<u64>().map_err(|_| Unsatisfiable)? < start)
+        {
+            return Err(Unsatisfiable);
+        }
+        ByteRange {
+            start,
+            end_inclusive: end,
+        }
+    };
+    Ok(Some(range))
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+async fn media(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let record = load_file(&state, &user, id).await?;
+    let blobs = state.blobs.clone();
+    let sha = record.sha256.clone();
+    let reader = blocking(move || blobs.open_read(&sha).map_err(blob_error)).await?;
+    let len = reader.len();
+    let etag = format!("\"{}\"", record.sha256);
+    let if_range_ok = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(value) => value.trim() == etag,
+    };
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(value) if if_range_ok => match parse_range(value, len) {
+            Ok(range) => range,
+            Err(Unsatisfiable) => {
+                let mut response = Error::new(
+                    "invalid-range",
+                    format!("range not satisfiable for {len} bytes"),
+                )
+                .into_response();
+                insert_header(
+                    &mut response,
+                    header::CONTENT_RANGE,
+                    &format!("bytes */{len}"),
+                );
+                return Ok(response);
+            }
+        },
+        _ => None,
+    };
+    let (status, start, count) = match range {
+        Some(r) => (
+            StatusCode::PARTIAL_CONTENT,
+            r.start,
+            r.end_inclusive - r.start + 1,
+        ),
+        None => (StatusCode::OK, 0, len),
+    };
+    let body = stream_blob(reader, start, count);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    insert_header(&mut response, header::CONTENT_TYPE, &record.media_type);
+    insert_header(&mut response, header::CONTENT_LENGTH, &count.to_string());
+    insert_header(&mut response, header::ACCEPT_RANGES, "bytes");
+    insert_header(&mut response, header::ETAG, &etag);
+    insert_header(&mut response, header::CACHE_CONTROL, "private, no-cache");
+    insert_header(
+        &mut response,
+        header::CONTENT_DISPOSITION,
+        &content_disposition(&record.filename),
+    );
+    if let Some(r) = range {
+        insert_header(
+            &mut response,
+            header::CONTENT_RANGE,
+            &format!("bytes {}-{}/{len}", r.start, r.end_inclusive),
+        );
+    }
+    Ok(response)
+}
+
+fn insert_header(response: &mut Response, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+/// `inline` with an RFC 5987 UTF-8 name; the ASCII fallback has no quotes or controls, so a
+/// file name can never inject a header.
+pub fn content_disposition(filename: &str) -> String {
+    let fallback: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for byte in filename.as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(byte) {
+            encoded.push(char::from(*byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("inline; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+/// Reads `count` bytes from `start` on a blocking thread and streams them, a chunk at a time.
+fn stream_blob(mut reader: BlobReader, start: u64, count: u64) -> Body {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = reader.seek(SeekFrom::Start(start)) {
+            let _ = sender.blocking_send(Err(e));
+            return;
+        }
+        let mut remaining = count;
+        let mut buffer = vec![0u8; READ_CHUNK];
+        while remaining > 0 {
+            let want = usize::try_from(remaining.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+            let result = match reader.read(&mut buffer[..want]) {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob shorter than recorded",
+                )),
+                Ok(n) => {
+                    remaining -= n as u64;
+                    Ok(Bytes::copy_from_slice(&buffer[..n]))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = result.is_err();
+            // A closed channel means the client went away.
+            if sender.blocking_send(result).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let r = |s: &str| parse_range(s, 100);
+        assert_eq!(
+            r("bytes=0-9"),
+            Ok(Some(ByteRange {
+                start: 0,
+                end_inclusive: 9
+            }))
+        );
+        assert_eq!(
+            r("bytes=90-"),
+            Ok(Some(ByteRange {
+                start: 90,
+                end_inclusive: 99
+            }))
+        );
+        assert_eq!(
+            r("bytes=-10"),
+            Ok(Some(ByteRange {
+                start: 90,
+                end_inclusive: 99
+            }))
+        );
+        assert_eq!(
+            r("bytes=50-1000"),
+            Ok(Some(ByteRange {
+                start: 50,
+                end_inclusive: 99
+            }))
+        );
+        assert_eq!(r("bytes=100-"), Err(Unsatisfiable));
+        assert_eq!(r("bytes=9-3"), Err(Unsatisfiable));
+        assert_eq!(r("bytes=x-3"), Err(Unsatisfiable));
+        assert_eq!(r("bytes=0-1,5-6"), Ok(None));
+        assert_eq!(r("items=0-1"), Ok(None));
+    }
+
+    #[test]
+    fn filenames_are_sanitized() {
+        assert_eq!(sanitize_filename("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_filename("C:\\x\\a.wav"), "a.wav");
+        assert_eq!(sanitize_filename("a\r\nb.wav"), "ab.wav");
+        assert_eq!(sanitize_filename(".."), "upload");
+        let header = content_disposition("a\"b\r\nc é.wav");
+        assert!(!header.contains('\r') && !header.contains('\n'));
+        assert!(header.contains("filename=\"a_b__c _.wav\""), "{header}");
+        assert!(
+            header.contains("UTF-8''a%22b%0D%0Ac%20%C3%A9.wav"),
+            "{header}"
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! `/api/health` (liveness, no auth) and `/api/ready` (each dependency checked by name).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::app::{AppState, blocking};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/ready", get(ready))
+}
+
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Runs every readiness check; blocking I/O, so call it from a blocking thread.
+pub fn readiness_checks(state: &AppState) -> Vec<Check> {
+    let database = match state.store.check() {
+        Ok(()) => Check {
+            name: "database",
+            ok: true,
+            detail: "ok".to_owned(),
+        },
+        Err(e) => Check {
+            name: "database",
+            ok: false,
+            detail: e.to_string(),
+        },
+    };
+    let probe_path = state
+        .blobs
+        .root()
+        .join(format!(".ready-{}", uuid::Uuid::now_v7()));
+    let writable =
+        std::fs::write(&probe_path, b"ok").and_then(|()| std::fs::remove_file(&probe_path));
+    let blob_dir = Check {
+        name: "blob_dir_writable",
+        ok: writable.is_ok(),
+        detail: match writable {
+            Ok(()) => state.blobs.root().display().to_string(),
+            Err(e) => format!("{}: {e}", state.blobs.root().display()),
+        },
+    };
+    let floor_mb = state.config.storage.min_free_disk_mb;
+    let disk = match free_disk_bytes(&state.config.data_dir) {
+        Some(free) => Check {
+            name: "disk_free",
+            ok: free / (1024 * 1024) >= floor_mb,
+            detail: format!("{} MiB free, floor {floor_mb} MiB", free / (1024 * 1024)),
+        },
+        None => Check {
+            name: "disk_free",
+            ok: false,
+            detail: "cannot read free space".to_owned(),
+        },
+    };
+    vec![database, blob_dir, disk]
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let checks = match blocking(move || Ok(readiness_checks(&state))).await {
+        Ok(checks) => checks,
+        Err(e) => return e.into_response(),
+    };
+    let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    if failing.is_empty() {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": checks})),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "code": "not-ready",
+                "message": format!("failing checks: {}", failing.join(", ")),
+                "failing": failing,
+                "checks": checks,
+            })),
+        )
+            .into_response()
+    }
+}
+
+/// Free bytes available to unprivileged users on the filesystem holding `path`.
+pub fn free_disk_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: c_path is NUL-terminated and stats points to writable memory of the right type.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    #[allow(unsafe_code)]
+    let stats = unsafe { stats.assume_init() };
+    #[allow(clippy::useless_conversion)] // the field types differ between targets
+    let free = u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize));
+    Some(free)
+}

@@ -1,0 +1,59 @@
+//! HTTP: the router, middleware, TLS, and one `routes()` per feature. Only this module knows
+//! axum and wire types.
+
+pub mod auth_routes;
+pub mod error;
+pub mod extract;
+pub mod files;
+pub mod headers;
+pub mod health;
+pub mod server;
+pub mod tls;
+pub mod ui;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::error::Error;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// JSON bodies are small; uploads lift this limit on their own route.
+const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The whole HTTPS application.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(health::routes())
+        .merge(auth_routes::routes())
+        .merge(files::routes())
+        .route(
+            "/api/{*rest}",
+            axum::routing::any(|| async { Error::not_found("route") }),
+        );
+    // Layers run outside-in in the reverse order of `.layer` calls: the request id is set
+    // first, then traced, then headers are added to whatever comes back, errors included.
+    Router::new()
+        .merge(api)
+        .fallback(ui::serve_asset)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(axum::middleware::from_fn(headers::security_headers))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                // Only the path: query strings are never logged.
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}

@@ -1,0 +1,12 @@
+//! OpenTranscribe appliance: a self-hosted transcription daemon in one binary.
+
+pub mod app;
+pub mod auth;
+pub mod blobs;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod media;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,3 @@
+//! Media probing and decoding: bytes in, facts and samples out. Pure compute, no I/O policy.
+
+pub mod probe;

@@ -1,0 +1,81 @@
+//! Schema versions and the migrations between them, run in one write transaction at open.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::records::FileRecord;
+use super::tables::{BLOB_REFS, FILES, META, SCHEMA_VERSION_KEY, USER_FILES};
+
+/// The schema this code reads and writes.
+pub const CURRENT_VERSION: u64 = 2;
+
+type Migration = fn(&WriteTransaction) -> Result<(), String>;
+
+/// `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`.
+const MIGRATIONS: &[Migration] = &[v1_to_v2];
+
+/// Brings the database to [`CURRENT_VERSION`]. Returns the version found before.
+/// A database newer than this code is refused rather than guessed at.
+pub fn run(txn: &WriteTransaction) -> Result<u64, String> {
+    let found = {
+        let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        meta.get(SCHEMA_VERSION_KEY)
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value())
+    };
+    let Some(found) = found else {
+        // A new database: create every table at the current version.
+        super::create_all_tables(txn).map_err(|e| e.to_string())?;
+        set_version(txn, CURRENT_VERSION)?;
+        return Ok(0);
+    };
+    if found > CURRENT_VERSION {
+        return Err(format!(
+            "database schema version {found} is newer than this program understands ({CURRENT_VERSION}); upgrade opentranscribe"
+        ));
+    }
+    for version in found..CURRENT_VERSION {
+        let index = usize::try_from(version - 1).map_err(|e| e.to_string())?;
+        let migration = MIGRATIONS
+            .get(index)
+            .ok_or_else(|| format!("no migration from schema version {version}"))?;
+        migration(txn)?;
+        tracing::info!(from = version, to = version + 1, "migrated database schema");
+    }
+    super::create_all_tables(txn).map_err(|e| e.to_string())?;
+    set_version(txn, CURRENT_VERSION)?;
+    Ok(found)
+}
+
+fn set_version(txn: &WriteTransaction, version: u64) -> Result<(), String> {
+    let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+    meta.insert(SCHEMA_VERSION_KEY, version)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Version 2 adds the per-user file index and blob reference counts, derived from `files`.
+fn v1_to_v2(txn: &WriteTransaction) -> Result<(), String> {
+    let files = txn.open_table(FILES).map_err(|e| e.to_string())?;
+    let mut user_files = txn.open_table(USER_FILES).map_err(|e| e.to_string())?;
+    let mut blob_refs = txn.open_table(BLOB_REFS).map_err(|e| e.to_string())?;
+    for entry in files.iter().map_err(|e| e.to_string())? {
+        let (_, value) = entry.map_err(|e| e.to_string())?;
+        let record: FileRecord =
+            serde_json::from_slice(value.value()).map_err(|e| format!("file record: {e}"))?;
+        user_files
+            .insert(
+                super::user_file_key(&record.owner_id, &record.id).as_str(),
+                record.created_at,
+            )
+            .map_err(|e| e.to_string())?;
+        let count = blob_refs
+            .get(record.sha256.as_str())
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        blob_refs
+            .insert(record.sha256.as_str(), count + 1)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

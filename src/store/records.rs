@@ -1,0 +1,104 @@
+//! Records kept in redb, encoded as JSON values so fields can be added without a migration.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    /// PHC string of an argon2id hash.
+    pub password_hash: String,
+    pub role: Role,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user_id: String,
+    pub created_at: u64,
+    pub last_seen_at: u64,
+    /// Sent back by the browser in `X-CSRF-Token` on unsafe requests made with the cookie.
+    pub csrf_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub created_at: u64,
+    #[serde(default)]
+    pub last_used_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UploadOptions {
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub num_speakers: Option<u32>,
+    #[serde(default)]
+    pub min_speakers: Option<u32>,
+    #[serde(default)]
+    pub max_speakers: Option<u32>,
+    #[serde(default = "default_true")]
+    pub diarize: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub id: String,
+    pub owner_id: String,
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+    /// MIME type decided by sniffing the content, e.g. `audio/wav`.
+    pub media_type: String,
+    /// queued | processing | completed | error | cancelled
+    pub status: String,
+    #[serde(default)]
+    pub progress: f32,
+    pub created_at: u64,
+    #[serde(default)]
+    pub updated_at: u64,
+    #[serde(default)]
+    pub options: UploadOptions,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub duration_secs: Option<f64>,
+    #[serde(default)]
+    pub container: Option<String>,
+    #[serde(default)]
+    pub codec: Option<String>,
+}

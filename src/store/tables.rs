@@ -1,0 +1,22 @@
+//! The catalogue of every redb table: names and key/value types in one place.
+
+use redb::TableDefinition;
+
+/// Schema metadata, e.g. `schema_version`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// user id → JSON `UserRecord`.
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// lower-cased username → user id.
+pub const USERNAMES: TableDefinition<&str, &str> = TableDefinition::new("usernames");
+/// SHA-256 (hex) of a session token → JSON `SessionRecord`. Tokens themselves are never stored.
+pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// SHA-256 (hex) of a personal API token → JSON `ApiTokenRecord`.
+pub const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+/// file id → JSON `FileRecord`.
+pub const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+/// `owner_id/file_id` → created-at seconds; lists a user's files without scanning all (v2).
+pub const USER_FILES: TableDefinition<&str, u64> = TableDefinition::new("user_files");
+/// blob SHA-256 → number of files that reference it (v2).
+pub const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
+
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
