@@ -1,1 +1,7 @@
-fn main() {}
+//! The one integration-test binary: the real server over TLS on 127.0.0.1, real clients.
+
+mod accounts;
+mod cli;
+mod files;
+mod server;
+mod support;

@@ -1,0 +1,317 @@
+//! Server-wide behaviour: TLS policy and reload, security headers, health, redirects, migration.
+
+use std::sync::Arc;
+
+use opentranscribe::http::headers::SECURITY_HEADERS;
+use opentranscribe::store::records::{FileRecord, Role, UploadOptions, UserRecord};
+use serde_json::Value;
+
+use crate::support::{TestServer, client_for, client_tls, json};
+
+fn assert_security_headers(response: &reqwest::Response) {
+    let expected = [
+        (
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        ),
+        ("x-frame-options", "SAMEORIGIN"),
+        ("x-content-type-options", "nosniff"),
+        ("x-xss-protection", "0"),
+        ("referrer-policy", "strict-origin-when-cross-origin"),
+        (
+            "content-security-policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' ws: wss:; media-src 'self' blob:; worker-src 'self' blob:; frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'",
+        ),
+    ];
+    for (name, value) in expected {
+        assert_eq!(
+            response.headers().get(name).map(|v| v.to_str().unwrap()),
+            Some(value),
+            "{name} on {}",
+            response.url()
+        );
+    }
+    let permissions = response.headers()["permissions-policy"].to_str().unwrap();
+    assert!(permissions.starts_with("camera=(), microphone=(self)"));
+    assert_eq!(SECURITY_HEADERS.len(), 7);
+}
+
+#[tokio::test]
+async fn health_ready_and_headers_on_every_kind_of_response() {
+    let server = TestServer::start().await;
+    let health = server
+        .client
+        .get(server.url("/api/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_security_headers(&health);
+    assert!(health.headers().contains_key("x-request-id"));
+    assert_eq!(json(health).await, serde_json::json!({"status": "ok"}));
+
+    let ready = server
+        .client
+        .get(server.url("/api/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_security_headers(&ready);
+    let body = json(ready).await;
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["database", "blob_dir_writable", "disk_free"]);
+
+    let missing = server
+        .client
+        .get(server.url("/api/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_security_headers(&missing);
+    assert_eq!(json(missing).await["code"], "not-found");
+
+    let unauthorized = server
+        .client
+        .get(server.url("/api/files"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    assert_security_headers(&unauthorized);
+    assert_eq!(json(unauthorized).await["code"], "unauthorized");
+
+    let page = server.client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_security_headers(&page);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ready_names_the_failing_check() {
+    let server = TestServer::start_with(|c| c.storage.min_free_disk_mb = u64::MAX / 2).await;
+    let ready = server
+        .client
+        .get(server.url("/api/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = json(ready).await;
+    assert_eq!(body["code"], "not-ready");
+    assert_eq!(body["failing"], serde_json::json!(["disk_free"]));
+    assert!(body["message"].as_str().unwrap().contains("disk_free"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_only_redirects_except_health() {
+    let server = TestServer::start_with(|c| c.server.http_listen = "127.0.0.1:0".into()).await;
+    let http_port = server.running().http_addr.unwrap().port();
+    let https_port = server.running().https_addr.port();
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = plain
+        .get(format!("http://127.0.0.1:{http_port}/api/files?page=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(
+        response.headers()["location"],
+        format!("https://127.0.0.1:{https_port}/api/files?page=2").as_str()
+    );
+    assert_security_headers(&response);
+    let health = plain
+        .get(format!("http://127.0.0.1:{http_port}/api/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // Credentials sent over plain HTTP are never processed.
+    let login = plain
+        .post(format!("http://127.0.0.1:{http_port}/api/auth/login"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 308);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tls12_with_the_guides_suites_and_certificate_reload() {
+    let server = TestServer::start().await;
+    let running = server.running();
+    // The self-signed certificate and its key live in the data dir with tight modes.
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(&running.key_path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600);
+    assert_eq!(running.fingerprint.len(), 32 * 3 - 1);
+
+    let tls12 = reqwest::Client::builder()
+        .tls_backend_preconfigured(client_tls(&running.cert_path, true))
+        .build()
+        .unwrap();
+    let response = tls12.get(server.url("/api/health")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A TLS 1.2 client offering only a suite outside the guide's list is refused.
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    };
+    let roots = {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&running.cert_path).unwrap();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        roots
+    };
+    let chacha_only = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let refused = reqwest::Client::builder()
+        .tls_backend_preconfigured(chacha_only)
+        .build()
+        .unwrap()
+        .get(server.url("/api/health"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a TLS 1.2 ChaCha20-only client must be refused"
+    );
+
+    // Reload: a new certificate replaces the old one for new connections.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (new_cert, new_key) =
+        opentranscribe::http::tls::ensure_self_signed(other_dir.path()).unwrap();
+    let new_client = client_for(&new_cert);
+    assert!(
+        new_client
+            .get(server.url("/api/health"))
+            .send()
+            .await
+            .is_err()
+    );
+    std::fs::copy(&new_cert, &running.cert_path).unwrap();
+    std::fs::copy(&new_key, &running.key_path).unwrap();
+    running.reload_tls().unwrap();
+    let after = new_client
+        .get(server.url("/api/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+    // A broken certificate file is refused and the current one stays in force.
+    std::fs::write(&running.cert_path, b"garbage").unwrap();
+    assert!(running.reload_tls().is_err());
+    let still = new_client
+        .get(server.url("/api/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn version_1_database_is_migrated_and_served() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let hash = opentranscribe::auth::password::hash_password("old-password").unwrap();
+    let user = UserRecord {
+        id: "u1".into(),
+        username: "veteran".into(),
+        password_hash: hash,
+        role: Role::Admin,
+        disabled: false,
+        created_at: 1_700_000_000,
+    };
+    let file = |id: &str| FileRecord {
+        id: id.into(),
+        owner_id: "u1".into(),
+        filename: format!("{id}.wav"),
+        size: 3,
+        sha256: "ab".repeat(32),
+        media_type: "audio/wav".into(),
+        status: "completed".into(),
+        progress: 1.0,
+        created_at: 1_700_000_000,
+        updated_at: 1_700_000_000,
+        options: UploadOptions::default(),
+        error: None,
+        duration_secs: Some(1.0),
+        container: None,
+        codec: None,
+    };
+    let db_path = data_dir.path().join("opentranscribe.redb");
+    opentranscribe::store::write_v1_fixture(&db_path, &[user], &[file("f1"), file("f2")]).unwrap();
+
+    let server = TestServer::start_in(data_dir, |_| {}).await;
+    assert_eq!(server.running().state.store.schema_version().unwrap(), 2);
+    // The derived reference count makes both files keep the shared blob.
+    assert_eq!(
+        server
+            .running()
+            .state
+            .store
+            .blob_ref_count(&"ab".repeat(32))
+            .unwrap(),
+        2
+    );
+    let token = server.token("veteran", "old-password").await;
+    let list: Value = json(
+        server
+            .client
+            .get(server.url("/api/files?sort=name"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list["total"], 2);
+    assert_eq!(list["items"][0]["filename"], "f1.wav");
+    assert_eq!(list["items"][1]["status"], "completed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn orphan_blobs_and_temp_files_are_swept_at_start() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let blobs =
+        opentranscribe::blobs::BlobStore::open(&data_dir.path().join("blobs"), None).unwrap();
+    let mut writer = blobs.begin_write().unwrap();
+    std::io::Write::write_all(&mut writer, b"orphaned by a crash").unwrap();
+    let orphan = writer.finish().unwrap();
+    std::fs::write(data_dir.path().join("blobs/tmp/left.tmp"), b"partial").unwrap();
+    assert!(blobs.exists(&orphan.sha256));
+    let server = TestServer::start_in(data_dir, |_| {}).await;
+    assert!(!server.running().state.blobs.exists(&orphan.sha256));
+    assert!(server.temp_files().is_empty());
+    server.stop().await;
+}
