@@ -19,6 +19,7 @@ use crate::store::{RegistrationPolicy, now_secs};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/auth/setup-needed", get(setup_needed))
         .route("/api/auth/register", post(register))
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
@@ -55,6 +56,13 @@ impl From<&UserRecord> for UserView {
             created_at: user.created_at,
         }
     }
+}
+
+/// Tells the web UI whether to show first-run setup (no user exists yet).
+async fn setup_needed(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
+    let store = state.store.clone();
+    let empty = blocking(move || Ok(store.list_users()?.is_empty())).await?;
+    Ok(Json(serde_json::json!({ "setup_needed": empty })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,12 +16,26 @@ fn session_cookie(response: &reqwest::Response) -> (String, String) {
 #[tokio::test]
 async fn first_user_is_admin_then_registration_closes() {
     let server = TestServer::start().await;
+    let setup = |server: &TestServer| {
+        server
+            .client
+            .get(server.url("/api/auth/setup-needed"))
+            .send()
+    };
+    assert_eq!(
+        json(setup(&server).await.unwrap()).await["setup_needed"],
+        true
+    );
     let first = server.register("alice", "alice-password").await;
     assert_eq!(first.status(), 201);
     let body = json(first).await;
     assert_eq!(body["role"], "admin");
     assert_eq!(body["username"], "alice");
     assert!(body.get("password_hash").is_none());
+    assert_eq!(
+        json(setup(&server).await.unwrap()).await["setup_needed"],
+        false
+    );
 
     let second = server.register("bob", "bob-password").await;
     assert_eq!(second.status(), 403);
