@@ -101,6 +101,9 @@ const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
 /// A client that sends nothing for this long is dropped and its partial upload removed.
 const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const OPTION_PART_LIMIT: usize = 1024;
+/// Bytes gathered before a hand-off to the writer thread; with the channel's 8 slots this
+/// bounds an upload's buffered data to about 4 MiB.
+const WRITE_BATCH: usize = 512 * 1024;
 
 enum Chunk {
     Data(Bytes),
@@ -279,6 +282,8 @@ async fn stream_to_blob(
         Ok(None)
     });
     let mut received: u64 = 0;
+    // Small network chunks are gathered into larger writes: fewer thread hand-offs and syscalls.
+    let mut pending = bytes::BytesMut::with_capacity(WRITE_BATCH);
     let streamed: Result<()> = async {
         loop {
             let chunk = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, field.chunk())
@@ -290,10 +295,23 @@ async fn stream_to_blob(
             if received > limit {
                 return Err(too_large(limit));
             }
-            if sender.send(Chunk::Data(chunk)).await.is_err() {
-                // The writer stopped early; its own error is reported below.
-                return Ok(());
+            pending.extend_from_slice(&chunk);
+            if pending.len() >= WRITE_BATCH {
+                let batch = pending.split().freeze();
+                pending.reserve(WRITE_BATCH);
+                if sender.send(Chunk::Data(batch)).await.is_err() {
+                    // The writer stopped early; its own error is reported below.
+                    return Ok(());
+                }
             }
+        }
+        if !pending.is_empty()
+            && sender
+                .send(Chunk::Data(pending.split().freeze()))
+                .await
+                .is_err()
+        {
+            return Ok(());
         }
         let _ = sender.send(Chunk::Done).await;
         Ok(())
