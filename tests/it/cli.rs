@@ -171,6 +171,12 @@ fn wait_for_listen_line(
 #[tokio::test]
 async fn daemon_reloads_tls_on_sighup_and_stops_gracefully_on_sigterm() {
     let data_dir = tempfile::tempdir().unwrap();
+    // Plays systemd's part: a notify socket that collects READY, WATCHDOG and STOPPING.
+    let notify_path = data_dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
     let mut child = binary()
         .args([
             "serve",
@@ -181,6 +187,8 @@ async fn daemon_reloads_tls_on_sighup_and_stops_gracefully_on_sigterm() {
             "--data-dir",
         ])
         .arg(data_dir.path())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
         .env("OPENTRANSCRIBE_SERVER_SHUTDOWN_GRACE_SECS", "2")
         .env("OPENTRANSCRIBE_LOG", "info")
         .env("NO_COLOR", "1")
@@ -284,4 +292,15 @@ async fn daemon_reloads_tls_on_sighup_and_stops_gracefully_on_sigterm() {
         crate::support::walk(&temp_dir).is_empty(),
         "partial upload left behind"
     );
+    let mut messages = String::new();
+    let mut buffer = [0u8; 512];
+    while let Ok(n) = notify.recv(&mut buffer) {
+        messages.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        messages.push('\n');
+    }
+    for expected in ["READY=1", "WATCHDOG=1", "STOPPING=1"] {
+        assert!(messages.contains(expected), "no {expected} in {messages:?}");
+    }
+    let ready_at = messages.find("READY=1").unwrap();
+    assert!(messages.find("STOPPING=1").unwrap() > ready_at);
 }
