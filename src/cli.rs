@@ -35,6 +35,34 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// The offline model cache: list, verify, import and export bundles, remove.
+    Models {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Check runtime, GPU, models, disk and config; exit non-zero if the daemon could not work.
+    Doctor(CommonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Table of cached models: name, kind, size, whether files match the manifest's sizes.
+    List,
+    /// Re-hash every file of one model (or all) against its manifest.
+    Verify { name: Option<String> },
+    /// Import a bundle (tar or tar.zst); verified before it becomes visible.
+    Import { bundle: PathBuf },
+    /// Write models into a tar.zst bundle to carry to an air-gapped site.
+    Export {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Remove a model from the cache.
+    Remove { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +184,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Models { common, command } => {
+            let config = load_config(&common, FlagOverrides::default())?;
+            crate::models::cli::run(&config, command)
+        }
+        Command::Doctor(common) => {
+            let config = load_config(&common, FlagOverrides::default());
+            crate::models::cli::doctor(config)
+        }
         Command::User { command } => match command {
             UserCommand::Create {
                 username,

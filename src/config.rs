@@ -14,7 +14,7 @@ pub const ENV_PREFIX: &str = "OPENTRANSCRIBE_";
 const ENV_NOT_KEYS: &[&str] = &["OPENTRANSCRIBE_CONFIG", "OPENTRANSCRIBE_LOG"];
 
 /// Keys that have no default value and so are absent from a serialised default config.
-const OPTIONAL_KEYS: &[&str] = &["server.tls_cert", "server.tls_key"];
+const OPTIONAL_KEYS: &[&str] = &["server.tls_cert", "server.tls_key", "runtime.library"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +24,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
+    pub runtime: RuntimeConfig,
     pub log: LogConfig,
 }
 
@@ -65,6 +66,31 @@ pub struct StorageConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// `auto`, `cpu` or `cuda`.
+    pub device: String,
+    pub device_id: i32,
+    /// Inference threads; 0 means one per physical core.
+    pub threads: usize,
+    /// Path of `libonnxruntime.so`; without it, `ORT_DYLIB_PATH`, the model cache and
+    /// /usr/lib/opentranscribe are searched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub library: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            device: "auto".to_owned(),
+            device_id: 0,
+            threads: 0,
+            library: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub level: String,
 }
@@ -77,6 +103,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
+            runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -290,6 +317,12 @@ impl Config {
         if self.auth.min_password_length < 8 {
             return fail("auth.min_password_length", "must be at least 8");
         }
+        if crate::models::runtime::Device::parse(&self.runtime.device).is_none() {
+            return fail("runtime.device", "must be `auto`, `cpu` or `cuda`");
+        }
+        if self.runtime.device_id < 0 {
+            return fail("runtime.device_id", "must be 0 or more");
+        }
         if !matches!(
             self.log.level.as_str(),
             "error" | "warn" | "info" | "debug" | "trace"
@@ -315,6 +348,17 @@ impl Config {
 
     pub fn secrets_dir(&self) -> PathBuf {
         self.data_dir.join("secrets")
+    }
+
+    pub fn runtime_settings(&self) -> crate::models::runtime::RuntimeSettings {
+        crate::models::runtime::RuntimeSettings {
+            library: self.runtime.library.clone(),
+            models_dir: self.models_dir.clone(),
+            device: crate::models::runtime::Device::parse(&self.runtime.device)
+                .unwrap_or(crate::models::runtime::Device::Auto),
+            device_id: self.runtime.device_id,
+            threads: self.runtime.threads,
+        }
     }
 }
 
@@ -477,6 +521,17 @@ encrypt_at_rest = {encrypt}
 # /api/ready fails when free disk in data_dir falls below this many MiB.
 min_free_disk_mb = {min_free}
 
+[runtime]
+# ONNX Runtime execution provider: "auto" (CUDA when its provider library and a GPU are
+# present, else CPU; the choice and the reason are logged), "cpu" or "cuda" (fail if unusable).
+device = "{device}"
+device_id = {device_id}
+# Inference threads; 0 means one per physical core.
+threads = {threads}
+# Path of libonnxruntime.so. Default: $ORT_DYLIB_PATH, then models_dir/onnxruntime,
+# then /usr/lib/opentranscribe.
+# library = "/usr/lib/opentranscribe/libonnxruntime.so.1.31.1"
+
 [log]
 # error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
 level = "{level}"
@@ -498,6 +553,9 @@ level = "{level}"
         encrypt = defaults.storage.encrypt_at_rest,
         min_free = defaults.storage.min_free_disk_mb,
         level = defaults.log.level,
+        device = defaults.runtime.device,
+        device_id = defaults.runtime.device_id,
+        threads = defaults.runtime.threads,
     )
 }
 

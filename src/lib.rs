@@ -8,5 +8,6 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod media;
+pub mod models;
 pub mod store;
 pub mod telemetry;

@@ -68,7 +68,41 @@ pub fn readiness_checks(state: &AppState) -> Vec<Check> {
             detail: "cannot read free space".to_owned(),
         },
     };
-    vec![database, blob_dir, disk]
+    vec![database, blob_dir, disk, models_check(&state.config)]
+}
+
+/// The runtime library and every required model are present with the manifest's sizes.
+fn models_check(config: &crate::config::Config) -> Check {
+    use crate::models::cache::{Depth, ModelCache};
+    use crate::models::manifest::REQUIRED_MODELS;
+    let mut problems = Vec::new();
+    let search =
+        crate::models::runtime::find_library(config.runtime.library.as_deref(), &config.models_dir);
+    if search.found.is_none() {
+        problems.push("ONNX Runtime library not found".to_owned());
+    }
+    let cache = ModelCache::new(&config.models_dir);
+    for name in REQUIRED_MODELS {
+        if !cache.verify(name, Depth::Sizes).is_empty() {
+            problems.push(format!("{name} missing or damaged"));
+        }
+    }
+    Check {
+        name: "models",
+        ok: problems.is_empty(),
+        detail: if problems.is_empty() {
+            format!(
+                "all required models present in {}",
+                config.models_dir.display()
+            )
+        } else {
+            format!(
+                "{} in {} (import a bundle with `opentranscribe models import`)",
+                problems.join(", "),
+                config.models_dir.display()
+            )
+        },
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> Response {

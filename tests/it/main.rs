@@ -3,5 +3,6 @@
 mod accounts;
 mod cli;
 mod files;
+mod models;
 mod server;
 mod support;

@@ -56,7 +56,8 @@ async fn health_ready_and_headers_on_every_kind_of_response() {
         .send()
         .await
         .unwrap();
-    assert_eq!(ready.status(), 200);
+    // No model cache in this data dir: not ready, and the failing check says why.
+    assert_eq!(ready.status(), 503);
     assert_security_headers(&ready);
     let body = json(ready).await;
     let names: Vec<&str> = body["checks"]
@@ -65,7 +66,11 @@ async fn health_ready_and_headers_on_every_kind_of_response() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["database", "blob_dir_writable", "disk_free"]);
+    assert_eq!(
+        names,
+        ["database", "blob_dir_writable", "disk_free", "models"]
+    );
+    assert_eq!(body["failing"], serde_json::json!(["models"]));
 
     let missing = server
         .client
@@ -111,7 +116,7 @@ async fn ready_names_the_failing_check() {
     assert_eq!(ready.status(), 503);
     let body = json(ready).await;
     assert_eq!(body["code"], "not-ready");
-    assert_eq!(body["failing"], serde_json::json!(["disk_free"]));
+    assert_eq!(body["failing"], serde_json::json!(["disk_free", "models"]));
     assert!(body["message"].as_str().unwrap().contains("disk_free"));
     server.stop().await;
 }

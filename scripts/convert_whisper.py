@@ -1,0 +1,810 @@
+#!/usr/bin/env python3
+"""Convert a Whisper model from CTranslate2 (faster-whisper) format to ONNX.
+
+The output follows sherpa-onnx's layout (encoder produces the cross-attention
+K/V of every decoder layer, decoder carries a fixed-size self-attention cache)
+plus an extra decoder output ``cross_qk`` holding the cross-attention weights,
+used for DTW word timestamps.
+
+No PyTorch: the graphs are written directly with ``onnx.helper`` from the
+weights stored in CTranslate2's ``model.bin``.
+
+Usage:
+    convert_whisper.py --ct2-dir DIR --out DIR --name NAME \
+        [--mel-filters mel_filters.npz] [--no-int8] [--force]
+
+Files written into --out (see parameters.json "files"):
+    encoder.onnx, decoder.onnx                fp32 models
+    encoder.int8.onnx, decoder.int8.onnx      dynamic int8 (unless --no-int8)
+    tokens.txt        "<base64 of token bytes> <id>" per line (all ids whose
+                      byte string is non-empty, specials included as text)
+    tokenizer.json    copied from the CT2 directory when present
+    mel_filters.bin   float32 little-endian [n_mels, 201]
+    parameters.json   dimensions, special tokens, suppression lists, files
+
+Decoder I/O contract (N = batch, T = new tokens, L = n_text_layer,
+D = n_text_state, H = n_text_head, C = n_text_ctx (448), A = n_audio_ctx):
+    inputs : tokens int64 [N,T], in_n_layer_self_k_cache / in_n_layer_self_v_cache
+             float32 [L,N,C,D], n_layer_cross_k / n_layer_cross_v float32 [L,N,A,D],
+             offset int64 [1] (tokens already in the cache)
+    outputs: logits float32 [N,T,n_vocab], out_n_layer_self_k_cache /
+             out_n_layer_self_v_cache [L,N,C,D] (slots [offset, offset+T) written),
+             cross_qk float32 [L,N,H,T,A] (softmax'd cross-attention weights)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1  # bump when the produced graphs/files change
+OPSET = 17
+
+# CTranslate2 DataType enum (include/ctranslate2/types.h)
+CT2_DTYPES = {
+    0: np.float32,
+    1: np.int8,
+    2: np.int16,
+    3: np.int32,
+    4: np.float16,
+    5: "bfloat16",
+}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class Step:
+    """Context manager printing the time a step took."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        log(f"[..] {self.what}")
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            log(f"[ok] {self.what} ({time.perf_counter() - self.t0:.1f} s)")
+        return False
+
+
+# --------------------------------------------------------------------------
+# CTranslate2 model.bin reader
+# --------------------------------------------------------------------------
+
+
+def read_ct2_model(path: Path) -> tuple[str, int, dict[str, np.ndarray]]:
+    """Parse a CTranslate2 model.bin (binary versions 5 and 6).
+
+    Layout (little endian):
+      u32 binary_version
+      str spec_name          (str = u16 length incl. NUL, bytes, NUL)
+      u32 spec_revision
+      u32 n_variables
+      n_variables x { str name; u8 rank; u32 dims[rank]; u8 dtype; u32 nbytes; bytes }
+      u32 n_aliases
+      n_aliases x { str alias; str target }
+    """
+    data = path.read_bytes()
+    pos = 0
+
+    def u(fmt: str):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v[0]
+
+    def s() -> str:
+        nonlocal pos
+        n = u("H")
+        out = data[pos : pos + n - 1].decode("utf-8")
+        pos += n
+        return out
+
+    version = u("I")
+    if version not in (5, 6):
+        raise SystemExit(f"unsupported CTranslate2 binary version {version} in {path}")
+    spec = s()
+    revision = u("I")
+    nvars = u("I")
+    variables: dict[str, np.ndarray] = {}
+    for _ in range(nvars):
+        name = s()
+        rank = u("B")
+        shape = [u("I") for _ in range(rank)]
+        dtype_id = u("B")
+        nbytes = u("I")
+        raw = data[pos : pos + nbytes]
+        pos += nbytes
+        dt = CT2_DTYPES.get(dtype_id)
+        if dt is None:
+            raise SystemExit(f"unsupported dtype id {dtype_id} for {name}")
+        if dt == "bfloat16":
+            arr = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            arr = np.frombuffer(raw, dtype=np.dtype(dt).newbyteorder("<"))
+        variables[name] = arr.reshape(shape)
+    naliases = u("I")
+    for _ in range(naliases):
+        alias = s()
+        target = s()
+        variables[alias] = variables[target]
+    if pos != len(data):
+        raise SystemExit(f"trailing data in {path}: parsed {pos} of {len(data)} bytes")
+    return spec, revision, variables
+
+
+class Weights:
+    """fp32 access to CT2 variables, dequantizing int8 weights if needed."""
+
+    def __init__(self, variables: dict[str, np.ndarray]):
+        self.v = variables
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.v
+
+    def scalar(self, name: str) -> int:
+        return int(np.asarray(self.v[name]).reshape(-1)[0])
+
+    def get(self, name: str) -> np.ndarray:
+        a = self.v[name]
+        if a.dtype in (np.int8, np.int16) and name + "_scale" in self.v:
+            scale = self.v[name + "_scale"].astype(np.float32)
+            a = a.astype(np.float32) / scale.reshape(-1, *([1] * (a.ndim - 1)))
+        return np.ascontiguousarray(a.astype(np.float32))
+
+    def count_layers(self, prefix: str) -> int:
+        n = 0
+        while any(k.startswith(f"{prefix}/layer_{n}/") for k in self.v):
+            n += 1
+        return n
+
+
+# --------------------------------------------------------------------------
+# Tiny ONNX graph builder
+# --------------------------------------------------------------------------
+
+
+class GraphBuilder:
+    def __init__(self):
+        from onnx import helper  # noqa: F401
+
+        self.nodes = []
+        self.inits = {}
+        self.counter = 0
+        self.weight_matmuls: list[str] = []  # MatMul nodes with a constant B
+
+    def _name(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}_{self.counter}"
+
+    def const(self, name: str, arr) -> str:
+        from onnx import numpy_helper
+
+        if name in self.inits:
+            raise ValueError(f"duplicate initializer {name}")
+        self.inits[name] = numpy_helper.from_array(np.array(arr, order="C"), name)  # keeps 0-d scalars 0-d
+        return name
+
+    def c_i64(self, values, name=None) -> str:
+        return self.const(name or self._name("c_i64"), np.array(values, dtype=np.int64))
+
+    def c_f32(self, values, name=None) -> str:
+        return self.const(name or self._name("c_f32"), np.array(values, dtype=np.float32))
+
+    def op(self, op_type: str, inputs, n_out: int = 1, name: str | None = None, outputs=None, **attrs):
+        from onnx import helper
+
+        node_name = name or self._name(op_type)
+        if outputs is None:
+            outputs = [f"{node_name}_o{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=node_name, **attrs))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    # composite helpers ---------------------------------------------------
+    def linear(self, x: str, w: np.ndarray, b: np.ndarray | None, prefix: str) -> str:
+        """y = x @ w.T + b  with w in CT2 layout [out, in]."""
+        wt = self.const(prefix + ".weight_t", np.ascontiguousarray(w.T.astype(np.float32)))
+        mm_name = self._name(prefix + ".matmul")
+        y = self.op("MatMul", [x, wt], name=mm_name)
+        self.weight_matmuls.append(mm_name)
+        if b is not None:
+            y = self.op("Add", [y, self.const(prefix + ".bias", b.astype(np.float32))])
+        return y
+
+    def layer_norm(self, x: str, gamma: np.ndarray, beta: np.ndarray, prefix: str) -> str:
+        g = self.const(prefix + ".gamma", gamma)
+        b = self.const(prefix + ".beta", beta)
+        return self.op("LayerNormalization", [x, g, b], axis=-1, epsilon=1e-5)
+
+    def gelu(self, x: str) -> str:
+        # exact (erf) GELU; ONNX Runtime fuses this pattern into a Gelu kernel
+        if not hasattr(self, "_gelu_consts"):
+            self._gelu_consts = (self.c_f32(1.4142135381698608, "gelu.sqrt2"), self.c_f32(1.0, "gelu.one"), self.c_f32(0.5, "gelu.half"))
+        sqrt2, one, half = self._gelu_consts
+        e = self.op("Erf", [self.op("Div", [x, sqrt2])])
+        return self.op("Mul", [self.op("Mul", [x, self.op("Add", [e, one])]), half])
+
+    def model(self, inputs, outputs, graph_name: str, doc: str = ""):
+        from onnx import helper
+
+        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs, initializer=list(self.inits.values()))
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="opentranscribe-convert_whisper")
+        m.ir_version = 8
+        m.doc_string = doc
+        return m
+
+
+# --------------------------------------------------------------------------
+# Whisper graphs
+# --------------------------------------------------------------------------
+
+
+def attn_heads(g: GraphBuilder, x: str, n_head: int, d_head: int) -> str:
+    """[N, T, D] -> [N, H, T, dh]"""
+    r = g.op("Reshape", [x, g.c_i64([0, 0, n_head, d_head])])
+    return g.op("Transpose", [r], perm=[0, 2, 1, 3])
+
+
+def attn_merge(g: GraphBuilder, x: str, d_model: int) -> str:
+    """[N, H, T, dh] -> [N, T, D]"""
+    t = g.op("Transpose", [x], perm=[0, 2, 1, 3])
+    return g.op("Reshape", [t, g.c_i64([0, 0, d_model])])
+
+
+def qkT(g: GraphBuilder, q: str, k: str) -> str:
+    """q [N,H,T,dh] @ k[N,H,S,dh]^T; the last-two-dims Transpose is fused into
+    MatMul (FusedMatMul transB) by ONNX Runtime's optimizer."""
+    return g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])
+
+
+def split_qkv_weights(w: np.ndarray, b: np.ndarray, d: int, scale: float):
+    """CT2 fused self-attention projection [3D, D] -> q scaled by 1/sqrt(dh)."""
+    w = w.copy()
+    b = b.copy()
+    w[:d] *= scale
+    b[:d] *= scale
+    return w, b
+
+
+def build_encoder(W: Weights, dims: dict, onnx_mod):
+    from onnx import TensorProto, helper
+
+    g = GraphBuilder()
+    D, H, L = dims["n_audio_state"], dims["n_audio_head"], dims["n_audio_layer"]
+    dh = D // H
+    scale = dh ** -0.5
+    n_mels = dims["n_mels"]
+    TL, TD = dims["n_text_layer"], dims["n_text_state"]
+
+    x = g.op("Conv", ["mel", g.const("conv1.weight", W.get("encoder/conv1/weight")), g.const("conv1.bias", W.get("encoder/conv1/bias"))],
+             kernel_shape=[3], pads=[1, 1], strides=[1])
+    x = g.gelu(x)
+    x = g.op("Conv", [x, g.const("conv2.weight", W.get("encoder/conv2/weight")), g.const("conv2.bias", W.get("encoder/conv2/bias"))],
+             kernel_shape=[3], pads=[1, 1], strides=[2])
+    x = g.gelu(x)
+    x = g.op("Transpose", [x], perm=[0, 2, 1])  # [N, 1500, D]
+    x = g.op("Add", [x, g.const("encoder.positional_embedding", W.get("encoder/position_encodings/encodings"))])
+
+    for i in range(L):
+        p = f"encoder/layer_{i}"
+        n = f"enc{i}"
+        h = g.layer_norm(x, W.get(f"{p}/self_attention/layer_norm/gamma"), W.get(f"{p}/self_attention/layer_norm/beta"), f"{n}.attn_ln")
+        wqkv, bqkv = split_qkv_weights(W.get(f"{p}/self_attention/linear_0/weight"), W.get(f"{p}/self_attention/linear_0/bias"), D, scale)
+        qkv = g.linear(h, wqkv, bqkv, f"{n}.attn.qkv")
+        q, k, v = g.op("Split", [qkv, g.c_i64([D, D, D])], n_out=3, axis=-1)
+        q, k, v = (attn_heads(g, t, H, dh) for t in (q, k, v))
+        w = g.op("Softmax", [qkT(g, q, k)], axis=-1)
+        o = attn_merge(g, g.op("MatMul", [w, v]), D)
+        o = g.linear(o, W.get(f"{p}/self_attention/linear_1/weight"), W.get(f"{p}/self_attention/linear_1/bias"), f"{n}.attn.out")
+        x = g.op("Add", [x, o])
+        h = g.layer_norm(x, W.get(f"{p}/ffn/layer_norm/gamma"), W.get(f"{p}/ffn/layer_norm/beta"), f"{n}.mlp_ln")
+        h = g.gelu(g.linear(h, W.get(f"{p}/ffn/linear_0/weight"), W.get(f"{p}/ffn/linear_0/bias"), f"{n}.mlp.fc1"))
+        h = g.linear(h, W.get(f"{p}/ffn/linear_1/weight"), W.get(f"{p}/ffn/linear_1/bias"), f"{n}.mlp.fc2")
+        x = g.op("Add", [x, h])
+    x = g.layer_norm(x, W.get("encoder/layer_norm/gamma"), W.get("encoder/layer_norm/beta"), "encoder.ln_post")
+
+    # cross-attention K/V of every decoder layer with a single MatMul
+    ws, bs = [], []
+    for i in range(TL):
+        ws.append(W.get(f"decoder/layer_{i}/attention/linear_1/weight"))  # [2D, D] (K then V)
+        bs.append(W.get(f"decoder/layer_{i}/attention/linear_1/bias"))
+    kv = g.linear(x, np.concatenate(ws, axis=0), np.concatenate(bs, axis=0), "cross_kv")  # [N, A, TL*2*TD]
+    kv = g.op("Reshape", [kv, g.c_i64([0, 0, TL, 2, TD])])
+    kv = g.op("Transpose", [kv], perm=[3, 2, 0, 1, 4])  # [2, TL, N, A, TD]
+    g.op("Split", [kv], n_out=2, axis=0, outputs=["cross_k5", "cross_v5"])
+    ax0 = g.c_i64([0])
+    g.op("Squeeze", ["cross_k5", ax0], outputs=["n_layer_cross_k"])
+    g.op("Squeeze", ["cross_v5", ax0], outputs=["n_layer_cross_v"])
+
+    A = dims["n_audio_ctx"]
+    inputs = [helper.make_tensor_value_info("mel", TensorProto.FLOAT, ["N", n_mels, 2 * A])]
+    outputs = [
+        helper.make_tensor_value_info("n_layer_cross_k", TensorProto.FLOAT, [TL, "N", A, TD]),
+        helper.make_tensor_value_info("n_layer_cross_v", TensorProto.FLOAT, [TL, "N", A, TD]),
+    ]
+    return g.model(inputs, outputs, "whisper_encoder", "Whisper encoder (sherpa-onnx layout)"), g.weight_matmuls
+
+
+def build_decoder(W: Weights, dims: dict, logits_matmul: bool):
+    """logits_matmul=False: logits via Gemm(transB=1) sharing the token embedding
+    (smaller file). True: MatMul with a pre-transposed copy (quantizable)."""
+    from onnx import TensorProto, helper
+
+    g = GraphBuilder()
+    D, H, L = dims["n_text_state"], dims["n_text_head"], dims["n_text_layer"]
+    C, A, V = dims["n_text_ctx"], dims["n_audio_ctx"], dims["n_vocab"]
+    dh = D // H
+    scale = dh ** -0.5
+
+    emb = W.get("decoder/embeddings/weight")  # [V, D]
+    E = g.const("decoder.token_embedding", emb)
+    PE = g.const("decoder.positional_embedding", W.get("decoder/position_encodings/encodings"))
+
+    # scalars
+    tok_shape = g.op("Shape", ["tokens"])
+    T_1 = g.op("Slice", [tok_shape, g.c_i64([1]), g.c_i64([2])])  # [1]
+    end_1 = g.op("Add", ["offset", T_1])  # [1]
+    off_s = g.op("Squeeze", ["offset", g.c_i64([0])])
+    end_s = g.op("Squeeze", [end_1, g.c_i64([0])])
+    zero_1 = g.c_i64([0])
+    ctx_1 = g.c_i64([C])
+    ax1 = g.c_i64([1])
+    one_s = g.c_i64(1)
+    zero_s = g.c_i64(0)
+
+    x = g.op("Gather", [E, "tokens"], axis=0)  # [N, T, D]
+    pos = g.op("Slice", [PE, "offset", end_1, zero_1])  # [T, D]
+    x = g.op("Add", [x, pos])
+
+    # causal mask [T, S] over the S = offset+T valid cache slots
+    qpos = g.op("Unsqueeze", [g.op("Range", [off_s, end_s, one_s]), ax1])  # [T,1]
+    kpos = g.op("Unsqueeze", [g.op("Range", [zero_s, end_s, one_s]), zero_1])  # [1,S]
+    future = g.op("Greater", [kpos, qpos])
+    mask = g.op("Where", [future, g.c_f32(-np.inf), g.c_f32(0.0)])  # [T,S]
+
+    k_caches, v_caches, qks = [], [], []
+    for i in range(L):
+        p = f"decoder/layer_{i}"
+        n = f"dec{i}"
+        li = g.c_i64(i)
+        # ---- self attention with cache
+        h = g.layer_norm(x, W.get(f"{p}/self_attention/layer_norm/gamma"), W.get(f"{p}/self_attention/layer_norm/beta"), f"{n}.attn_ln")
+        wqkv, bqkv = split_qkv_weights(W.get(f"{p}/self_attention/linear_0/weight"), W.get(f"{p}/self_attention/linear_0/bias"), D, scale)
+        qkv = g.linear(h, wqkv, bqkv, f"{n}.attn.qkv")
+        q, k, v = g.op("Split", [qkv, g.c_i64([D, D, D])], n_out=3, axis=-1)
+        new_caches = []
+        for cache_in, new in (("in_n_layer_self_k_cache", k), ("in_n_layer_self_v_cache", v)):
+            c = g.op("Gather", [cache_in, li], axis=0)  # [N, C, D]
+            before = g.op("Slice", [c, zero_1, "offset", ax1])
+            after = g.op("Slice", [c, end_1, ctx_1, ax1])
+            new_caches.append(g.op("Concat", [before, new, after], axis=1))  # [N, C, D]
+        kc, vc = new_caches
+        k_caches.append(g.op("Unsqueeze", [kc, zero_1]))
+        v_caches.append(g.op("Unsqueeze", [vc, zero_1]))
+        ks = attn_heads(g, g.op("Slice", [kc, zero_1, end_1, ax1]), H, dh)  # [N,H,S,dh]
+        vs = attn_heads(g, g.op("Slice", [vc, zero_1, end_1, ax1]), H, dh)
+        qh = attn_heads(g, q, H, dh)
+        s = g.op("Add", [qkT(g, qh, ks), mask])
+        w = g.op("Softmax", [s], axis=-1)
+        o = attn_merge(g, g.op("MatMul", [w, vs]), D)
+        o = g.linear(o, W.get(f"{p}/self_attention/linear_1/weight"), W.get(f"{p}/self_attention/linear_1/bias"), f"{n}.attn.out")
+        x = g.op("Add", [x, o])
+        # ---- cross attention
+        h = g.layer_norm(x, W.get(f"{p}/attention/layer_norm/gamma"), W.get(f"{p}/attention/layer_norm/beta"), f"{n}.cross_ln")
+        q = g.linear(h, W.get(f"{p}/attention/linear_0/weight") * scale, W.get(f"{p}/attention/linear_0/bias") * scale, f"{n}.cross.q")
+        qh = attn_heads(g, q, H, dh)
+        ck = attn_heads(g, g.op("Gather", ["n_layer_cross_k", li], axis=0), H, dh)  # [N,H,A,dh]
+        cv = attn_heads(g, g.op("Gather", ["n_layer_cross_v", li], axis=0), H, dh)
+        w = g.op("Softmax", [qkT(g, qh, ck)], axis=-1)  # [N,H,T,A]
+        qks.append(g.op("Unsqueeze", [w, zero_1]))
+        o = attn_merge(g, g.op("MatMul", [w, cv]), D)
+        o = g.linear(o, W.get(f"{p}/attention/linear_2/weight"), W.get(f"{p}/attention/linear_2/bias"), f"{n}.cross.out")
+        x = g.op("Add", [x, o])
+        # ---- MLP
+        h = g.layer_norm(x, W.get(f"{p}/ffn/layer_norm/gamma"), W.get(f"{p}/ffn/layer_norm/beta"), f"{n}.mlp_ln")
+        h = g.gelu(g.linear(h, W.get(f"{p}/ffn/linear_0/weight"), W.get(f"{p}/ffn/linear_0/bias"), f"{n}.mlp.fc1"))
+        h = g.linear(h, W.get(f"{p}/ffn/linear_1/weight"), W.get(f"{p}/ffn/linear_1/bias"), f"{n}.mlp.fc2")
+        x = g.op("Add", [x, h])
+
+    x = g.layer_norm(x, W.get("decoder/layer_norm/gamma"), W.get("decoder/layer_norm/beta"), "decoder.ln")
+    if logits_matmul:
+        et = g.const("decoder.token_embedding_t", np.ascontiguousarray(emb.T))
+        mm = g._name("logits.matmul")
+        g.op("MatMul", [x, et], name=mm, outputs=["logits"])
+        g.weight_matmuls.append(mm)
+    else:
+        x2 = g.op("Reshape", [x, g.c_i64([-1, D])])
+        lg = g.op("Gemm", [x2, E], transB=1)
+        out_shape = g.op("Concat", [tok_shape, g.c_i64([V])], axis=0)
+        g.op("Reshape", [lg, out_shape], outputs=["logits"])
+    g.op("Concat", k_caches, axis=0, outputs=["out_n_layer_self_k_cache"])
+    g.op("Concat", v_caches, axis=0, outputs=["out_n_layer_self_v_cache"])
+    g.op("Concat", qks, axis=0, outputs=["cross_qk"])
+
+    F, I64 = TensorProto.FLOAT, TensorProto.INT64
+    inputs = [
+        helper.make_tensor_value_info("tokens", I64, ["N", "n_tokens"]),
+        helper.make_tensor_value_info("in_n_layer_self_k_cache", F, [L, "N", C, D]),
+        helper.make_tensor_value_info("in_n_layer_self_v_cache", F, [L, "N", C, D]),
+        helper.make_tensor_value_info("n_layer_cross_k", F, [L, "N", A, D]),
+        helper.make_tensor_value_info("n_layer_cross_v", F, [L, "N", A, D]),
+        helper.make_tensor_value_info("offset", I64, [1]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("logits", F, ["N", "n_tokens", V]),
+        helper.make_tensor_value_info("out_n_layer_self_k_cache", F, [L, "N", C, D]),
+        helper.make_tensor_value_info("out_n_layer_self_v_cache", F, [L, "N", C, D]),
+        helper.make_tensor_value_info("cross_qk", F, [L, "N", H, "n_tokens", A]),
+    ]
+    return g.model(inputs, outputs, "whisper_decoder", "Whisper decoder (sherpa-onnx layout + cross_qk)"), g.weight_matmuls
+
+
+# --------------------------------------------------------------------------
+# Tokenizer / metadata
+# --------------------------------------------------------------------------
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 byte-level BPE byte <-> printable unicode map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def load_vocab(ct2_dir: Path) -> list[str]:
+    for name in ("vocabulary.json", "vocabulary.txt"):
+        p = ct2_dir / name
+        if p.exists():
+            if name.endswith(".json"):
+                return json.loads(p.read_text(encoding="utf-8"))
+            lines = p.read_text(encoding="utf-8").split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            return lines
+    tok = ct2_dir / "tokenizer.json"
+    if tok.exists():
+        t = json.loads(tok.read_text(encoding="utf-8"))
+        inv = {i: s for s, i in t["model"]["vocab"].items()}
+        for a in t.get("added_tokens", []):
+            inv[a["id"]] = a["content"]
+        return [inv.get(i, "") for i in range(max(inv) + 1)]
+    raise SystemExit(f"no vocabulary.json/vocabulary.txt/tokenizer.json in {ct2_dir}")
+
+
+SPECIAL_RE = re.compile(r"^<\|[^|]*\|>$")
+
+
+def token_bytes(tok: str, b2u_inv: dict[str, int]) -> bytes:
+    if SPECIAL_RE.match(tok):
+        return tok.encode("utf-8")
+    try:
+        return bytes(b2u_inv[c] for c in tok)
+    except KeyError:
+        return tok.encode("utf-8")
+
+
+def write_tokens_txt(vocab: list[str], n_vocab: int, path: Path) -> None:
+    import base64
+
+    inv = {v: k for k, v in bytes_to_unicode().items()}
+    with open(path, "w", encoding="ascii", newline="\n") as f:
+        for i in range(min(len(vocab), n_vocab)):
+            b = token_bytes(vocab[i], inv)
+            if b:
+                f.write(f"{base64.b64encode(b).decode('ascii')} {i}\n")
+
+
+def build_parameters(name: str, dims: dict, vocab: list[str], config: dict) -> dict:
+    ids = {t: i for i, t in enumerate(vocab) if SPECIAL_RE.match(t)}
+
+    def need(*names):
+        for n in names:
+            if n in ids:
+                return ids[n]
+        raise SystemExit(f"special token {names} not found in vocabulary")
+
+    n_vocab = dims["n_vocab"]
+    multilingual = n_vocab >= 51865
+    sot = need("<|startoftranscript|>")
+    translate = need("<|translate|>")
+    no_ts = need("<|notimestamps|>")
+    specials = {
+        "eot": need("<|endoftext|>"),
+        "sot": sot,
+        "translate": translate,
+        "transcribe": need("<|transcribe|>"),
+        "sot_lm": need("<|startoflm|>"),
+        "sot_prev": need("<|startofprev|>"),
+        "no_speech": need("<|nospeech|>", "<|nocaptions|>"),
+        "no_timestamps": no_ts,
+        "timestamp_begin": ids.get("<|0.00|>", no_ts + 1),
+    }
+    langs = {}
+    if multilingual:
+        lang_ids = config.get("lang_ids") or [i for i in range(sot + 1, translate)]
+        for i in lang_ids:
+            t = vocab[i]
+            if SPECIAL_RE.match(t):
+                langs[t[2:-2]] = i
+    specials["language_tokens"] = langs
+    return {
+        "name": name,
+        **dims,
+        "multilingual": multilingual,
+        "sample_rate": 16000,
+        "n_fft": 400,
+        "hop_length": 160,
+        "chunk_length": 30,
+        "n_frames": 2 * dims["n_audio_ctx"],
+        "alignment_heads": [list(map(int, h)) for h in config.get("alignment_heads", [])],
+        "special_tokens": specials,
+        "suppress_tokens": list(map(int, config.get("suppress_ids", []))),
+        "begin_suppress": list(map(int, config.get("suppress_ids_begin", []))),
+    }
+
+
+# --------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------
+
+
+def ref_check(W: Weights, dims: dict, enc_path: Path, dec_path: Path) -> None:
+    """Quick numeric self-check of the decoder cache handling: decoding 4 tokens
+    at once must equal decoding them one by one through the cache."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    enc = ort.InferenceSession(str(enc_path), so, providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(dec_path), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    mel = rng.standard_normal((1, dims["n_mels"], 2 * dims["n_audio_ctx"])).astype(np.float32) * 0.5
+    ck, cv = enc.run(None, {"mel": mel})
+    L, C, D = dims["n_text_layer"], dims["n_text_ctx"], dims["n_text_state"]
+    toks = np.array([[50257, 50258, 100, 200]], dtype=np.int64) % dims["n_vocab"]
+    z = np.zeros((L, 1, C, D), np.float32)
+    base = {"n_layer_cross_k": ck, "n_layer_cross_v": cv}
+    la, ka, va, qa = dec.run(None, {**base, "tokens": toks, "in_n_layer_self_k_cache": z, "in_n_layer_self_v_cache": z, "offset": np.array([0], np.int64)})
+    kc, vc = z, z
+    for t in range(toks.shape[1]):
+        lb, kc, vc, qb = dec.run(None, {**base, "tokens": toks[:, t : t + 1], "in_n_layer_self_k_cache": kc, "in_n_layer_self_v_cache": vc, "offset": np.array([t], np.int64)})
+        d1 = float(np.abs(lb[0, 0] - la[0, t]).max())
+        d2 = float(np.abs(qb[:, :, :, 0] - qa[:, :, :, t]).max())
+        if d1 > 1e-2 or d2 > 1e-4:
+            raise SystemExit(f"self-check failed at step {t}: logits diff {d1}, cross_qk diff {d2}")
+    if not (np.allclose(kc, ka, atol=1e-4) and np.allclose(vc, va, atol=1e-4)):
+        raise SystemExit("self-check failed: caches differ between batched and stepwise decoding")
+    s = qa.sum(-1)
+    if not np.allclose(s, 1.0, atol=1e-3):
+        raise SystemExit("self-check failed: cross_qk rows do not sum to 1")
+    log(f"     cache self-check ok (cross_qk shape {list(qa.shape)})")
+
+
+def compare_int8(fp_paths, q_paths, dims) -> None:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = lambda p: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])  # noqa: E731
+    rng = np.random.default_rng(1)
+    mel = (rng.standard_normal((1, dims["n_mels"], 2 * dims["n_audio_ctx"])) * 0.5).astype(np.float32)
+    L, C, D = dims["n_text_layer"], dims["n_text_ctx"], dims["n_text_state"]
+    z = np.zeros((L, 1, C, D), np.float32)
+    res = []
+    for enc_p, dec_p in (fp_paths, q_paths):
+        ck, cv = sess(enc_p).run(None, {"mel": mel})
+        lg = sess(dec_p).run(None, {"tokens": np.array([[dims["_sot"]]], np.int64), "in_n_layer_self_k_cache": z, "in_n_layer_self_v_cache": z,
+                                     "n_layer_cross_k": ck, "n_layer_cross_v": cv, "offset": np.array([0], np.int64)})[0]
+        res.append((ck, lg))
+    (ck0, lg0), (ck1, lg1) = res
+    rel = float(np.linalg.norm(ck1 - ck0) / np.linalg.norm(ck0))
+    log(f"     int8 vs fp32 on random mel: cross_k rel. error {rel:.4f}, logits max abs diff {float(np.abs(lg1 - lg0).max()):.3f}")
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+
+
+def source_stamp(ct2_dir: Path, args) -> dict:
+    h = hashlib.sha256()
+    with open(ct2_dir / "model.bin", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return {"format_version": FORMAT_VERSION, "model_bin_sha256": h.hexdigest(), "int8": not args.no_int8, "name": args.name}
+
+
+def is_complete(out: Path, stamp: dict) -> bool:
+    p = out / "parameters.json"
+    if not p.exists():
+        return False
+    try:
+        params = json.loads(p.read_text())
+    except ValueError:
+        return False
+    if params.get("converter") != stamp:
+        return False
+    return all((out / f).is_file() and (out / f).stat().st_size > 0 for f in params.get("files", {}).values())
+
+
+def find_mel_filters(arg: str | None) -> Path:
+    cands = [Path(arg)] if arg else []
+    cands += [Path(__file__).resolve().parent / "mel_filters.npz", Path.home() / ".cache/opentranscribe/assets/mel_filters.npz"]
+    for c in cands:
+        if c.is_file():
+            return c
+    raise SystemExit("mel_filters.npz not found; pass --mel-filters (openai-whisper sdist: whisper/assets/mel_filters.npz)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ct2-dir", required=True, type=Path, help="CTranslate2 model dir (model.bin, config.json, vocabulary/tokenizer)")
+    ap.add_argument("--out", required=True, type=Path, help="output directory (created/replaced atomically)")
+    ap.add_argument("--name", required=True, help="model name recorded in parameters.json")
+    ap.add_argument("--mel-filters", help="openai-whisper mel_filters.npz")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 quantized models")
+    ap.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
+    args = ap.parse_args()
+
+    t_start = time.perf_counter()
+    ct2 = args.ct2_dir
+    out = args.out.resolve()
+    if not (ct2 / "model.bin").is_file():
+        raise SystemExit(f"{ct2}/model.bin not found")
+    mel_npz = find_mel_filters(args.mel_filters)
+
+    with Step("hash source model"):
+        stamp = source_stamp(ct2, args)
+    if not args.force and is_complete(out, stamp):
+        log(f"{out}: up to date")
+        return 0
+
+    import onnx
+
+    with Step(f"read {ct2 / 'model.bin'}"):
+        spec, rev, variables = read_ct2_model(ct2 / "model.bin")
+        if spec != "WhisperSpec":
+            raise SystemExit(f"not a Whisper model: spec {spec}")
+        W = Weights(variables)
+        emb = variables["decoder/embeddings/weight"]
+        conv1 = variables["encoder/conv1/weight"]
+        dims = {
+            "n_mels": int(conv1.shape[1]),
+            "n_audio_ctx": int(variables["encoder/position_encodings/encodings"].shape[0]),
+            "n_audio_state": int(conv1.shape[0]),
+            "n_audio_head": W.scalar("encoder/num_heads"),
+            "n_audio_layer": W.count_layers("encoder"),
+            "n_text_ctx": int(variables["decoder/position_encodings/encodings"].shape[0]),
+            "n_text_state": int(emb.shape[1]),
+            "n_text_head": W.scalar("decoder/num_heads"),
+            "n_text_layer": W.count_layers("decoder"),
+            "n_vocab": int(emb.shape[0]),
+        }
+        log(f"     spec {spec} rev {rev}, weights dtype {emb.dtype}; dims {dims}")
+        if "decoder/projection/weight" in variables and variables["decoder/projection/weight"] is not variables["decoder/embeddings/weight"]:
+            if not np.array_equal(variables["decoder/projection/weight"], emb):
+                raise SystemExit("output projection is not tied to the token embedding (unsupported)")
+
+    config_path = ct2 / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    if not config.get("alignment_heads"):
+        log("     warning: no alignment_heads in config.json")
+    vocab = load_vocab(ct2)
+    params = build_parameters(args.name, dims, vocab, config)
+    dims["_sot"] = params["special_tokens"]["sot"]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        files = {}
+        with Step("build + save encoder.onnx"):
+            enc_model, enc_mm = build_encoder(W, dims, onnx)
+            onnx.checker.check_model(enc_model)
+            onnx.save(enc_model, str(tmp / "encoder.onnx"))
+            files["encoder"] = "encoder.onnx"
+            del enc_model
+        with Step("build + save decoder.onnx"):
+            dec_model, _ = build_decoder(W, dims, logits_matmul=False)
+            onnx.checker.check_model(dec_model)
+            onnx.save(dec_model, str(tmp / "decoder.onnx"))
+            files["decoder"] = "decoder.onnx"
+            del dec_model
+        with Step("self-check fp32 models with onnxruntime"):
+            ref_check(W, dims, tmp / "encoder.onnx", tmp / "decoder.onnx")
+
+        if not args.no_int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            with Step("quantize encoder.int8.onnx"):
+                quantize_dynamic(str(tmp / "encoder.onnx"), str(tmp / "encoder.int8.onnx"), weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["MatMul"], nodes_to_quantize=enc_mm,
+                                 extra_options={"MatMulConstBOnly": True})
+                files["encoder_int8"] = "encoder.int8.onnx"
+            with Step("quantize decoder.int8.onnx"):
+                dec_model, dec_mm = build_decoder(W, dims, logits_matmul=True)
+                onnx.save(dec_model, str(tmp / "decoder.mm.onnx"))
+                del dec_model
+                quantize_dynamic(str(tmp / "decoder.mm.onnx"), str(tmp / "decoder.int8.onnx"), weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["MatMul", "Gather"],
+                                 nodes_to_quantize=dec_mm + [n for n in _gather_nodes(tmp / "decoder.mm.onnx")],
+                                 extra_options={"MatMulConstBOnly": True})
+                (tmp / "decoder.mm.onnx").unlink()
+                files["decoder_int8"] = "decoder.int8.onnx"
+            with Step("compare int8 with fp32"):
+                compare_int8((tmp / "encoder.onnx", tmp / "decoder.onnx"), (tmp / "encoder.int8.onnx", tmp / "decoder.int8.onnx"), dims)
+            for f in tmp.glob("*.onnx.data"):
+                raise SystemExit(f"unexpected external data file {f}")
+
+        with Step("tokens.txt / tokenizer.json / mel_filters.bin"):
+            write_tokens_txt(vocab, dims["n_vocab"], tmp / "tokens.txt")
+            files["tokens"] = "tokens.txt"
+            if (ct2 / "tokenizer.json").exists():
+                shutil.copyfile(ct2 / "tokenizer.json", tmp / "tokenizer.json")
+                files["tokenizer"] = "tokenizer.json"
+            mf = np.load(mel_npz)
+            key = f"mel_{dims['n_mels']}"
+            if key not in mf:
+                raise SystemExit(f"{mel_npz} has no {key}")
+            filt = mf[key].astype("<f4")
+            if filt.shape != (dims["n_mels"], 201):
+                raise SystemExit(f"unexpected mel filter shape {filt.shape}")
+            (tmp / "mel_filters.bin").write_bytes(filt.tobytes())
+            files["mel_filters"] = "mel_filters.bin"
+
+        dims.pop("_sot", None)
+        params["files"] = files
+        params["converter"] = stamp
+        (tmp / "parameters.json").write_text(json.dumps(params, indent=2) + "\n")
+
+        # atomic-ish replace
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    for f in sorted(out.iterdir()):
+        log(f"     {f.name:22s} {f.stat().st_size / 1e6:9.1f} MB")
+    log(f"done: {out} ({time.perf_counter() - t_start:.1f} s)")
+    return 0
+
+
+def _gather_nodes(path: Path) -> list[str]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    return [n.name for n in m.graph.node if n.op_type == "Gather" and n.input[0] in inits]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

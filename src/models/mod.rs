@@ -1,0 +1,7 @@
+//! Models: the offline cache, manifests, bundles, and ONNX Runtime sessions.
+
+pub mod bundle;
+pub mod cache;
+pub mod cli;
+pub mod manifest;
+pub mod runtime;

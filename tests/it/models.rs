@@ -1,0 +1,332 @@
+//! The model cache: verification, bundle import safety and atomicity, export round trip.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use opentranscribe::models::bundle::{self, BundleError, ImportLimits};
+use opentranscribe::models::cache::{Depth, ModelCache, sha256_file};
+use serde_json::json;
+
+/// Writes a model directory with a correct manifest.
+fn make_model(cache_root: &Path, name: &str, files: &[(&str, &[u8])]) {
+    let dir = cache_root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut listed = Vec::new();
+    for (path, bytes) in files {
+        let target = dir.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, bytes).unwrap();
+        listed.push(
+            json!({"path": path, "size": bytes.len(), "sha256": sha256_file(&target).unwrap()}),
+        );
+    }
+    let manifest = json!({
+        "format_version": 1, "name": name, "kind": "vad", "source": "test", "license": "MIT",
+        "files": listed, "parameters": {"sample_rate": 16000}
+    });
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Every file under `root` with its content, to compare a cache before and after.
+fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = crate::support::walk(root)
+        .into_iter()
+        .map(|p| {
+            (
+                p.strip_prefix(root).unwrap().display().to_string(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opentranscribe"));
+    command.env_remove("OPENTRANSCRIBE_CONFIG");
+    command
+}
+
+#[test]
+fn verify_catches_a_flipped_byte_and_names_the_file() {
+    let root = tempfile::tempdir().unwrap();
+    make_model(
+        root.path(),
+        "tiny-vad",
+        &[
+            ("model.onnx", &[7u8; 4096]),
+            ("extra/tokens.txt", b"a 1\nb 2\n"),
+        ],
+    );
+    let cache = ModelCache::new(root.path());
+    assert!(cache.verify("tiny-vad", Depth::Hashes).is_empty());
+    let output = binary()
+        .args(["models", "--models-dir"])
+        .arg(root.path())
+        .args(["verify", "tiny-vad"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let path = root.path().join("tiny-vad/model.onnx");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1234] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    // Same size: only hashing can tell.
+    assert!(cache.verify("tiny-vad", Depth::Sizes).is_empty());
+    let problems = cache.verify("tiny-vad", Depth::Hashes);
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].contains("model.onnx"));
+    let output = binary()
+        .args(["models", "--models-dir"])
+        .arg(root.path())
+        .args(["verify", "tiny-vad"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("model.onnx"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let list = binary()
+        .args(["models", "--models-dir"])
+        .arg(root.path())
+        .arg("list")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        stdout.contains("tiny-vad") && stdout.contains("vad"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn export_then_import_round_trips_atomically() {
+    let source = tempfile::tempdir().unwrap();
+    make_model(source.path(), "model-a", &[("model.onnx", &[1u8; 100_000])]);
+    make_model(source.path(), "model-b", &[("weights.bin", b"bbbb")]);
+    let bundle_dir = tempfile::tempdir().unwrap();
+    let bundle_path = bundle_dir.path().join("models.tar.zst");
+    let output = binary()
+        .args(["models", "--models-dir"])
+        .arg(source.path())
+        .args(["export", "model-a", "model-b", "-o"])
+        .arg(&bundle_path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let target = tempfile::tempdir().unwrap();
+    let output = binary()
+        .args(["models", "--models-dir"])
+        .arg(target.path())
+        .arg("import")
+        .arg(&bundle_path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(snapshot(source.path()), snapshot(target.path()));
+
+    // Re-importing replaces in place; remove takes a model out.
+    let cache = ModelCache::new(target.path());
+    bundle::import(&cache, &bundle_path, ImportLimits::default(), |_| {}).unwrap();
+    assert_eq!(snapshot(source.path()), snapshot(target.path()));
+    let output = binary()
+        .args(["models", "--models-dir"])
+        .arg(target.path())
+        .args(["remove", "model-b"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(!target.path().join("model-b").exists());
+}
+
+/// Builds a plain tar whose single member has a raw, unvalidated name and type.
+fn raw_tar(name: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    {
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+    }
+    header.set_entry_type(kind);
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    if let Some(target) = link {
+        header.set_link_name(target).unwrap();
+    }
+    header.set_cksum();
+    builder.append(&header, data).unwrap();
+    builder.into_inner().unwrap()
+}
+
+#[test]
+fn import_refuses_unsafe_members_and_leaves_the_cache_unchanged() {
+    let root = tempfile::tempdir().unwrap();
+    make_model(root.path(), "existing", &[("model.onnx", b"keep me")]);
+    let before = snapshot(root.path());
+    let cache = ModelCache::new(root.path());
+    let work = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "dotdot",
+            raw_tar("../escaped.txt", tar::EntryType::Regular, b"x", None),
+        ),
+        (
+            "nested-dotdot",
+            raw_tar(
+                "model/../../escaped.txt",
+                tar::EntryType::Regular,
+                b"x",
+                None,
+            ),
+        ),
+        (
+            "absolute",
+            raw_tar("/tmp/escaped.txt", tar::EntryType::Regular, b"x", None),
+        ),
+        (
+            "symlink",
+            raw_tar(
+                "model/link",
+                tar::EntryType::Symlink,
+                b"",
+                Some("/etc/passwd"),
+            ),
+        ),
+        (
+            "hardlink",
+            raw_tar(
+                "model/hard",
+                tar::EntryType::Link,
+                b"",
+                Some("existing/model.onnx"),
+            ),
+        ),
+        (
+            "device",
+            raw_tar("model/dev", tar::EntryType::Char, b"", None),
+        ),
+    ];
+    for (label, tar_bytes) in cases {
+        let path = work.path().join(format!("{label}.tar"));
+        std::fs::write(&path, tar_bytes).unwrap();
+        let result = bundle::import(&cache, &path, ImportLimits::default(), |_| {});
+        assert!(
+            matches!(result, Err(BundleError::UnsafeMember { .. })),
+            "{label}: {result:?}"
+        );
+        assert_eq!(snapshot(root.path()), before, "{label} changed the cache");
+        assert!(!work.path().parent().unwrap().join("escaped.txt").exists());
+    }
+
+    // Oversized members are refused by their header before any data is written.
+    let big = raw_tar("model/big.bin", tar::EntryType::Regular, &[0u8; 4096], None);
+    let path = work.path().join("big.tar");
+    std::fs::write(&path, big).unwrap();
+    let limits = ImportLimits {
+        max_member_bytes: 1024,
+        ..ImportLimits::default()
+    };
+    let result = bundle::import(&cache, &path, limits, |_| {});
+    assert!(
+        matches!(result, Err(BundleError::UnsafeMember { .. })),
+        "{result:?}"
+    );
+
+    // A model whose files do not match its manifest is refused as a whole.
+    let staging = tempfile::tempdir().unwrap();
+    make_model(staging.path(), "liar", &[("model.onnx", b"original")]);
+    std::fs::write(staging.path().join("liar/model.onnx"), b"tampered").unwrap();
+    let tar_path = work.path().join("liar.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    builder
+        .append_dir_all("liar", staging.path().join("liar"))
+        .unwrap();
+    builder.into_inner().unwrap().flush().unwrap();
+    let result = bundle::import(&cache, &tar_path, ImportLimits::default(), |_| {});
+    assert!(
+        matches!(result, Err(BundleError::Verification(_))),
+        "{result:?}"
+    );
+    assert_eq!(snapshot(root.path()), before);
+
+    // The CLI says so in one line and exits non-zero.
+    let output = binary()
+        .args(["models", "--models-dir"])
+        .arg(root.path())
+        .arg("import")
+        .arg(work.path().join("dotdot.tar"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("../escaped.txt"));
+}
+
+#[test]
+fn an_interrupted_import_leaves_the_cache_unchanged() {
+    let source = tempfile::tempdir().unwrap();
+    make_model(
+        source.path(),
+        "big-model",
+        &[("model.onnx", &vec![3u8; 2_000_000])],
+    );
+    let cache_source = ModelCache::new(source.path());
+    let bundle_dir = tempfile::tempdir().unwrap();
+    let full = bundle_dir.path().join("full.tar");
+    {
+        let mut builder = tar::Builder::new(std::fs::File::create(&full).unwrap());
+        builder
+            .append_dir_all("big-model", source.path().join("big-model"))
+            .unwrap();
+        builder.into_inner().unwrap().flush().unwrap();
+    }
+    let root = tempfile::tempdir().unwrap();
+    make_model(
+        root.path(),
+        "big-model",
+        &[("model.onnx", b"the old version")],
+    );
+    let before = snapshot(root.path());
+    let cache = ModelCache::new(root.path());
+
+    // The transfer stopped halfway: the archive ends mid-member.
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = bundle_dir.path().join("cut.tar");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let result = bundle::import(&cache, &cut, ImportLimits::default(), |_| {});
+    assert!(result.is_err());
+    assert_eq!(snapshot(root.path()), before);
+
+    // A crash mid-import leaves a staging dir; it is invisible and removed next time.
+    std::fs::create_dir_all(root.path().join(".import-crashed/big-model")).unwrap();
+    std::fs::write(
+        root.path().join(".import-crashed/big-model/model.onnx"),
+        b"half",
+    )
+    .unwrap();
+    assert_eq!(cache.list().len(), 1);
+    bundle::import(&cache, &full, ImportLimits::default(), |_| {}).unwrap();
+    assert!(!root.path().join(".import-crashed").exists());
+    assert_eq!(snapshot(root.path()), snapshot(source.path()));
+    assert!(cache_source.verify("big-model", Depth::Hashes).is_empty());
+}
