@@ -123,14 +123,18 @@ pub fn import(
         let decoder = zstd::stream::read::Decoder::new(counting).map_err(io_err(bundle))?;
         unpack(decoder, &staging, limits, bundle)?;
     } else if got >= 3 && &magic[..3] == b"BZh" {
-        return Err(BundleError::Invalid(
-            "bzip2 archives are not supported; recompress with zstd (tar --zstd) or plain tar"
-                .to_owned(),
-        ));
+        // sherpa-onnx publishes its models as .tar.bz2.
+        unpack(
+            bzip2::read::MultiBzDecoder::new(counting),
+            &staging,
+            limits,
+            bundle,
+        )?;
     } else {
         unpack(counting, &staging, limits, bundle)?;
     }
 
+    adapt_foreign_layouts(&staging)?;
     let models = check_staged(&staging)?;
     for name in &models {
         install(cache, &staging.join(name), name)?;
@@ -225,6 +229,24 @@ fn unpack(
             return Err(refuse("member data does not match its header size"));
         }
         out.sync_all().map_err(io_err(&target))?;
+    }
+    Ok(())
+}
+
+/// Directories without a manifest may be sherpa-onnx archives; those become model directories.
+fn adapt_foreign_layouts(staging: &Path) -> Result<(), BundleError> {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(staging)
+        .map_err(io_err(staging))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.join(MANIFEST_FILE).exists())
+        .collect();
+    for dir in dirs {
+        match super::sherpa::adapt(&dir) {
+            Ok(Some(name)) => tracing::info!(model = %name, "adapted a sherpa-onnx archive"),
+            Ok(None) => {}
+            Err(e) => return Err(BundleError::Invalid(e)),
+        }
     }
     Ok(())
 }

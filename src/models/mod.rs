@@ -4,4 +4,6 @@ pub mod bundle;
 pub mod cache;
 pub mod cli;
 pub mod manifest;
+pub mod onnx_meta;
 pub mod runtime;
+pub mod sherpa;

@@ -330,3 +330,105 @@ fn an_interrupted_import_leaves_the_cache_unchanged() {
     assert_eq!(snapshot(root.path()), snapshot(source.path()));
     assert!(cache_source.verify("big-model", Depth::Hashes).is_empty());
 }
+
+#[test]
+fn a_sherpa_onnx_whisper_archive_imports() {
+    use opentranscribe::models::onnx_meta::encode_model_with_metadata;
+    let metadata = [
+        ("model_type", "whisper-tiny.en"),
+        ("n_mels", "80"),
+        ("n_audio_ctx", "1500"),
+        ("n_audio_state", "384"),
+        ("n_audio_head", "6"),
+        ("n_audio_layer", "4"),
+        ("n_vocab", "51864"),
+        ("n_text_ctx", "448"),
+        ("n_text_state", "384"),
+        ("n_text_head", "6"),
+        ("n_text_layer", "4"),
+        ("is_multilingual", "0"),
+        ("sot", "50257"),
+        ("eot", "50256"),
+        ("translate", "50357"),
+        ("transcribe", "50358"),
+        ("sot_lm", "50359"),
+        ("sot_prev", "50360"),
+        ("no_speech", "50361"),
+        ("no_timestamps", "50362"),
+        ("all_language_tokens", "50258"),
+        ("all_language_codes", "en"),
+        ("non_speech_tokens", "1,2,7"),
+    ];
+    let encoder = encode_model_with_metadata(&metadata, &[1u8; 50_000]);
+    let decoder = encode_model_with_metadata(&[], &[2u8; 40_000]);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("sherpa-onnx-whisper-tiny.en.tar.bz2");
+    {
+        let file = std::fs::File::create(&archive).unwrap();
+        let encoder_stream = bzip2::write::BzEncoder::new(file, bzip2::Compression::fast());
+        let mut builder = tar::Builder::new(encoder_stream);
+        let mut add = |path: &str, bytes: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(
+                    &mut header,
+                    format!("sherpa-onnx-whisper-tiny.en/{path}"),
+                    bytes,
+                )
+                .unwrap();
+        };
+        add("tiny.en-encoder.onnx", &encoder);
+        add("tiny.en-decoder.onnx", &decoder);
+        add("tiny.en-encoder.int8.onnx", &encoder);
+        add("tiny.en-decoder.int8.onnx", &decoder);
+        add("tiny.en-tokens.txt", b"IQ== 0\nIg== 1\n");
+        add("test_wavs/0.wav", b"RIFF....");
+        add("README.md", b"docs");
+        builder.into_inner().unwrap().finish().unwrap();
+    }
+    let root = tempfile::tempdir().unwrap();
+    let output = binary()
+        .args(["models", "--models-dir"])
+        .arg(root.path())
+        .arg("import")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cache = ModelCache::new(root.path());
+    let names: Vec<String> = cache.list().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["whisper-tiny.en"]);
+    assert!(cache.verify("whisper-tiny.en", Depth::Hashes).is_empty());
+    let manifest = cache.model("whisper-tiny.en").manifest.unwrap();
+    assert_eq!(manifest.kind.as_str(), "asr");
+    let p = &manifest.parameters;
+    assert_eq!(p["n_text_layer"], 4);
+    assert_eq!(p["multilingual"], false);
+    assert_eq!(p["special_tokens"]["timestamp_begin"], 50363);
+    assert_eq!(p["special_tokens"]["language_tokens"]["en"], 50258);
+    assert_eq!(p["files"]["decoder_int8"], "decoder.int8.onnx");
+    assert_eq!(p["cross_qk"], false);
+    let mut files: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "decoder.int8.onnx",
+            "decoder.onnx",
+            "encoder.int8.onnx",
+            "encoder.onnx",
+            "tokens.txt"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(root.path().join("whisper-tiny.en/encoder.onnx")).unwrap(),
+        encoder
+    );
+}
