@@ -432,3 +432,185 @@ fn a_sherpa_onnx_whisper_archive_imports() {
         encoder
     );
 }
+
+/// The cache `scripts/fetch-models` filled; `scripts/test` fills it before running tests.
+pub fn models_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("OPENTRANSCRIBE_TEST_MODELS_DIR") {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").expect("HOME");
+    std::path::PathBuf::from(home).join(".cache/opentranscribe/models")
+}
+
+fn shape_of(outputs: &ort::session::SessionOutputs, name: &str) -> Vec<i64> {
+    let (shape, data) = outputs[name].try_extract_tensor::<f32>().unwrap();
+    assert!(
+        data.iter().all(|v| v.is_finite()),
+        "{name} has non-finite values"
+    );
+    shape.iter().copied().collect()
+}
+
+/// Numeric dims of the manifest's declared shape must match; symbolic ones are free.
+fn assert_shape_matches(declared: &serde_json::Value, actual: &[i64], what: &str) {
+    let declared = declared["shape"].as_array().unwrap();
+    assert_eq!(declared.len(), actual.len(), "{what}: rank");
+    for (dim, got) in declared.iter().zip(actual) {
+        if let Some(expected) = dim.as_i64() {
+            assert_eq!(expected, *got, "{what}: {declared:?} vs {actual:?}");
+        }
+    }
+}
+
+#[test]
+fn every_cached_model_loads_and_runs_on_a_tiny_input() {
+    use opentranscribe::models::runtime::{Device, Runtime, RuntimeSettings};
+    use ort::value::Tensor;
+    let dir = models_dir();
+    let cache = ModelCache::new(&dir);
+    for (name, _) in opentranscribe::models::manifest::DEFAULT_MODELS {
+        assert!(
+            cache.verify(name, Depth::Sizes).is_empty(),
+            "{name} missing from {}: run scripts/fetch-models",
+            dir.display()
+        );
+    }
+    let runtime = Runtime::get_or_init(&RuntimeSettings {
+        library: None,
+        models_dir: dir.clone(),
+        device: Device::Auto,
+        device_id: 0,
+        threads: 0,
+    })
+    .unwrap();
+    assert_eq!(runtime.provider, "cpu");
+    let manifest = |name: &str| cache.model(name).manifest.unwrap();
+    let session = |name: &str, file: &str| runtime.session(&dir.join(name).join(file)).unwrap();
+
+    // Silero VAD: one 512-sample window with its recurrent state.
+    let vad = manifest("silero-vad");
+    assert!(
+        opentranscribe::models::onnx_meta::read_metadata(&dir.join("silero-vad/model.onnx"))
+            .is_ok()
+    );
+    let mut vad_session = session("silero-vad", "model.onnx");
+    let outputs = vad_session
+        .run(ort::inputs![
+            "input" => Tensor::from_array((vec![1i64, 512], vec![0.01f32; 512])).unwrap(),
+            "state" => Tensor::from_array((vec![2i64, 1, 128], vec![0f32; 256])).unwrap(),
+            "sr" => Tensor::from_array(((), vec![16000i64])).unwrap(),
+        ])
+        .unwrap();
+    let speech = shape_of(&outputs, "output");
+    assert_shape_matches(&vad.parameters["outputs"][0], &speech, "silero output");
+    assert_eq!(shape_of(&outputs, "stateN"), [2, 1, 128]);
+
+    // Segmentation: 10 s of audio gives 589 frames of 7 powerset classes.
+    let seg = manifest("pyannote-segmentation-3.0");
+    let frames = seg.parameters["frames_per_window"].as_i64().unwrap();
+    let mut seg_session = session("pyannote-segmentation-3.0", "model.onnx");
+    let noise: Vec<f32> = (0..160_000)
+        .map(|i| ((i * 7919) % 200) as f32 / 2000.0 - 0.05)
+        .collect();
+    let outputs = seg_session
+        .run(ort::inputs![
+            "waveform" => Tensor::from_array((vec![1i64, 1, 160_000], noise)).unwrap()
+        ])
+        .unwrap();
+    let logits = shape_of(&outputs, "logits");
+    assert_eq!(logits, [1, frames, 7]);
+    assert_shape_matches(
+        &seg.parameters["outputs"][0],
+        &logits,
+        "segmentation logits",
+    );
+
+    // CAM++: 100 frames of 80-bin fbank give one 192-d embedding.
+    let spk = manifest("campplus-zh-en");
+    let mut spk_session = session("campplus-zh-en", "model.onnx");
+    let fbank: Vec<f32> = (0..100 * 80).map(|i| (i % 13) as f32 / 13.0).collect();
+    let outputs = spk_session
+        .run(ort::inputs!["fbank" => Tensor::from_array((vec![1i64, 100, 80], fbank)).unwrap()])
+        .unwrap();
+    let embedding = shape_of(&outputs, "embedding");
+    assert_shape_matches(
+        &spk.parameters["outputs"][0],
+        &embedding,
+        "speaker embedding",
+    );
+    assert_eq!(embedding, [1, 192]);
+
+    // MiniLM: 8 tokens give 8 × 384 hidden states.
+    let text = manifest("minilm-l6-v2");
+    let mut text_session = session("minilm-l6-v2", "model.onnx");
+    let ids = vec![101i64, 7592, 2088, 2003, 1037, 3231, 1012, 102];
+    let outputs = text_session
+        .run(ort::inputs![
+            "input_ids" => Tensor::from_array((vec![1i64, 8], ids)).unwrap(),
+            "attention_mask" => Tensor::from_array((vec![1i64, 8], vec![1i64; 8])).unwrap(),
+            "token_type_ids" => Tensor::from_array((vec![1i64, 8], vec![0i64; 8])).unwrap(),
+        ])
+        .unwrap();
+    let hidden = shape_of(&outputs, "last_hidden_state");
+    assert_shape_matches(&text.parameters["outputs"][0], &hidden, "text embedding");
+    assert_eq!(hidden, [1, 8, 384]);
+
+    // Whisper: encoder on a silent 30 s mel, then one decoder step of three prompt tokens.
+    for name in ["whisper-tiny.en", "whisper-base"] {
+        let asr = manifest(name);
+        let p = &asr.parameters;
+        let dim = |key: &str| p[key].as_i64().unwrap();
+        let (n_mels, layers, state, heads, vocab, text_ctx) = (
+            dim("n_mels"),
+            dim("n_text_layer"),
+            dim("n_text_state"),
+            dim("n_text_head"),
+            dim("n_vocab"),
+            dim("n_text_ctx"),
+        );
+        let mut encoder = session(name, p["files"]["encoder"].as_str().unwrap());
+        let mel = vec![-0.5f32; (n_mels * 3000) as usize];
+        let encoded = encoder
+            .run(
+                ort::inputs!["mel" => Tensor::from_array((vec![1i64, n_mels, 3000], mel)).unwrap()],
+            )
+            .unwrap();
+        let cross_k_shape = shape_of(&encoded, "n_layer_cross_k");
+        assert_eq!(cross_k_shape, [layers, 1, 1500, state], "{name} cross k");
+        let (_, cross_k) = encoded["n_layer_cross_k"]
+            .try_extract_tensor::<f32>()
+            .unwrap();
+        let (_, cross_v) = encoded["n_layer_cross_v"]
+            .try_extract_tensor::<f32>()
+            .unwrap();
+        let (cross_k, cross_v) = (cross_k.to_vec(), cross_v.to_vec());
+        let mut decoder = session(name, p["files"]["decoder"].as_str().unwrap());
+        let specials = &p["special_tokens"];
+        let tokens = vec![
+            specials["sot"].as_i64().unwrap(),
+            specials["transcribe"].as_i64().unwrap(),
+            specials["no_timestamps"].as_i64().unwrap(),
+        ];
+        let cache_len = (layers * text_ctx * state) as usize;
+        let outputs = decoder
+            .run(ort::inputs![
+                "tokens" => Tensor::from_array((vec![1i64, 3], tokens)).unwrap(),
+                "in_n_layer_self_k_cache" => Tensor::from_array((vec![layers, 1, text_ctx, state], vec![0f32; cache_len])).unwrap(),
+                "in_n_layer_self_v_cache" => Tensor::from_array((vec![layers, 1, text_ctx, state], vec![0f32; cache_len])).unwrap(),
+                "n_layer_cross_k" => Tensor::from_array((cross_k_shape.clone(), cross_k)).unwrap(),
+                "n_layer_cross_v" => Tensor::from_array((cross_k_shape.clone(), cross_v)).unwrap(),
+                "offset" => Tensor::from_array((vec![1i64], vec![0i64])).unwrap(),
+            ])
+            .unwrap();
+        assert_eq!(shape_of(&outputs, "logits"), [1, 3, vocab], "{name} logits");
+        assert_eq!(
+            shape_of(&outputs, "out_n_layer_self_k_cache"),
+            [layers, 1, text_ctx, state]
+        );
+        assert_eq!(
+            shape_of(&outputs, "cross_qk"),
+            [layers, 1, heads, 3, 1500],
+            "{name} cross_qk"
+        );
+    }
+}

@@ -122,6 +122,22 @@ async fn ready_names_the_failing_check() {
 }
 
 #[tokio::test]
+async fn ready_with_the_model_cache_in_place() {
+    let server = TestServer::start_with(|c| c.models_dir = crate::models::models_dir()).await;
+    let ready = server
+        .client
+        .get(server.url("/api/ready"))
+        .send()
+        .await
+        .unwrap();
+    let status = ready.status();
+    let body = json(ready).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn plain_http_only_redirects_except_health() {
     let server = TestServer::start_with(|c| c.server.http_listen = "127.0.0.1:0".into()).await;
     let http_port = server.running().http_addr.unwrap().port();
