@@ -182,6 +182,18 @@ impl Runtime {
                 "auto: this ONNX Runtime build has no CUDA provider".to_owned(),
             ),
         };
+        let (provider, provider_reason) = if provider == "cuda" {
+            match preload_cuda_libraries(&library) {
+                Ok(()) => (provider, provider_reason),
+                Err(e) if settings.device == Device::Cuda => return Err(RuntimeError::Cuda(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "CUDA libraries could not be loaded; using the CPU");
+                    ("cpu", format!("auto: CUDA libraries failed to load ({e})"))
+                }
+            }
+        } else {
+            (provider, provider_reason)
+        };
         let intra_threads = if settings.threads == 0 {
             physical_cores()
         } else {
@@ -234,6 +246,19 @@ impl Runtime {
             .commit_from_file(model_path)
             .map_err(|e| fail(e.to_string()))
     }
+}
+
+/// The GPU runtime bundle ships the CUDA and cuDNN libraries beside libonnxruntime; they are
+/// loaded explicitly so a missing one is reported by name rather than failing inside the
+/// provider. Without them beside the runtime, the system's loader path is relied on.
+fn preload_cuda_libraries(library: &Path) -> Result<(), String> {
+    let dir = library.parent().unwrap_or(Path::new("."));
+    let bundled = dir.join("libcudart.so.13").exists();
+    let cudnn = dir.join("libcudnn.so.9").exists();
+    if !bundled {
+        return Ok(());
+    }
+    ort::ep::cuda::preload_dylibs(Some(dir), cudnn.then_some(dir)).map_err(|e| e.to_string())
 }
 
 /// Physical cores (not hyper-threads): distinct (physical id, core id) pairs in /proc/cpuinfo.
