@@ -226,6 +226,9 @@ async fn daemon_reloads_tls_on_sighup_and_stops_gracefully_on_sigterm() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(reloaded, "SIGHUP did not reload the certificate");
+    // The connection opened before the reload still works: the old client trusts only the old
+    // certificate, so this succeeds only over its pooled connection, which was not dropped.
+    assert_eq!(old_client.get(&url).send().await.unwrap().status(), 200);
 
     // An upload in flight when SIGTERM arrives is cut at the grace period and leaves nothing.
     let register = new_client
