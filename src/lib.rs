@@ -1,6 +1,7 @@
 //! OpenTranscribe appliance: a self-hosted transcription daemon in one binary.
 
 pub mod app;
+pub mod asr;
 pub mod auth;
 pub mod blobs;
 pub mod cli;

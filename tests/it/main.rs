@@ -1,6 +1,7 @@
 //! The one integration-test binary: the real server over TLS on 127.0.0.1, real clients.
 
 mod accounts;
+mod asr;
 mod cli;
 mod files;
 mod models;
