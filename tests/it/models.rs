@@ -435,7 +435,7 @@ fn a_sherpa_onnx_whisper_archive_imports() {
 
 /// The cache `scripts/fetch-models` filled; `scripts/test` fills it before running tests.
 pub fn models_dir() -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("OPENTRANSCRIBE_TEST_MODELS_DIR") {
+    if let Some(dir) = std::env::var_os("OT_TEST_MODELS_DIR") {
         return dir.into();
     }
     let home = std::env::var_os("HOME").expect("HOME");
