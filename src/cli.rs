@@ -44,6 +44,40 @@ pub enum Command {
     },
     /// Check runtime, GPU, models, disk and config; exit non-zero if the daemon could not work.
     Doctor(CommonArgs),
+    /// Transcribe a media file and print the transcript to standard output.
+    Transcribe(TranscribeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// Audio or video file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// ASR model from the cache.
+    #[arg(long, default_value = "whisper-base")]
+    pub model: String,
+    /// Output format.
+    #[arg(long, default_value = "json", value_parser = ["json", "srt", "vtt", "txt", "csv"])]
+    pub format: String,
+    /// Language code (e.g. `en`); detected when absent.
+    #[arg(long)]
+    pub language: Option<String>,
+    /// Translate to English instead of transcribing.
+    #[arg(long)]
+    pub translate: bool,
+    /// Use the int8-quantized encoder and decoder.
+    #[arg(long)]
+    pub int8: bool,
+    /// Beam size (1 = greedy; beam search is not implemented yet, so only 1 is accepted).
+    #[arg(long, default_value_t = 1)]
+    pub beam: usize,
+    /// Do not label speakers.
+    #[arg(long)]
+    pub no_diarize: bool,
+    /// Number of speakers, when known.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub speakers: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +222,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&common, FlagOverrides::default())?;
             crate::models::cli::run(&config, command)
         }
+        Command::Transcribe(args) => {
+            let config = load_config(&args.common, FlagOverrides::default())?;
+            crate::telemetry::init("warn");
+            run_transcribe(&config, &args)
+        }
         Command::Doctor(common) => {
             let config = load_config(&common, FlagOverrides::default());
             crate::models::cli::doctor(config)
@@ -215,6 +254,48 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> {
+    use crate::pipeline::{FileOptions, Stage, load_asr_model, transcribe_file};
+    use crate::transcript::export::{Format, render};
+    if args.beam != 1 {
+        bail!(
+            "--beam {}: only greedy decoding (--beam 1) is implemented so far",
+            args.beam
+        );
+    }
+    if !args.file.is_file() {
+        bail!("{}: no such file", args.file.display());
+    }
+    let format = Format::parse(&args.format).context("unknown format")?;
+    let mut model = load_asr_model(config, &args.model, args.int8)?;
+    let options = FileOptions {
+        model: args.model.clone(),
+        language: args.language.clone(),
+        translate: args.translate,
+        quantized: args.int8,
+    };
+    let bar = indicatif::ProgressBar::new(1000);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:12} [{bar:30}] {percent}% {elapsed}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let transcript = transcribe_file(&mut model, &args.file, &options, &mut |stage| match stage {
+        Stage::Decode(f) => {
+            bar.set_message("decoding");
+            bar.set_position((f * 100.0) as u64);
+        }
+        Stage::Transcribe(f) => {
+            bar.set_message("transcribing");
+            bar.set_position(100 + (f * 900.0) as u64);
+        }
+    });
+    bar.finish_and_clear();
+    let transcript = transcript?;
+    print!("{}", render(&transcript, format, !args.no_diarize));
+    Ok(())
 }
 
 fn create_user_offline(

@@ -10,5 +10,7 @@ pub mod error;
 pub mod http;
 pub mod media;
 pub mod models;
+pub mod pipeline;
 pub mod store;
 pub mod telemetry;
+pub mod transcript;

@@ -4,4 +4,5 @@
 pub mod mel;
 pub mod tokenizer;
 pub mod transcribe;
+pub mod vad;
 pub mod whisper;

@@ -1,0 +1,206 @@
+//! Export formats: SRT, WebVTT, plain text, JSON and CSV, with or without speaker names.
+
+use super::Transcript;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Srt,
+    Vtt,
+    Txt,
+    Csv,
+}
+
+impl Format {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "json" => Some(Format::Json),
+            "srt" => Some(Format::Srt),
+            "vtt" => Some(Format::Vtt),
+            "txt" | "text" => Some(Format::Txt),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Srt => "application/x-subrip",
+            Format::Vtt => "text/vtt",
+            Format::Txt => "text/plain; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// `HH:MM:SS` + separator + milliseconds, rounding to the nearest millisecond.
+pub fn clock(seconds: f64, separator: char) -> String {
+    let total_ms = (seconds.max(0.0) * 1000.0).round() as u64;
+    let (hours, rest) = (total_ms / 3_600_000, total_ms % 3_600_000);
+    let (minutes, rest) = (rest / 60_000, rest % 60_000);
+    let (secs, ms) = (rest / 1000, rest % 1000);
+    format!("{hours:02}:{minutes:02}:{secs:02}{separator}{ms:03}")
+}
+
+fn speaker_name(transcript: &Transcript, speaker: Option<&str>) -> Option<String> {
+    let id = speaker?;
+    transcript
+        .speakers
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| s.name.clone().unwrap_or_else(|| s.label.clone()))
+        .or_else(|| Some(id.to_owned()))
+}
+
+/// Subtitle text must not end a cue early: blank lines inside a cue are removed.
+fn cue_text(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> String {
+    let label = |speaker: Option<&str>| -> Option<String> {
+        if with_speakers {
+            speaker_name(transcript, speaker)
+        } else {
+            None
+        }
+    };
+    match format {
+        Format::Json => serde_json::to_string_pretty(transcript).unwrap_or_else(|_| "{}".into()),
+        Format::Srt => {
+            let mut out = String::new();
+            for (index, segment) in transcript.segments.iter().enumerate() {
+                let text = cue_text(&segment.text);
+                let text = match label(segment.speaker.as_deref()) {
+                    Some(name) => format!("[{name}] {text}"),
+                    None => text,
+                };
+                out.push_str(&format!(
+                    "{}\n{} --> {}\n{}\n\n",
+                    index + 1,
+                    clock(segment.start, ','),
+                    clock(segment.end, ','),
+                    text
+                ));
+            }
+            out
+        }
+        Format::Vtt => {
+            let mut out = String::from("WEBVTT\n\n");
+            for segment in &transcript.segments {
+                // WebVTT cue text treats `<` and `&` as markup.
+                let text = cue_text(&segment.text)
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;");
+                let text = match label(segment.speaker.as_deref()) {
+                    Some(name) => format!("<v {}>{text}", name.replace('>', "")),
+                    None => text,
+                };
+                out.push_str(&format!(
+                    "{} --> {}\n{}\n\n",
+                    clock(segment.start, '.'),
+                    clock(segment.end, '.'),
+                    text
+                ));
+            }
+            out
+        }
+        Format::Txt => {
+            let mut out = String::new();
+            for segment in &transcript.segments {
+                match label(segment.speaker.as_deref()) {
+                    Some(name) => out.push_str(&format!("{name}: {}\n", segment.text.trim())),
+                    None => out.push_str(&format!("{}\n", segment.text.trim())),
+                }
+            }
+            out
+        }
+        Format::Csv => {
+            let mut out = String::from("start,end,speaker,text\n");
+            for segment in &transcript.segments {
+                let speaker = label(segment.speaker.as_deref()).unwrap_or_default();
+                out.push_str(&format!(
+                    "{:.3},{:.3},{},{}\n",
+                    segment.start,
+                    segment.end,
+                    csv_field(&speaker),
+                    csv_field(segment.text.trim())
+                ));
+            }
+            out
+        }
+    }
+}
+
+/// Quotes a CSV field, and defuses spreadsheet formulas (a leading =, +, - or @).
+fn csv_field(text: &str) -> String {
+    let defused = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    format!("\"{}\"", defused.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcript::{Segment, Speaker};
+
+    fn sample() -> Transcript {
+        Transcript {
+            language: "en".into(),
+            duration: 3725.5,
+            speakers: vec![Speaker {
+                id: "S0".into(),
+                label: "SPEAKER_00".into(),
+                name: Some("Ada".into()),
+            }],
+            segments: vec![
+                Segment {
+                    id: 0,
+                    start: 0.0,
+                    end: 1.5,
+                    speaker: Some("S0".into()),
+                    text: "Hello <b>world</b> & \"friends\"".into(),
+                    words: vec![],
+                },
+                Segment {
+                    id: 1,
+                    start: 3723.0014,
+                    end: 3725.5,
+                    speaker: None,
+                    text: "=SUM(A1)\n\nbye".into(),
+                    words: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(clock(3723.0014, ','), "01:02:03,001");
+        let srt = render(&sample(), Format::Srt, true);
+        assert!(srt.starts_with("1\n00:00:00,000 --> 00:00:01,500\n[Ada] Hello"));
+        assert!(srt.contains("2\n01:02:03,001 --> 01:02:05,500\n=SUM(A1)\nbye\n\n"));
+        let vtt = render(&sample(), Format::Vtt, true);
+        assert!(vtt.starts_with(
+            "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\n<v Ada>Hello &lt;b&gt;world&lt;/b&gt; &amp;"
+        ));
+        let txt = render(&sample(), Format::Txt, false);
+        assert!(txt.starts_with("Hello <b>world</b>"));
+        let csv = render(&sample(), Format::Csv, true);
+        assert!(csv.contains("0.000,1.500,\"Ada\",\"Hello <b>world</b> & \"\"friends\"\"\""));
+        assert!(csv.contains("\"'=SUM(A1)"));
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&sample(), Format::Json, true)).unwrap();
+        assert_eq!(json["segments"][0]["speaker"], "S0");
+        assert_eq!(json["speakers"][0]["name"], "Ada");
+    }
+}

@@ -1,0 +1,70 @@
+//! Transcripts as users see them: segments, words, speakers, and the export formats.
+
+pub mod export;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Word {
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub probability: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub id: usize,
+    pub start: f64,
+    pub end: f64,
+    pub speaker: Option<String>,
+    pub text: String,
+    pub words: Vec<Word>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Speaker {
+    pub id: String,
+    pub label: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub language: String,
+    pub duration: f64,
+    pub speakers: Vec<Speaker>,
+    pub segments: Vec<Segment>,
+}
+
+impl From<crate::asr::transcribe::Transcript> for Transcript {
+    fn from(asr: crate::asr::transcribe::Transcript) -> Self {
+        Self {
+            language: asr.language,
+            duration: asr.duration,
+            speakers: Vec::new(),
+            segments: asr
+                .segments
+                .into_iter()
+                .enumerate()
+                .map(|(id, s)| Segment {
+                    id,
+                    start: s.start,
+                    end: s.end,
+                    speaker: None,
+                    text: s.text,
+                    words: s
+                        .words
+                        .into_iter()
+                        .map(|w| Word {
+                            start: w.start,
+                            end: w.end,
+                            text: w.text,
+                            probability: w.probability,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
