@@ -75,6 +75,9 @@ pub struct TranscribeArgs {
     /// Do not label speakers.
     #[arg(long)]
     pub no_diarize: bool,
+    /// Transcribe everything, silence included, without voice activity detection.
+    #[arg(long)]
+    pub no_vad: bool,
     /// Number of speakers, when known.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     pub speakers: Option<u32>,
@@ -257,7 +260,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> {
-    use crate::pipeline::{FileOptions, Stage, load_asr_model, transcribe_file};
+    use crate::pipeline::{Engine, FileOptions, Stage, transcribe_file};
     use crate::transcript::export::{Format, render};
     if args.beam != 1 {
         bail!(
@@ -269,12 +272,13 @@ fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> 
         bail!("{}: no such file", args.file.display());
     }
     let format = Format::parse(&args.format).context("unknown format")?;
-    let mut model = load_asr_model(config, &args.model, args.int8)?;
+    let mut engine = Engine::load(config, &args.model, args.int8)?;
     let options = FileOptions {
         model: args.model.clone(),
         language: args.language.clone(),
         translate: args.translate,
         quantized: args.int8,
+        no_vad: args.no_vad,
     };
     let bar = indicatif::ProgressBar::new(1000);
     if let Ok(style) =
@@ -282,16 +286,21 @@ fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> 
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    let transcript = transcribe_file(&mut model, &args.file, &options, &mut |stage| match stage {
-        Stage::Decode(f) => {
-            bar.set_message("decoding");
-            bar.set_position((f * 100.0) as u64);
-        }
-        Stage::Transcribe(f) => {
-            bar.set_message("transcribing");
-            bar.set_position(100 + (f * 900.0) as u64);
-        }
-    });
+    let transcript = transcribe_file(
+        &mut engine,
+        &args.file,
+        &options,
+        &mut |stage| match stage {
+            Stage::Decode(f) => {
+                bar.set_message("decoding");
+                bar.set_position((f * 100.0) as u64);
+            }
+            Stage::Transcribe(f) => {
+                bar.set_message("transcribing");
+                bar.set_position(100 + (f * 900.0) as u64);
+            }
+        },
+    );
     bar.finish_and_clear();
     let transcript = transcript?;
     print!("{}", render(&transcript, format, !args.no_diarize));

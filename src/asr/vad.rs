@@ -43,6 +43,13 @@ impl SileroVad {
         })
     }
 
+    /// Forgets the recurrent state, for a new file.
+    pub fn reset(&mut self) {
+        self.state.iter_mut().for_each(|v| *v = 0.0);
+        self.context.iter_mut().for_each(|v| *v = 0.0);
+        self.pending.clear();
+    }
+
     /// Feeds 16 kHz samples; returns the probabilities of every window completed.
     pub fn process(&mut self, samples: &[f32]) -> Result<Vec<f32>, AsrError> {
         let mut probabilities = Vec::with_capacity((self.pending.len() + samples.len()) / WINDOW);

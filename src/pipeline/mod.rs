@@ -1,16 +1,24 @@
 //! The stages that turn one media file into a transcript. Blocking; the daemon runs them on
 //! worker threads and the CLI runs them directly.
+//!
+//! Memory stays bounded for any length: decoding streams 16 kHz samples to a temporary file
+//! while Silero VAD scores them; then only the speech chunks (at most 30 s each) are read
+//! back, one at a time, and transcribed independently.
 
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::asr::mel::{CHUNK_SAMPLES, SAMPLE_RATE};
 use crate::asr::transcribe::{TranscribeOptions, transcribe};
+use crate::asr::vad::{Region, SileroVad, VadParams, chunk_regions, speech_regions};
 use crate::asr::whisper::WhisperModel;
 use crate::config::Config;
 use crate::media::decode::{DecodeError, decode_to_mono_16k};
 use crate::models::cache::{Depth, ModelCache};
 use crate::models::runtime::Runtime;
-use crate::transcript::Transcript;
+use crate::transcript::{Segment, Transcript, Word};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -22,6 +30,8 @@ pub enum PipelineError {
     Runtime(#[from] crate::models::runtime::RuntimeError),
     #[error("{0}")]
     Asr(#[from] crate::asr::whisper::AsrError),
+    #[error("temporary audio file: {0}")]
+    Scratch(std::io::Error),
     #[error("cancelled")]
     Cancelled,
 }
@@ -33,6 +43,7 @@ impl PipelineError {
             PipelineError::Model { .. } => "model-missing",
             PipelineError::Runtime(e) => e.code(),
             PipelineError::Asr(e) => e.code(),
+            PipelineError::Scratch(_) => "scratch-io",
             PipelineError::Cancelled => "cancelled",
         }
     }
@@ -41,6 +52,7 @@ impl PipelineError {
 /// Progress of a file through the stages, for progress bars and WebSocket events.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Stage {
+    /// Decoding and voice activity detection, fraction done when the duration is known.
     Decode(f32),
     Transcribe(f32),
 }
@@ -51,6 +63,8 @@ pub struct FileOptions {
     pub language: Option<String>,
     pub translate: bool,
     pub quantized: bool,
+    /// Skip voice activity detection and transcribe everything with Whisper's sliding window.
+    pub no_vad: bool,
 }
 
 impl Default for FileOptions {
@@ -60,16 +74,29 @@ impl Default for FileOptions {
             language: None,
             translate: false,
             quantized: false,
+            no_vad: false,
         }
     }
 }
 
-/// Loads an ASR model from the cache after checking its files.
-pub fn load_asr_model(
+/// The models one file needs, loaded once and reused across files.
+pub struct Engine {
+    pub whisper: WhisperModel,
+    pub vad: SileroVad,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("whisper", &self.whisper.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn checked_model(
     config: &Config,
     name: &str,
-    quantized: bool,
-) -> Result<WhisperModel, PipelineError> {
+) -> Result<(PathBuf, crate::models::manifest::Manifest), PipelineError> {
     let cache = ModelCache::new(&config.models_dir);
     let model = cache.model(name);
     let manifest = model.manifest.map_err(|reason| PipelineError::Model {
@@ -83,42 +110,250 @@ pub fn load_asr_model(
             reason: problems.join("; "),
         });
     }
-    let runtime = Runtime::get_or_init(&config.runtime_settings())?;
-    Ok(WhisperModel::load(
-        &runtime, &model.dir, &manifest, quantized,
-    )?)
+    Ok((model.dir, manifest))
 }
 
-/// Decodes a file to 16 kHz mono and transcribes it.
+impl Engine {
+    pub fn load(config: &Config, asr_model: &str, quantized: bool) -> Result<Self, PipelineError> {
+        let runtime = Runtime::get_or_init(&config.runtime_settings())?;
+        let (dir, manifest) = checked_model(config, asr_model)?;
+        let whisper = WhisperModel::load(&runtime, &dir, &manifest, quantized)?;
+        let (vad_dir, vad_manifest) = checked_model(config, "silero-vad")?;
+        let vad = SileroVad::load(&runtime, &vad_dir, &vad_manifest)?;
+        Ok(Self { whisper, vad })
+    }
+}
+
+/// 16 kHz f32 samples spooled to disk, deleted when dropped.
+struct Spool {
+    path: PathBuf,
+    file: File,
+}
+
+impl Spool {
+    fn create() -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "opentranscribe-{}-{}.f32",
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Self { path, file })
+    }
+
+    fn read(&mut self, start: usize, end: usize, out: &mut Vec<f32>) -> std::io::Result<()> {
+        let mut bytes = vec![0u8; (end - start) * 4];
+        self.file.seek(SeekFrom::Start(start as u64 * 4))?;
+        self.file.read_exact(&mut bytes)?;
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Maps a time inside a chunk (concatenated regions) back to the original audio.
+fn chunk_time_to_source(regions: &[Region], local_secs: f64, is_end: bool) -> f64 {
+    let local = (local_secs * SAMPLE_RATE as f64).max(0.0) as usize;
+    let mut consumed = 0usize;
+    for region in regions {
+        let len = region.end - region.start;
+        let inside = if is_end {
+            local <= consumed + len
+        } else {
+            local < consumed + len
+        };
+        if inside {
+            return (region.start + local.saturating_sub(consumed)) as f64 / SAMPLE_RATE as f64;
+        }
+        consumed += len;
+    }
+    regions
+        .last()
+        .map(|r| r.end as f64 / SAMPLE_RATE as f64)
+        .unwrap_or(0.0)
+}
+
+/// Decodes a file, finds speech, and transcribes it chunk by chunk.
 pub fn transcribe_file(
-    model: &mut WhisperModel,
+    engine: &mut Engine,
     path: &Path,
     options: &FileOptions,
     progress: &mut dyn FnMut(Stage),
 ) -> Result<Transcript, PipelineError> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        PipelineError::Media(DecodeError::Io {
-            container: "file".to_owned(),
-            codec: "unknown".to_owned(),
-            source: e,
+    let open = |path: &Path| {
+        File::open(path).map_err(|e| {
+            PipelineError::Media(DecodeError::Io {
+                container: "file".to_owned(),
+                codec: "unknown".to_owned(),
+                source: e,
+            })
         })
-    })?;
-    let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut samples: Vec<f32> = Vec::new();
-    let (info, _report) = decode_to_mono_16k(Box::new(file), 16_000, |chunk| {
-        samples.extend_from_slice(chunk);
-        ControlFlow::Continue(())
-    })?;
-    let _ = total_bytes;
-    progress(Stage::Decode(1.0));
-    tracing::debug!(container = %info.container, codec = %info.codec, "decoded");
-    let transcribe_options = TranscribeOptions {
-        language: options.language.clone(),
-        translate: options.translate,
-        condition_on_previous_text: true,
     };
-    let transcript = transcribe(model, &samples, &transcribe_options, &mut |fraction| {
-        progress(Stage::Transcribe(fraction))
-    })?;
-    Ok(Transcript::from(transcript))
+    let expected_samples = crate::media::probe::probe(Box::new(open(path)?))
+        .ok()
+        .and_then(|info| info.duration_secs)
+        .map(|secs| secs * SAMPLE_RATE as f64);
+
+    let mut spool = Spool::create().map_err(PipelineError::Scratch)?;
+    engine.vad.reset();
+    let mut probabilities: Vec<f32> = Vec::new();
+    let mut total_samples = 0usize;
+    let mut failure: Option<PipelineError> = None;
+    {
+        let mut writer = BufWriter::with_capacity(1 << 20, &spool.file);
+        let vad = &mut engine.vad;
+        decode_to_mono_16k(Box::new(open(path)?), SAMPLE_RATE, |chunk| {
+            let mut bytes = Vec::with_capacity(chunk.len() * 4);
+            for sample in chunk {
+                bytes.extend_from_slice(&sample.to_le_bytes());
+            }
+            if let Err(e) = writer.write_all(&bytes) {
+                failure = Some(PipelineError::Scratch(e));
+                return ControlFlow::Break(());
+            }
+            total_samples += chunk.len();
+            if !options.no_vad {
+                match vad.process(chunk) {
+                    Ok(p) => probabilities.extend(p),
+                    Err(e) => {
+                        failure = Some(PipelineError::Asr(e));
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            if let Some(expected) = expected_samples {
+                progress(Stage::Decode(
+                    (total_samples as f64 / expected).min(1.0) as f32
+                ));
+            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        writer.flush().map_err(PipelineError::Scratch)?;
+        if !options.no_vad
+            && let Some(p) = engine.vad.finish()?
+        {
+            probabilities.push(p);
+        }
+    }
+    progress(Stage::Decode(1.0));
+    let duration = total_samples as f64 / SAMPLE_RATE as f64;
+
+    let regions = if options.no_vad {
+        vec![Region {
+            start: 0,
+            end: total_samples,
+        }]
+    } else {
+        speech_regions(&probabilities, total_samples, VadParams::default())
+    };
+    // Without VAD the whole file is one "chunk" read window by window by `transcribe`;
+    // with VAD each chunk holds at most 30 s of speech.
+    let chunks = if options.no_vad {
+        vec![regions.clone()]
+    } else {
+        chunk_regions(&regions, CHUNK_SAMPLES)
+    };
+    let mut language = options.language.clone();
+    let mut language_probability = 1.0f32;
+    let mut segments: Vec<Segment> = Vec::new();
+    let total_chunks = chunks.len().max(1);
+    let mut audio: Vec<f32> = Vec::new();
+    for (index, chunk) in chunks.iter().enumerate() {
+        audio.clear();
+        for region in chunk {
+            spool
+                .read(region.start, region.end, &mut audio)
+                .map_err(PipelineError::Scratch)?;
+        }
+        let transcribe_options = TranscribeOptions {
+            language: language.clone(),
+            translate: options.translate,
+            // Chunks are independent: no prompt carries a hallucination from one to the next.
+            condition_on_previous_text: options.no_vad,
+        };
+        let result = transcribe(
+            &mut engine.whisper,
+            &audio,
+            &transcribe_options,
+            &mut |fraction| {
+                progress(Stage::Transcribe(
+                    ((index as f32 + fraction) / total_chunks as f32).min(1.0),
+                ))
+            },
+        )?;
+        if language.is_none() {
+            language = Some(result.language.clone());
+            language_probability = result.language_probability;
+        }
+        for segment in result.segments {
+            let start = chunk_time_to_source(chunk, segment.start, false);
+            let end = chunk_time_to_source(chunk, segment.end, true).max(start);
+            let words = segment
+                .words
+                .iter()
+                .map(|w| Word {
+                    start: chunk_time_to_source(chunk, w.start, false),
+                    end: chunk_time_to_source(chunk, w.end, true),
+                    text: w.text.clone(),
+                    probability: w.probability,
+                })
+                .collect();
+            segments.push(Segment {
+                id: segments.len(),
+                start,
+                end,
+                speaker: None,
+                text: segment.text,
+                words,
+            });
+        }
+        progress(Stage::Transcribe((index + 1) as f32 / total_chunks as f32));
+    }
+    let _ = language_probability;
+    Ok(Transcript {
+        language: language.unwrap_or_else(|| "en".to_owned()),
+        duration,
+        speakers: Vec::new(),
+        segments,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_times_map_back_across_regions() {
+        let regions = [
+            Region {
+                start: 16_000,
+                end: 32_000,
+            },
+            Region {
+                start: 80_000,
+                end: 96_000,
+            },
+        ];
+        assert!((chunk_time_to_source(&regions, 0.5, false) - 1.5).abs() < 1e-9);
+        assert!((chunk_time_to_source(&regions, 1.0, true) - 2.0).abs() < 1e-9);
+        assert!((chunk_time_to_source(&regions, 1.0, false) - 5.0).abs() < 1e-9);
+        assert!((chunk_time_to_source(&regions, 1.5, false) - 5.5).abs() < 1e-9);
+        assert!((chunk_time_to_source(&regions, 9.0, true) - 6.0).abs() < 1e-9);
+    }
 }
