@@ -108,3 +108,115 @@ fn transcribes_librivox_clips_with_low_word_error_rate() {
     println!("overall WER {overall:.3} over {total_words} words");
     assert!(overall < 0.08, "WER {overall}");
 }
+
+/// A 16-bit mono 16 kHz WAV of `samples`.
+fn wav_bytes(samples: &[f32]) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data_len as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [1u16, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [16_000u32, 32_000] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [2u16, 16] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn cli_transcribes_speech_between_silences_and_nothing_from_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, reference) = references().into_iter().next().unwrap();
+    let speech = read_pcm16_wav(std::path::Path::new(&format!("{LIBRIVOX}/{id}.wav")));
+    let mut padded = vec![0.0f32; 16_000 * 6];
+    padded.extend_from_slice(&speech);
+    padded.extend(std::iter::repeat_n(0.0, 16_000 * 6));
+    let speech_path = dir.path().join("speech.wav");
+    std::fs::write(&speech_path, wav_bytes(&padded)).unwrap();
+    // Deterministic white-ish noise, no speech at all.
+    let mut seed = 12345u32;
+    let noise: Vec<f32> = (0..16_000 * 20)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect();
+    let noise_path = dir.path().join("noise.wav");
+    std::fs::write(&noise_path, wav_bytes(&noise)).unwrap();
+
+    let run = |path: &std::path::Path| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_opentranscribe"))
+            .env_remove("OPENTRANSCRIBE_CONFIG")
+            .args([
+                "transcribe",
+                "--model",
+                "whisper-tiny.en",
+                "--format",
+                "json",
+                "--models-dir",
+            ])
+            .arg(crate::models::models_dir())
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let transcript = run(&speech_path);
+    let segments = transcript["segments"].as_array().unwrap();
+    assert!(!segments.is_empty());
+    let text: Vec<&str> = segments
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    let error = wer(&normalize(&reference), &normalize(&text.join(" ")));
+    assert!(error < 0.2, "WER {error}: {text:?}");
+    let first_start = segments[0]["start"].as_f64().unwrap();
+    let last_end = segments.last().unwrap()["end"].as_f64().unwrap();
+    let speech_secs = speech.len() as f64 / 16_000.0;
+    assert!(
+        (5.0..=6.6).contains(&first_start),
+        "speech starts at 6 s, got {first_start}"
+    );
+    assert!(
+        last_end <= 6.0 + speech_secs + 0.8,
+        "speech ends at {}, got {last_end}",
+        6.0 + speech_secs
+    );
+    assert!((transcript["duration"].as_f64().unwrap() - (12.0 + speech_secs)).abs() < 0.05);
+
+    let noise_transcript = run(&noise_path);
+    assert_eq!(
+        noise_transcript["segments"].as_array().unwrap().len(),
+        0,
+        "{noise_transcript}"
+    );
+
+    let bad = dir.path().join("bad.wav");
+    std::fs::write(&bad, b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_opentranscribe"))
+        .args(["transcribe", "--models-dir"])
+        .arg(crate::models::models_dir())
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stderr).lines().count(), 1);
+}
