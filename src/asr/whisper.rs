@@ -48,11 +48,12 @@ pub struct WhisperParams {
     pub begin_suppress: Vec<i64>,
 }
 
-/// The encoder's output for one 30 s window: cross-attention keys and values of every layer.
-#[derive(Debug, Clone)]
+/// The encoder's output for one 30 s window: cross-attention keys and values of every layer,
+/// kept as ONNX Runtime values so the decoder binds them without a copy.
+#[derive(Debug)]
 pub struct Encoded {
-    pub cross_k: Vec<f32>,
-    pub cross_v: Vec<f32>,
+    pub cross_k: ort::value::DynValue,
+    pub cross_v: ort::value::DynValue,
     pub shape: Vec<i64>,
 }
 
@@ -232,20 +233,20 @@ impl WhisperModel {
         let n_mels = self.params.n_mels as i64;
         let input = Tensor::from_array((vec![1i64, n_mels, N_FRAMES as i64], features.to_vec()))
             .map_err(inference)?;
-        let outputs = self
+        let mut outputs = self
             .encoder
             .run(ort::inputs!["mel" => input])
             .map_err(inference)?;
-        let (shape, cross_k) = outputs["n_layer_cross_k"]
-            .try_extract_tensor::<f32>()
-            .map_err(inference)?;
-        let shape: Vec<i64> = shape.iter().copied().collect();
-        let (_, cross_v) = outputs["n_layer_cross_v"]
-            .try_extract_tensor::<f32>()
-            .map_err(inference)?;
+        let cross_k = outputs
+            .remove("n_layer_cross_k")
+            .ok_or_else(|| inference("encoder has no n_layer_cross_k output"))?;
+        let cross_v = outputs
+            .remove("n_layer_cross_v")
+            .ok_or_else(|| inference("encoder has no n_layer_cross_v output"))?;
+        let shape: Vec<i64> = cross_k.shape().iter().copied().collect();
         Ok(Encoded {
-            cross_k: cross_k.to_vec(),
-            cross_v: cross_v.to_vec(),
+            cross_k,
+            cross_v,
             shape,
         })
     }
@@ -276,8 +277,12 @@ impl WhisperModel {
         if languages.is_empty() {
             return Ok(vec![("en".to_owned(), 1.0)]);
         }
-        let mut state = DecoderState::new(&self.params);
-        let logits = self.step(encoded, &mut state, &[self.tokenizer.special.sot])?;
+        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded)?;
+        let logits = run.step(
+            &mut self.decoder,
+            &self.params,
+            &[self.tokenizer.special.sot],
+        )?;
         let last = &logits[logits.len() - self.params.n_vocab..];
         let max = languages
             .iter()
@@ -293,67 +298,6 @@ impl WhisperModel {
             .collect();
         probs.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(probs)
-    }
-
-    /// One decoder call over `tokens` at the state's offset; returns logits [n_tokens × n_vocab]
-    /// and advances the cache. Alignment-head attention of the last token is kept in `state`.
-    fn step(
-        &mut self,
-        encoded: &Encoded,
-        state: &mut DecoderState,
-        tokens: &[i64],
-    ) -> Result<Vec<f32>, AsrError> {
-        let p = &self.params;
-        let cache_shape = vec![
-            p.n_text_layer as i64,
-            1,
-            p.n_text_ctx as i64,
-            p.n_text_state as i64,
-        ];
-        let n = tokens.len() as i64;
-        let self_k = std::mem::take(&mut state.self_k);
-        let self_v = std::mem::take(&mut state.self_v);
-        let inputs = ort::inputs![
-            "tokens" => Tensor::from_array((vec![1i64, n], tokens.to_vec())).map_err(inference)?,
-            "in_n_layer_self_k_cache" => Tensor::from_array((cache_shape.clone(), self_k)).map_err(inference)?,
-            "in_n_layer_self_v_cache" => Tensor::from_array((cache_shape.clone(), self_v)).map_err(inference)?,
-            "n_layer_cross_k" => Tensor::from_array((encoded.shape.clone(), encoded.cross_k.clone())).map_err(inference)?,
-            "n_layer_cross_v" => Tensor::from_array((encoded.shape.clone(), encoded.cross_v.clone())).map_err(inference)?,
-            "offset" => Tensor::from_array((vec![1i64], vec![state.offset as i64])).map_err(inference)?,
-        ];
-        let outputs = self.decoder.run(inputs).map_err(inference)?;
-        let (_, logits) = outputs["logits"]
-            .try_extract_tensor::<f32>()
-            .map_err(inference)?;
-        let logits = logits.to_vec();
-        let (_, k) = outputs["out_n_layer_self_k_cache"]
-            .try_extract_tensor::<f32>()
-            .map_err(inference)?;
-        state.self_k = k.to_vec();
-        let (_, v) = outputs["out_n_layer_self_v_cache"]
-            .try_extract_tensor::<f32>()
-            .map_err(inference)?;
-        state.self_v = v.to_vec();
-        if !p.alignment_heads.is_empty() {
-            let (qk_shape, qk) = outputs["cross_qk"]
-                .try_extract_tensor::<f32>()
-                .map_err(inference)?;
-            // [layers, 1, heads, n_tokens, audio_ctx]
-            let heads = qk_shape[2] as usize;
-            let audio = qk_shape[4] as usize;
-            let n_tokens = qk_shape[3] as usize;
-            let last = n_tokens - 1;
-            state.last_alignment = p
-                .alignment_heads
-                .iter()
-                .map(|&(layer, head)| {
-                    let base = ((layer * heads + head) * n_tokens + last) * audio;
-                    qk[base..base + audio].to_vec()
-                })
-                .collect();
-        }
-        state.offset += tokens.len();
-        Ok(logits)
     }
 
     /// Greedy decoding of one window with Whisper's suppression and timestamp rules.
@@ -373,8 +317,8 @@ impl WhisperModel {
         }
         let sot_index = prompt.len();
         prompt.extend(self.sot_sequence(options));
-        let mut state = DecoderState::new(&self.params);
-        let logits = self.step(encoded, &mut state, &prompt)?;
+        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded)?;
+        let logits = run.step(&mut self.decoder, &self.params, &prompt)?;
         let sot_logits = &logits[sot_index * n_vocab..(sot_index + 1) * n_vocab];
         let no_speech_prob = softmax_at(sot_logits, special.no_speech as usize);
         let mut current = logits[logits.len() - n_vocab..].to_vec();
@@ -401,8 +345,8 @@ impl WhisperModel {
             }
             tokens.push(token);
             logprobs.push(best_logprob);
-            let logits = self.step(encoded, &mut state, &[token])?;
-            alignment.push(std::mem::take(&mut state.last_alignment));
+            let logits = run.step(&mut self.decoder, &self.params, &[token])?;
+            alignment.push(std::mem::take(&mut run.last_alignment));
             current = logits[logits.len() - n_vocab..].to_vec();
         }
         let avg_logprob = if logprobs.is_empty() {
@@ -507,23 +451,130 @@ impl WhisperModel {
     }
 }
 
-/// The decoder's self-attention cache and position for one window.
-struct DecoderState {
-    self_k: Vec<f32>,
-    self_v: Vec<f32>,
+/// One window's decoding: the binding holds the cross-attention inputs for the whole window,
+/// and the self-attention cache lives in two preallocated pairs of buffers that swap roles each
+/// step (input ← previous output), so no step copies or allocates a cache.
+struct DecoderRun {
+    cpu: ort::memory::MemoryInfo<'static>,
+    binding: ort::session::IoBinding,
+    caches: [(Tensor<f32>, Tensor<f32>); 2],
+    current: usize,
     offset: usize,
     last_alignment: Vec<Vec<f32>>,
 }
 
-impl DecoderState {
-    fn new(params: &WhisperParams) -> Self {
-        let len = params.n_text_layer * params.n_text_ctx * params.n_text_state;
-        Self {
-            self_k: vec![0.0; len],
-            self_v: vec![0.0; len],
+impl DecoderRun {
+    fn new(decoder: &Session, params: &WhisperParams, encoded: &Encoded) -> Result<Self, AsrError> {
+        let shape = [
+            params.n_text_layer,
+            1,
+            params.n_text_ctx,
+            params.n_text_state,
+        ];
+        let allocator = decoder.allocator();
+        let buffer = || Tensor::<f32>::new(allocator, shape).map_err(inference);
+        let caches = [(buffer()?, buffer()?), (buffer()?, buffer()?)];
+        let mut binding = decoder.create_binding().map_err(inference)?;
+        binding
+            .bind_input("n_layer_cross_k", &encoded.cross_k)
+            .map_err(inference)?;
+        binding
+            .bind_input("n_layer_cross_v", &encoded.cross_v)
+            .map_err(inference)?;
+        let cpu = ort::memory::MemoryInfo::new(
+            ort::memory::AllocationDevice::CPU,
+            0,
+            ort::memory::AllocatorType::Device,
+            ort::memory::MemoryType::Default,
+        )
+        .map_err(inference)?;
+        Ok(Self {
+            cpu,
+            binding,
+            caches,
+            current: 0,
             offset: 0,
             last_alignment: Vec::new(),
+        })
+    }
+
+    /// One decoder call over `tokens` at the current offset; returns logits
+    /// [n_tokens × n_vocab] and keeps the alignment heads' attention of the last token.
+    fn step(
+        &mut self,
+        decoder: &mut Session,
+        params: &WhisperParams,
+        tokens: &[i64],
+    ) -> Result<Vec<f32>, AsrError> {
+        if self.offset + tokens.len() > params.n_text_ctx {
+            return Err(inference("decoder context is full"));
         }
+        let n = tokens.len() as i64;
+        let tokens_value =
+            Tensor::from_array((vec![1i64, n], tokens.to_vec())).map_err(inference)?;
+        let offset_value =
+            Tensor::from_array((vec![1i64], vec![self.offset as i64])).map_err(inference)?;
+        self.binding
+            .bind_input("tokens", &tokens_value)
+            .map_err(inference)?;
+        self.binding
+            .bind_input("offset", &offset_value)
+            .map_err(inference)?;
+        // Rebound every step: ORT keeps a device-bound output's first shape otherwise, and
+        // the prompt step has more tokens than the later ones.
+        self.binding
+            .bind_output_to_device("logits", &self.cpu)
+            .map_err(inference)?;
+        self.binding
+            .bind_output_to_device("cross_qk", &self.cpu)
+            .map_err(inference)?;
+        let (input, output) = if self.current == 0 {
+            let [a, b] = &mut self.caches;
+            (a, b)
+        } else {
+            let [a, b] = &mut self.caches;
+            (b, a)
+        };
+        self.binding
+            .bind_input("in_n_layer_self_k_cache", &input.0)
+            .map_err(inference)?;
+        self.binding
+            .bind_input("in_n_layer_self_v_cache", &input.1)
+            .map_err(inference)?;
+        self.binding
+            .bind_output("out_n_layer_self_k_cache", &mut output.0)
+            .map_err(inference)?;
+        self.binding
+            .bind_output("out_n_layer_self_v_cache", &mut output.1)
+            .map_err(inference)?;
+        let outputs = decoder.run_binding(&self.binding).map_err(inference)?;
+        let (_, logits) = outputs["logits"]
+            .try_extract_tensor::<f32>()
+            .map_err(inference)?;
+        let logits = logits.to_vec();
+        if !params.alignment_heads.is_empty() {
+            let (qk_shape, qk) = outputs["cross_qk"]
+                .try_extract_tensor::<f32>()
+                .map_err(inference)?;
+            // [layers, 1, heads, n_tokens, audio_ctx]
+            if qk_shape.len() == 5 {
+                let heads = qk_shape[2] as usize;
+                let n_tokens = qk_shape[3] as usize;
+                let audio = qk_shape[4] as usize;
+                let last = n_tokens.saturating_sub(1);
+                self.last_alignment = params
+                    .alignment_heads
+                    .iter()
+                    .filter_map(|&(layer, head)| {
+                        let base = ((layer * heads + head) * n_tokens + last) * audio;
+                        qk.get(base..base + audio).map(<[f32]>::to_vec)
+                    })
+                    .collect();
+            }
+        }
+        self.current = 1 - self.current;
+        self.offset += tokens.len();
+        Ok(logits)
     }
 }
 

@@ -218,3 +218,22 @@ fn cli_transcribes_speech_between_silences_and_nothing_from_noise() {
     assert!(!output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stderr).lines().count(), 1);
 }
+
+#[test]
+fn multilingual_base_detects_english_and_transcribes() {
+    let mut model = load_model("whisper-base");
+    let (id, reference) = references().into_iter().next().unwrap();
+    let samples = read_pcm16_wav(std::path::Path::new(&format!("{LIBRIVOX}/{id}.wav")));
+    let transcript = transcribe(
+        &mut model,
+        &samples,
+        &TranscribeOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(transcript.language, "en");
+    assert!(transcript.language_probability > 0.5);
+    let text: Vec<String> = transcript.segments.iter().map(|s| s.text.clone()).collect();
+    let error = wer(&normalize(&reference), &normalize(&text.join(" ")));
+    assert!(error < 0.1, "WER {error}: {text:?}");
+}
