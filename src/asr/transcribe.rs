@@ -1,6 +1,7 @@
 //! Long-form transcription: 30 s windows advanced by Whisper's timestamps, segments with
 //! start and end times, language detection, no-speech skipping.
 
+use super::alignment::{SegmentSpan, assign_by_tokens, word_timings};
 use super::mel::{CHUNK_SAMPLES, SAMPLE_RATE};
 use super::whisper::{AsrError, DecodeOptions, Decoded, WhisperModel};
 
@@ -99,10 +100,14 @@ pub fn transcribe(
             progress((seek as f64 / samples.len() as f64) as f32);
             continue;
         }
-        let (window_segments, consumed_secs) = split_segments(model, &decoded, window_secs);
+        let (window_segments, consumed_secs) = split_segments(model, &decoded, window_secs, &code);
         for mut segment in window_segments {
             segment.start = (segment.start + offset_secs).min(duration);
             segment.end = (segment.end + offset_secs).min(duration);
+            for word in &mut segment.words {
+                word.start = (word.start + offset_secs).min(duration);
+                word.end = (word.end + offset_secs).min(duration);
+            }
             if !segment.text.trim().is_empty() {
                 prompt.extend(
                     segment
@@ -129,6 +134,62 @@ pub fn transcribe(
 /// Cuts a window's tokens into segments at timestamp pairs; returns them (times relative to
 /// the window) and how many seconds of the window they account for.
 fn split_segments(
+    model: &WhisperModel,
+    decoded: &Decoded,
+    window_secs: f64,
+    language: &str,
+) -> (Vec<Segment>, f64) {
+    let (mut segments, consumed) = split_at_timestamps(model, decoded, window_secs);
+    attach_words(model, decoded, window_secs, language, &mut segments);
+    (segments, consumed)
+}
+
+/// Word timings for the window, given to the segments their text tokens came from.
+fn attach_words(
+    model: &WhisperModel,
+    decoded: &Decoded,
+    window_secs: f64,
+    language: &str,
+    segments: &mut [Segment],
+) {
+    if model.params.alignment_heads.is_empty() || decoded.alignment.is_empty() {
+        return;
+    }
+    let words = word_timings(
+        &model.tokenizer,
+        &decoded.tokens,
+        &decoded.logprobs,
+        &decoded.alignment,
+        window_secs,
+        language,
+    );
+    let spans: Vec<SegmentSpan> = segments
+        .iter()
+        .map(|s| SegmentSpan {
+            start: s.start,
+            end: s.end,
+            text_tokens: s
+                .tokens
+                .iter()
+                .filter(|t| model.tokenizer.is_text(**t))
+                .count(),
+        })
+        .collect();
+    for (segment, words) in segments.iter_mut().zip(assign_by_tokens(words, &spans)) {
+        segment.words = words
+            .into_iter()
+            .map(|w| Word {
+                start: w.start,
+                end: w.end,
+                text: w.text.trim().to_owned(),
+                probability: w.probability,
+            })
+            .filter(|w| !w.text.is_empty())
+            .collect();
+    }
+}
+
+fn split_at_timestamps(
     model: &WhisperModel,
     decoded: &Decoded,
     window_secs: f64,

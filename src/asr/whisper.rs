@@ -92,8 +92,8 @@ pub struct Decoded {
     pub logprobs: Vec<f32>,
     pub avg_logprob: f32,
     pub no_speech_prob: f32,
-    /// Cross-attention weights of the alignment heads for each sampled token:
-    /// [token][head][1500], kept for word timestamps.
+    /// Cross-attention weights of the alignment heads, [tokens + 1][head][1500]: row i is the
+    /// attention that predicted `tokens[i]`, the last row predicted end-of-text.
     pub alignment: Vec<Vec<Vec<f32>>>,
 }
 
@@ -328,7 +328,8 @@ impl WhisperModel {
             .min(self.params.n_text_ctx.saturating_sub(prompt.len() + 1));
         let mut tokens: Vec<i64> = Vec::new();
         let mut logprobs = Vec::new();
-        let mut alignment = Vec::new();
+        // Row i is the attention that predicted tokens[i]; the last row predicted end-of-text.
+        let mut alignment = vec![std::mem::take(&mut run.last_alignment)];
         for _ in 0..max_tokens {
             self.apply_rules(&mut current, &tokens, options);
             let log_probs = log_softmax(&current);

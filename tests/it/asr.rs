@@ -100,8 +100,23 @@ fn transcribes_librivox_clips_with_low_word_error_rate() {
         total_errors += error * reference.len() as f64;
         total_words += reference.len();
         assert_eq!(transcript.language, "en");
+        let mut previous_end = 0.0f64;
         for segment in &transcript.segments {
             assert!(segment.start <= segment.end && segment.end <= transcript.duration + 0.01);
+            // Word timestamps: present, monotonic, inside their segment, spelling its text.
+            assert!(!segment.words.is_empty(), "no words in {segment:?}");
+            for word in &segment.words {
+                assert!(word.start <= word.end, "{word:?}");
+                assert!(
+                    word.start >= previous_end - 1e-6,
+                    "{word:?} before {previous_end}"
+                );
+                assert!(word.start >= segment.start - 1e-6 && word.end <= segment.end + 1e-6);
+                assert!((0.0..=1.0).contains(&word.probability));
+                previous_end = word.end;
+            }
+            let joined: Vec<&str> = segment.words.iter().map(|w| w.text.as_str()).collect();
+            assert_eq!(normalize(&joined.join(" ")), normalize(&segment.text));
         }
     }
     let overall = total_errors / total_words as f64;
