@@ -21,6 +21,7 @@ pub struct AppState {
     pub store: Store,
     pub blobs: BlobStore,
     pub throttle: Arc<LoginThrottle>,
+    pub jobs: crate::jobs::Jobs,
     pub started_at: Instant,
 }
 
@@ -81,6 +82,7 @@ impl AppState {
             store,
             blobs,
             throttle,
+            jobs: crate::jobs::Jobs::new(),
             started_at: Instant::now(),
         })
     }
@@ -98,6 +100,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     tls: axum_server::tls_rustls::RustlsConfig,
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -117,15 +120,23 @@ impl RunningServer {
     /// Asks the servers to stop and waits until in-flight requests finished or the grace ended.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.wait().await;
     }
 
-    /// Waits until something else cancelled the shutdown token and the servers stopped.
+    /// Waits until something else cancelled the shutdown token and everything stopped.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
+        self.state.jobs.wake.notify();
         self.tracker.close();
         self.tracker.wait().await;
+        // Workers notice the token between chunks (at most seconds) and requeue their job.
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -193,6 +204,13 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     )
     .map_err(|e| Error::internal("internal", e))?;
     spawn_housekeeping(state.clone(), shutdown.clone(), &tracker);
+    let workers = crate::jobs::spawn_workers(
+        state.config.clone(),
+        state.store.clone(),
+        state.blobs.clone(),
+        state.jobs.clone(),
+        shutdown.clone(),
+    );
     tracing::info!(%https_addr, ?http_addr, "listening");
 
     Ok(RunningServer {
@@ -205,6 +223,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         shutdown,
         tracker,
         tls,
+        workers,
     })
 }
 

@@ -294,10 +294,12 @@ fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> 
             Stage::Decode(f) => {
                 bar.set_message("decoding");
                 bar.set_position((f * 100.0) as u64);
+                std::ops::ControlFlow::Continue(())
             }
             Stage::Transcribe(f) => {
                 bar.set_message("transcribing");
                 bar.set_position(100 + (f * 900.0) as u64);
+                std::ops::ControlFlow::Continue(())
             }
         },
     );

@@ -25,6 +25,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub runtime: RuntimeConfig,
+    pub jobs: JobsConfig,
     pub log: LogConfig,
 }
 
@@ -91,6 +92,33 @@ impl Default for RuntimeConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Transcription workers; each holds its own models. 0 disables processing.
+    pub workers: usize,
+    /// The ASR model uploads are transcribed with.
+    pub model: String,
+    /// Use the int8-quantized Whisper model.
+    pub int8: bool,
+    /// A job whose worker has not reported for this long is taken again.
+    pub lease_secs: u64,
+    /// Attempts before a job that keeps failing for a transient reason ends in `error`.
+    pub max_attempts: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            model: "whisper-base".to_owned(),
+            int8: false,
+            lease_secs: 120,
+            max_attempts: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub level: String,
 }
@@ -104,6 +132,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
             runtime: RuntimeConfig::default(),
+            jobs: JobsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -323,6 +352,18 @@ impl Config {
         if self.runtime.device_id < 0 {
             return fail("runtime.device_id", "must be 0 or more");
         }
+        if self.jobs.lease_secs < 10 {
+            return fail("jobs.lease_secs", "must be at least 10");
+        }
+        if self.jobs.max_attempts == 0 {
+            return fail("jobs.max_attempts", "must be at least 1");
+        }
+        if !crate::models::manifest::is_safe_name(&self.jobs.model) {
+            return fail(
+                "jobs.model",
+                "must be a model name from the cache, e.g. whisper-base",
+            );
+        }
         if !matches!(
             self.log.level.as_str(),
             "error" | "warn" | "info" | "debug" | "trace"
@@ -532,6 +573,19 @@ threads = {threads}
 # then /usr/lib/opentranscribe.
 # library = "/usr/lib/opentranscribe/libonnxruntime.so.1.31.1"
 
+[jobs]
+# Transcription workers (each loads its own models; one per GPU, or one or two on a CPU).
+# 0 disables processing: uploads stay queued.
+workers = {workers}
+# ASR model for uploads, by its name in the model cache.
+model = "{jobs_model}"
+# Use the int8-quantized Whisper encoder and decoder (faster on CPUs).
+int8 = {int8}
+# A job whose worker has not reported progress for this long is taken again.
+lease_secs = {lease}
+# Attempts before a job that keeps failing for a transient reason ends in error.
+max_attempts = {attempts}
+
 [log]
 # error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
 level = "{level}"
@@ -556,6 +610,11 @@ level = "{level}"
         device = defaults.runtime.device,
         device_id = defaults.runtime.device_id,
         threads = defaults.runtime.threads,
+        workers = defaults.jobs.workers,
+        jobs_model = defaults.jobs.model,
+        int8 = defaults.jobs.int8,
+        lease = defaults.jobs.lease_secs,
+        attempts = defaults.jobs.max_attempts,
     )
 }
 

@@ -11,13 +11,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use symphonia::core::io::MediaSource;
 
 use super::extract::{ApiJson, AuthUser};
 use crate::app::{AppState, blocking};
 use crate::blobs::{BlobInfo, BlobReader};
 use crate::error::{Error, Result};
 use crate::media::probe::{self, MediaInfo};
+use crate::pipeline::BlobSource;
 use crate::store::now_secs;
 use crate::store::records::{FileRecord, UploadOptions};
 
@@ -196,6 +196,16 @@ async fn upload(
     let inserted = record.clone();
     blocking(move || store.insert_file(&inserted)).await?;
     tracing::info!(file_id = %record.id, size = record.size, "file uploaded");
+    state.jobs.publish(crate::jobs::FileEvent {
+        kind: "file.created",
+        owner_id: record.owner_id.clone(),
+        file_id: record.id.clone(),
+        status: record.status.clone(),
+        stage: "queued".to_owned(),
+        progress: 0.0,
+        error: None,
+    });
+    state.jobs.wake.notify();
     Ok((StatusCode::CREATED, Json(FileView::from(&record))))
 }
 
@@ -345,34 +355,6 @@ fn io_error(error: std::io::Error) -> Error {
     }
 }
 
-/// Lets symphonia read a stored blob (plain or encrypted) as a seekable source.
-struct BlobSource {
-    reader: BlobReader,
-    len: u64,
-}
-
-impl Read for BlobSource {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.reader.read(buf)
-    }
-}
-
-impl Seek for BlobSource {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.reader.seek(pos)
-    }
-}
-
-impl MediaSource for BlobSource {
-    fn is_seekable(&self) -> bool {
-        true
-    }
-
-    fn byte_len(&self) -> Option<u64> {
-        Some(self.len)
-    }
-}
-
 /// Decides by content whether the upload is media; refuses it (and drops an unreferenced
 /// blob) if not.
 async fn sniff(state: &AppState, info: &BlobInfo) -> Result<MediaInfo> {
@@ -381,8 +363,7 @@ async fn sniff(state: &AppState, info: &BlobInfo) -> Result<MediaInfo> {
     let sha = info.sha256.clone();
     blocking(move || {
         let reader = blobs.open_read(&sha).map_err(blob_error)?;
-        let len = reader.len();
-        let outcome = probe::probe(Box::new(BlobSource { reader, len }));
+        let outcome = probe::probe(Box::new(BlobSource::new(reader)));
         match outcome {
             Ok(media) => Ok(media),
             Err(e) => {
@@ -535,9 +516,20 @@ async fn delete_file(
                 tracing::warn!(error = %e, "blob removal failed; the start-up sweep will retry");
             }
         }
-        Ok(())
+        Ok(record)
     })
-    .await?;
+    .await
+    .map(|record| {
+        state.jobs.publish(crate::jobs::FileEvent {
+            kind: "file.deleted",
+            owner_id: record.owner_id.clone(),
+            file_id: record.id.clone(),
+            status: "deleted".to_owned(),
+            stage: "deleted".to_owned(),
+            progress: 0.0,
+            error: None,
+        });
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod health;
 pub mod server;
 pub mod tls;
+pub mod transcripts;
 pub mod ui;
 
 use axum::Router;
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(auth_routes::routes())
         .merge(files::routes())
+        .merge(transcripts::routes())
         .route(
             "/api/{*rest}",
             axum::routing::any(|| async { Error::not_found("route") }),

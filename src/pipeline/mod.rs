@@ -19,6 +19,7 @@ use crate::media::decode::{DecodeError, decode_to_mono_16k};
 use crate::models::cache::{Depth, ModelCache};
 use crate::models::runtime::Runtime;
 use crate::transcript::{Segment, Transcript, Word};
+use symphonia::core::io::MediaSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -124,6 +125,41 @@ impl Engine {
     }
 }
 
+/// Lets symphonia read a stored blob (plain or encrypted) as a seekable source.
+pub struct BlobSource {
+    reader: crate::blobs::BlobReader,
+    len: u64,
+}
+
+impl BlobSource {
+    pub fn new(reader: crate::blobs::BlobReader) -> Self {
+        let len = reader.len();
+        Self { reader, len }
+    }
+}
+
+impl Read for BlobSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl Seek for BlobSource {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.reader.seek(pos)
+    }
+}
+
+impl MediaSource for BlobSource {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.len)
+    }
+}
+
 /// 16 kHz f32 samples spooled to disk, deleted when dropped.
 struct Spool {
     path: PathBuf,
@@ -186,23 +222,38 @@ fn chunk_time_to_source(regions: &[Region], local_secs: f64, is_end: bool) -> f6
         .unwrap_or(0.0)
 }
 
+/// Opens the media again from the start (it is read twice: probe, then decode).
+pub type Opener<'a> = dyn FnMut() -> Result<Box<dyn MediaSource>, PipelineError> + 'a;
+
 /// Decodes a file, finds speech, and transcribes it chunk by chunk.
 pub fn transcribe_file(
     engine: &mut Engine,
     path: &Path,
     options: &FileOptions,
-    progress: &mut dyn FnMut(Stage),
+    progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
 ) -> Result<Transcript, PipelineError> {
-    let open = |path: &Path| {
-        File::open(path).map_err(|e| {
+    let mut opener = || -> Result<Box<dyn MediaSource>, PipelineError> {
+        let file = File::open(path).map_err(|e| {
             PipelineError::Media(DecodeError::Io {
                 container: "file".to_owned(),
                 codec: "unknown".to_owned(),
                 source: e,
             })
-        })
+        })?;
+        Ok(Box::new(file))
     };
-    let expected_samples = crate::media::probe::probe(Box::new(open(path)?))
+    transcribe_media(engine, &mut opener, options, progress)
+}
+
+/// As [`transcribe_file`] for any seekable source (a blob from the store, say). `progress`
+/// returning `Break` cancels: decoding stops at once, transcription between chunks.
+pub fn transcribe_media(
+    engine: &mut Engine,
+    open: &mut Opener<'_>,
+    options: &FileOptions,
+    progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
+) -> Result<Transcript, PipelineError> {
+    let expected_samples = crate::media::probe::probe(open()?)
         .ok()
         .and_then(|info| info.duration_secs)
         .map(|secs| secs * SAMPLE_RATE as f64);
@@ -215,7 +266,7 @@ pub fn transcribe_file(
     {
         let mut writer = BufWriter::with_capacity(1 << 20, &spool.file);
         let vad = &mut engine.vad;
-        decode_to_mono_16k(Box::new(open(path)?), SAMPLE_RATE, |chunk| {
+        decode_to_mono_16k(open()?, SAMPLE_RATE, |chunk| {
             let mut bytes = Vec::with_capacity(chunk.len() * 4);
             for sample in chunk {
                 bytes.extend_from_slice(&sample.to_le_bytes());
@@ -234,10 +285,12 @@ pub fn transcribe_file(
                     }
                 }
             }
-            if let Some(expected) = expected_samples {
-                progress(Stage::Decode(
-                    (total_samples as f64 / expected).min(1.0) as f32
-                ));
+            let fraction = expected_samples
+                .map(|expected| (total_samples as f64 / expected).min(1.0) as f32)
+                .unwrap_or(0.0);
+            if progress(Stage::Decode(fraction)).is_break() {
+                failure = Some(PipelineError::Cancelled);
+                return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
         })?;
@@ -251,7 +304,9 @@ pub fn transcribe_file(
             probabilities.push(p);
         }
     }
-    progress(Stage::Decode(1.0));
+    if progress(Stage::Decode(1.0)).is_break() {
+        return Err(PipelineError::Cancelled);
+    }
     let duration = total_samples as f64 / SAMPLE_RATE as f64;
 
     let regions = if options.no_vad {
@@ -292,9 +347,10 @@ pub fn transcribe_file(
             &audio,
             &transcribe_options,
             &mut |fraction| {
-                progress(Stage::Transcribe(
+                // Cancellation is honoured between chunks; a chunk is at most 30 s of audio.
+                let _ = progress(Stage::Transcribe(
                     ((index as f32 + fraction) / total_chunks as f32).min(1.0),
-                ))
+                ));
             },
         )?;
         if language.is_none() {
@@ -323,7 +379,9 @@ pub fn transcribe_file(
                 words,
             });
         }
-        progress(Stage::Transcribe((index + 1) as f32 / total_chunks as f32));
+        if progress(Stage::Transcribe((index + 1) as f32 / total_chunks as f32)).is_break() {
+            return Err(PipelineError::Cancelled);
+        }
     }
     let _ = language_probability;
     Ok(Transcript {

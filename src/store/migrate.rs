@@ -3,15 +3,15 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::records::FileRecord;
-use super::tables::{BLOB_REFS, FILES, META, SCHEMA_VERSION_KEY, USER_FILES};
+use super::tables::{BLOB_REFS, FILES, JOBS, META, QUEUE, SCHEMA_VERSION_KEY, USER_FILES};
 
 /// The schema this code reads and writes.
-pub const CURRENT_VERSION: u64 = 2;
+pub const CURRENT_VERSION: u64 = 3;
 
 type Migration = fn(&WriteTransaction) -> Result<(), String>;
 
 /// `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`.
-const MIGRATIONS: &[Migration] = &[v1_to_v2];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3];
 
 /// Brings the database to [`CURRENT_VERSION`]. Returns the version found before.
 /// A database newer than this code is refused rather than guessed at.
@@ -75,6 +75,38 @@ fn v1_to_v2(txn: &WriteTransaction) -> Result<(), String> {
             .unwrap_or(0);
         blob_refs
             .insert(record.sha256.as_str(), count + 1)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Version 3 adds the job queue: every file still waiting or interrupted gets a queued job.
+fn v2_to_v3(txn: &WriteTransaction) -> Result<(), String> {
+    let mut files = txn.open_table(FILES).map_err(|e| e.to_string())?;
+    let mut jobs = txn.open_table(JOBS).map_err(|e| e.to_string())?;
+    let mut queue = txn.open_table(QUEUE).map_err(|e| e.to_string())?;
+    let mut pending = Vec::new();
+    for entry in files.iter().map_err(|e| e.to_string())? {
+        let (_, value) = entry.map_err(|e| e.to_string())?;
+        let record: FileRecord =
+            serde_json::from_slice(value.value()).map_err(|e| format!("file record: {e}"))?;
+        if matches!(record.status.as_str(), "queued" | "processing") {
+            pending.push(record);
+        }
+    }
+    for mut record in pending {
+        let job = super::new_job(&record, 0);
+        let bytes = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
+        jobs.insert(record.id.as_str(), bytes.as_slice())
+            .map_err(|e| e.to_string())?;
+        queue
+            .insert(job.queue_key.as_str(), record.id.as_str())
+            .map_err(|e| e.to_string())?;
+        record.status = "queued".to_owned();
+        record.progress = 0.0;
+        let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+        files
+            .insert(record.id.as_str(), bytes.as_slice())
             .map_err(|e| e.to_string())?;
     }
     Ok(())

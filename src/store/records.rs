@@ -102,3 +102,30 @@ pub struct FileRecord {
     #[serde(default)]
     pub codec: Option<String>,
 }
+
+/// The processing job of one file. Lives in `jobs` for the file's lifetime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub file_id: String,
+    pub owner_id: String,
+    /// queued | running | done | failed | cancelled
+    pub state: String,
+    pub attempts: u32,
+    /// While running: the worker must renew its lease before this time, or the job is retaken.
+    pub lease_until: u64,
+    /// A queued job does not run before this time (retry backoff).
+    pub not_before: u64,
+    pub stage: String,
+    pub progress: f32,
+    pub created_at: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// Key of this job in the `queue` table while queued.
+    pub queue_key: String,
+    /// Lower runs first.
+    #[serde(default)]
+    pub priority: u8,
+}

@@ -20,3 +20,9 @@ pub const USER_FILES: TableDefinition<&str, u64> = TableDefinition::new("user_fi
 pub const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
 
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// file id → JSON `JobRecord`: the processing job of each file (v3).
+pub const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// `priority/created-ms/file-id` → file id, for queued jobs only, in the order they run (v3).
+pub const QUEUE: TableDefinition<&str, &str> = TableDefinition::new("queue");
+/// file id → JSON transcript of a completed file (v3).
+pub const TRANSCRIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("transcripts");

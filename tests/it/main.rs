@@ -5,5 +5,6 @@ mod asr;
 mod cli;
 mod files;
 mod models;
+mod pipeline;
 mod server;
 mod support;

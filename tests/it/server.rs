@@ -290,10 +290,16 @@ async fn version_1_database_is_migrated_and_served() {
         codec: None,
     };
     let db_path = data_dir.path().join("opentranscribe.redb");
-    opentranscribe::store::write_v1_fixture(&db_path, &[user], &[file("f1"), file("f2")]).unwrap();
+    let mut waiting = file("f2");
+    waiting.status = "queued".into();
+    opentranscribe::store::write_v1_fixture(&db_path, &[user], &[file("f1"), waiting]).unwrap();
 
-    let server = TestServer::start_in(data_dir, |_| {}).await;
-    assert_eq!(server.running().state.store.schema_version().unwrap(), 2);
+    let server = TestServer::start_in(data_dir, |c| c.jobs.workers = 0).await;
+    let store = &server.running().state.store;
+    assert_eq!(store.schema_version().unwrap(), 3);
+    // v3 gave the file that was still waiting a queued job, and none to the finished one.
+    assert_eq!(store.get_job("f2").unwrap().unwrap().state, "queued");
+    assert!(store.get_job("f1").unwrap().is_none());
     // The derived reference count makes both files keep the shared blob.
     assert_eq!(
         server
@@ -317,7 +323,8 @@ async fn version_1_database_is_migrated_and_served() {
     .await;
     assert_eq!(list["total"], 2);
     assert_eq!(list["items"][0]["filename"], "f1.wav");
-    assert_eq!(list["items"][1]["status"], "completed");
+    assert_eq!(list["items"][0]["status"], "completed");
+    assert_eq!(list["items"][1]["status"], "queued");
     server.stop().await;
 }
 

@@ -1,0 +1,237 @@
+//! Transcripts and jobs over HTTP: read, export, cancel, retry, the admin queue, and the
+//! per-user WebSocket of file events.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::extract::{AdminUser, AuthUser};
+use super::files::content_disposition;
+use crate::app::{AppState, blocking};
+use crate::error::{Error, Result};
+use crate::store::now_secs;
+use crate::transcript::Transcript;
+use crate::transcript::export::{Format, render};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/files/{id}/transcript", get(transcript))
+        .route("/api/files/{id}/export", get(export))
+        .route("/api/files/{id}/cancel", post(cancel))
+        .route("/api/files/{id}/retry", post(retry))
+        .route("/api/admin/jobs", get(admin_jobs))
+        .route("/api/ws", get(websocket))
+}
+
+async fn load_transcript(
+    state: &AppState,
+    user: &AuthUser,
+    id: String,
+) -> Result<(String, Transcript)> {
+    let store = state.store.clone();
+    let owner = user.user.id.clone();
+    blocking(move || {
+        let file = store
+            .get_user_file(&owner, &id)?
+            .ok_or_else(|| Error::not_found("file"))?;
+        let Some(bytes) = store.get_transcript(&owner, &id)? else {
+            return Err(Error::new(
+                "transcript-not-ready",
+                format!("the file is {}; its transcript is not ready", file.status),
+            ));
+        };
+        let transcript: Transcript =
+            serde_json::from_slice(&bytes).map_err(|e| Error::internal("store", e))?;
+        Ok((file.filename, transcript))
+    })
+    .await
+}
+
+async fn transcript(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Transcript>> {
+    let (_, transcript) = load_transcript(&state, &user, id).await?;
+    Ok(Json(transcript))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    format: String,
+    #[serde(default)]
+    speakers: Option<bool>,
+}
+
+async fn export(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    query: std::result::Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let Query(query) = query.map_err(|e| Error::bad_request(e.body_text()))?;
+    let format = Format::parse(&query.format)
+        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json or csv"))?;
+    let (filename, transcript) = load_transcript(&state, &user, id).await?;
+    let body = render(&transcript, format, query.speakers.unwrap_or(true));
+    let stem = filename
+        .rsplit_once('.')
+        .map(|(stem, _)| stem.to_owned())
+        .unwrap_or(filename);
+    let extension = match format {
+        Format::Json => "json",
+        Format::Srt => "srt",
+        Format::Vtt => "vtt",
+        Format::Txt => "txt",
+        Format::Csv => "csv",
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.media_type()),
+    );
+    let disposition =
+        content_disposition(&format!("{stem}.{extension}")).replacen("inline", "attachment", 1);
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let store = state.store.clone();
+    let owner = user.user.id.clone();
+    let file_id = id.clone();
+    let status = blocking(move || store.cancel_job(&owner, &file_id, now_secs()))
+        .await?
+        .ok_or_else(|| Error::not_found("file"))?;
+    state.jobs.publish(crate::jobs::FileEvent {
+        kind: "file.status",
+        owner_id: user.user.id.clone(),
+        file_id: id.clone(),
+        status: status.clone(),
+        stage: "cancelling".to_owned(),
+        progress: 0.0,
+        error: None,
+    });
+    Ok(Json(json!({"id": id, "status": status})))
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let store = state.store.clone();
+    let owner = user.user.id.clone();
+    let file_id = id.clone();
+    let status = blocking(move || store.retry_job(&owner, &file_id, now_secs()))
+        .await?
+        .ok_or_else(|| Error::not_found("file"))?;
+    state.jobs.wake.notify();
+    Ok(Json(json!({"id": id, "status": status})))
+}
+
+async fn admin_jobs(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Result<Json<serde_json::Value>> {
+    let store = state.store.clone();
+    let jobs = blocking(move || store.list_jobs()).await?;
+    let items: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|j| {
+            json!({
+                "file_id": j.file_id, "owner_id": j.owner_id, "state": j.state,
+                "attempts": j.attempts, "stage": j.stage, "progress": j.progress,
+                "error": j.error, "created_at": j.created_at, "updated_at": j.updated_at,
+            })
+        })
+        .collect();
+    let count = |state: &str| jobs.iter().filter(|j| j.state == state).count();
+    Ok(Json(json!({
+        "items": items,
+        "counts": {"queued": count("queued"), "running": count("running"), "done": count("done"),
+                   "failed": count("failed"), "cancelled": count("cancelled")},
+    })))
+}
+
+/// Cross-site WebSocket hijacking guard: a browser always sends Origin on a WebSocket
+/// handshake, and it must be this host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .strip_prefix("https://")
+        .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+}
+
+async fn websocket(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !same_origin(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"code": "forbidden", "message": "cross-origin WebSocket"})),
+        )
+            .into_response();
+    }
+    let events = state.jobs.events.subscribe();
+    let user_id = user.user.id.clone();
+    upgrade.on_upgrade(move |socket| forward_events(socket, events, user_id))
+}
+
+async fn forward_events(
+    mut socket: WebSocket,
+    mut events: tokio::sync::broadcast::Receiver<crate::jobs::FileEvent>,
+    user_id: String,
+) {
+    let hello = json!({"type": "hello"}).to_string();
+    if socket.send(Message::Text(hello.into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            event = events.recv() => match event {
+                Ok(event) if event.owner_id == user_id => {
+                    let Ok(text) = serde_json::to_string(&event) else { continue };
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Events were dropped: the client should refetch the file list.
+                    let text = json!({"type": "resync"}).to_string();
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+}

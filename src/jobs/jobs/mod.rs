@@ -1,0 +1,339 @@
+//! The job runner: worker threads take queued jobs from redb under a lease, run the pipeline,
+//! report progress (renewing the lease), and save the result in one transaction. Jobs whose
+//! worker died are taken again after their lease expires; at start-up, all of them.
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::blobs::BlobStore;
+use crate::config::Config;
+use crate::pipeline::{BlobSource, Engine, FileOptions, PipelineError, Stage, transcribe_media};
+use crate::store::records::{FileRecord, JobRecord};
+use crate::store::{JobControl, JobOutcome, Store, now_secs};
+
+/// Something that happened to a user's file, for WebSocket clients.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FileEvent {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip)]
+    pub owner_id: String,
+    pub file_id: String,
+    pub status: String,
+    pub stage: String,
+    pub progress: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Wakes idle workers when a job is queued, so they need not poll quickly.
+#[derive(Debug, Default)]
+pub struct Wake {
+    generation: Mutex<u64>,
+    signal: Condvar,
+}
+
+impl Wake {
+    pub fn notify(&self) {
+        let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        *generation += 1;
+        self.signal.notify_all();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = *generation;
+        let _ = self
+            .signal
+            .wait_timeout_while(generation, timeout, |g| *g == seen);
+    }
+}
+
+/// What the worker threads share with the rest of the daemon.
+#[derive(Clone)]
+pub struct Jobs {
+    pub events: broadcast::Sender<FileEvent>,
+    pub wake: Arc<Wake>,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").finish_non_exhaustive()
+    }
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Jobs {
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            events,
+            wake: Arc::new(Wake::default()),
+        }
+    }
+
+    pub fn publish(&self, event: FileEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+}
+
+/// Starts the configured number of worker threads; they stop when `shutdown` is cancelled.
+pub fn spawn_workers(
+    config: Arc<Config>,
+    store: Store,
+    blobs: BlobStore,
+    jobs: Jobs,
+    shutdown: CancellationToken,
+) -> Vec<std::thread::JoinHandle<()>> {
+    match store.recover_jobs(u64::MAX) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "requeued jobs interrupted by the last shutdown"),
+        Err(e) => tracing::error!(error = %e, "cannot recover interrupted jobs"),
+    }
+    (0..config.jobs.workers)
+        .filter_map(|index| {
+            let worker = Worker {
+                config: config.clone(),
+                store: store.clone(),
+                blobs: blobs.clone(),
+                jobs: jobs.clone(),
+                shutdown: shutdown.clone(),
+                engine: None,
+            };
+            std::thread::Builder::new()
+                .name(format!("transcribe-{index}"))
+                .spawn(move || worker.run())
+                .map_err(|e| tracing::error!(error = %e, "cannot start a worker thread"))
+                .ok()
+        })
+        .collect()
+}
+
+struct Worker {
+    config: Arc<Config>,
+    store: Store,
+    blobs: BlobStore,
+    jobs: Jobs,
+    shutdown: CancellationToken,
+    engine: Option<Engine>,
+}
+
+/// How often progress is written to redb (and the lease renewed) at most.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+impl Worker {
+    fn run(mut self) {
+        while !self.shutdown.is_cancelled() {
+            // Expired leases of other workers (a worker thread that panicked) are retaken.
+            if let Err(e) = self.store.recover_jobs(now_secs()) {
+                tracing::warn!(error = %e, "lease recovery failed");
+            }
+            match self
+                .store
+                .claim_job(now_secs(), self.config.jobs.lease_secs)
+            {
+                Ok(Some((job, file))) => self.process(job, file),
+                Ok(None) => self.jobs.wake.wait(Duration::from_secs(2)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take a job");
+                    self.jobs.wake.wait(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn event(
+        &self,
+        kind: &'static str,
+        file: &FileRecord,
+        status: &str,
+        stage: &str,
+        progress: f32,
+    ) {
+        self.jobs.publish(FileEvent {
+            kind,
+            owner_id: file.owner_id.clone(),
+            file_id: file.id.clone(),
+            status: status.to_owned(),
+            stage: stage.to_owned(),
+            progress,
+            error: None,
+        });
+    }
+
+    fn process(&mut self, job: JobRecord, file: FileRecord) {
+        let started = Instant::now();
+        tracing::info!(file_id = %file.id, attempt = job.attempts, "job started");
+        self.event("file.status", &file, "processing", "starting", 0.0);
+        let outcome = self.run_pipeline(&file);
+        let (outcome, kind, error) = match outcome {
+            Ok(transcript) => match serde_json::to_vec(&transcript) {
+                Ok(json) => (
+                    JobOutcome::Completed {
+                        transcript_json: json,
+                    },
+                    "file.completed",
+                    None,
+                ),
+                Err(e) => (
+                    JobOutcome::Failed {
+                        message: format!("cannot store the transcript: {e}"),
+                    },
+                    "file.error",
+                    Some(e.to_string()),
+                ),
+            },
+            Err(PipelineError::Cancelled) if self.shutdown.is_cancelled() => (
+                // Interrupted by shutdown, not by the user: run again after restart.
+                JobOutcome::Retry {
+                    message: "interrupted by shutdown".to_owned(),
+                    backoff_secs: 0,
+                    max_attempts: u32::MAX,
+                },
+                "file.status",
+                None,
+            ),
+            Err(PipelineError::Cancelled) => (JobOutcome::Cancelled, "file.status", None),
+            Err(error @ PipelineError::Media(_)) => {
+                let message = format!("this file cannot be decoded: {error}");
+                (
+                    JobOutcome::Failed {
+                        message: message.clone(),
+                    },
+                    "file.error",
+                    Some(message),
+                )
+            }
+            Err(error) => {
+                let message = error.to_string();
+                tracing::warn!(file_id = %file.id, error = %message, "job failed; will retry");
+                if matches!(
+                    error,
+                    PipelineError::Model { .. } | PipelineError::Runtime(_)
+                ) {
+                    self.engine = None;
+                }
+                (
+                    JobOutcome::Retry {
+                        message: message.clone(),
+                        backoff_secs: 30 * u64::from(job.attempts.max(1)),
+                        max_attempts: self.config.jobs.max_attempts,
+                    },
+                    "file.error",
+                    Some(message),
+                )
+            }
+        };
+        match self.store.finish_job(&file.id, outcome, now_secs()) {
+            Ok(Some(status)) => {
+                let kind = if status == "queued" || status == "cancelled" {
+                    "file.status"
+                } else {
+                    kind
+                };
+                let progress = if status == "completed" { 1.0 } else { 0.0 };
+                self.jobs.publish(FileEvent {
+                    kind,
+                    owner_id: file.owner_id.clone(),
+                    file_id: file.id.clone(),
+                    status: status.clone(),
+                    stage: status.clone(),
+                    progress,
+                    error: if status == "error" { error } else { None },
+                });
+                tracing::info!(
+                    file_id = %file.id,
+                    %status,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "job finished"
+                );
+            }
+            Ok(None) => tracing::info!(file_id = %file.id, "job ended after its file was deleted"),
+            Err(e) => {
+                tracing::error!(file_id = %file.id, error = %e, "cannot save the job's result")
+            }
+        }
+    }
+
+    fn run_pipeline(
+        &mut self,
+        file: &FileRecord,
+    ) -> Result<crate::transcript::Transcript, PipelineError> {
+        if self.engine.is_none() {
+            let loaded =
+                Engine::load(&self.config, &self.config.jobs.model, self.config.jobs.int8)?;
+            self.engine = Some(loaded);
+        }
+        let Some(engine) = self.engine.as_mut() else {
+            return Err(PipelineError::Cancelled);
+        };
+        let blobs = self.blobs.clone();
+        let sha = file.sha256.clone();
+        let mut opener = || -> Result<Box<dyn symphonia::core::io::MediaSource>, PipelineError> {
+            let reader = blobs
+                .open_read(&sha)
+                .map_err(|e| PipelineError::Scratch(std::io::Error::other(e.to_string())))?;
+            Ok(Box::new(BlobSource::new(reader)))
+        };
+        let options = FileOptions {
+            model: self.config.jobs.model.clone(),
+            language: file.options.language.clone(),
+            translate: false,
+            quantized: self.config.jobs.int8,
+            no_vad: false,
+        };
+        let store = self.store.clone();
+        let jobs = self.jobs.clone();
+        let shutdown = self.shutdown.clone();
+        let lease = self.config.jobs.lease_secs;
+        let mut last_report = Instant::now() - HEARTBEAT_EVERY;
+        let mut last_stage = "";
+        let mut progress = |stage: Stage| -> ControlFlow<()> {
+            if shutdown.is_cancelled() {
+                return ControlFlow::Break(());
+            }
+            // Decoding is cheap and transcription the bulk of the work: weigh them 10 / 90.
+            let (name, fraction) = match stage {
+                Stage::Decode(f) => ("decode", 0.1 * f),
+                Stage::Transcribe(f) => ("transcribe", 0.1 + 0.9 * f),
+            };
+            if last_report.elapsed() < HEARTBEAT_EVERY && name == last_stage {
+                return ControlFlow::Continue(());
+            }
+            last_report = Instant::now();
+            last_stage = name;
+            match store.heartbeat(&file.id, name, fraction, now_secs(), lease) {
+                Ok(JobControl::Continue) => {
+                    jobs.publish(FileEvent {
+                        kind: "file.status",
+                        owner_id: file.owner_id.clone(),
+                        file_id: file.id.clone(),
+                        status: "processing".to_owned(),
+                        stage: name.to_owned(),
+                        progress: fraction,
+                        error: None,
+                    });
+                    ControlFlow::Continue(())
+                }
+                Ok(JobControl::Stop) => ControlFlow::Break(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record progress");
+                    ControlFlow::Continue(())
+                }
+            }
+        };
+        let transcript = transcribe_media(engine, &mut opener, &options, &mut progress)?;
+        // Search indexing and waveform peaks plug in here when those stages land.
+        Ok(transcript)
+    }
+}
