@@ -1,11 +1,16 @@
 //! Whisper on ONNX Runtime: the encoder, and a decoder loop with a self-attention KV cache,
 //! Whisper's suppression and timestamp rules, language detection and no-speech probability.
 
+use std::cell::OnceCell;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use ort::session::Session;
 use ort::value::Tensor;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
+use super::bpe::BpeEncoder;
 use super::mel::{LogMel, N_FRAMES};
 use super::tokenizer::{SpecialTokens, Tokenizer};
 use crate::models::manifest::Manifest;
@@ -55,6 +60,9 @@ pub struct Encoded {
     pub cross_k: ort::value::DynValue,
     pub cross_v: ort::value::DynValue,
     pub shape: Vec<i64>,
+    /// Cross K/V repeated over the batch axis for a multi-row decode, built once per window
+    /// and reused by the temperature fallback's retries: (rows, K, V).
+    tiled: OnceCell<(usize, Tensor<f32>, Tensor<f32>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,9 +73,18 @@ pub struct DecodeOptions {
     pub timestamps: bool,
     /// Text tokens of earlier windows (or an initial prompt), after `sot_prev`.
     pub prompt: Vec<i64>,
+    /// Tokens put after `sot_prev` ahead of the prompt (faster-whisper's hotwords).
+    pub hotwords: Vec<i64>,
     pub max_tokens: usize,
     /// Largest first timestamp, in 0.02 s steps (Whisper uses 1.0 s).
     pub max_initial_timestamp_steps: i64,
+    /// Beams at temperature 0; 1 decodes greedily.
+    pub beam_size: usize,
+    /// Above 0, `best_of` sequences are sampled at this temperature instead of a beam search.
+    pub temperature: f32,
+    pub best_of: usize,
+    /// Seeds the sampler so that a window decodes the same way on every run.
+    pub seed: u64,
 }
 
 impl Default for DecodeOptions {
@@ -77,8 +94,13 @@ impl Default for DecodeOptions {
             translate: false,
             timestamps: true,
             prompt: Vec::new(),
+            hotwords: Vec::new(),
             max_tokens: 224,
             max_initial_timestamp_steps: 50,
+            beam_size: 5,
+            temperature: 0.0,
+            best_of: 5,
+            seed: 0,
         }
     }
 }
@@ -90,11 +112,39 @@ pub struct Decoded {
     pub tokens: Vec<i64>,
     /// Log-probability of each sampled token.
     pub logprobs: Vec<f32>,
+    /// Sum of the tokens' and the end-of-text's log-probabilities, over tokens + 1.
     pub avg_logprob: f32,
     pub no_speech_prob: f32,
     /// Cross-attention weights of the alignment heads, [tokens + 1][head][1500]: row i is the
     /// attention that predicted `tokens[i]`, the last row predicted end-of-text.
     pub alignment: Vec<Vec<Vec<f32>>>,
+    pub temperature: f32,
+    /// Decoding was cut short by the repetition guard (a looping hallucination).
+    pub repetitive: bool,
+}
+
+/// Stop a sequence when one token ends it this many times in a row...
+const MAX_SAME_TOKEN: usize = 20;
+/// ...or an n-gram of at least 3 tokens (up to this length) this many times in a row.
+const MAX_NGRAM: usize = 50;
+const NGRAM_REPEATS: usize = 4;
+
+/// True when `tokens` ends in a loop: one token 20 times, or an n-gram (3 ≤ n ≤ 50, not a
+/// single repeated token) four times in a row.
+pub fn is_repetitive(tokens: &[i64]) -> bool {
+    let len = tokens.len();
+    if len >= MAX_SAME_TOKEN
+        && tokens[len - MAX_SAME_TOKEN..]
+            .iter()
+            .all(|t| *t == tokens[len - 1])
+    {
+        return true;
+    }
+    (3..=MAX_NGRAM.min(len / NGRAM_REPEATS)).any(|n| {
+        let gram = &tokens[len - n..];
+        gram.iter().any(|t| *t != gram[0])
+            && (2..=NGRAM_REPEATS).all(|k| tokens[len - k * n..len - (k - 1) * n] == *gram)
+    })
 }
 
 pub struct WhisperModel {
@@ -104,6 +154,10 @@ pub struct WhisperModel {
     pub mel: LogMel,
     encoder: Session,
     decoder: Session,
+    /// Built on first use: only prompts and hotwords need text → tokens.
+    bpe: OnceLock<BpeEncoder>,
+    /// Buffers reused by every window's decode.
+    scratch: Scratch,
 }
 
 impl std::fmt::Debug for WhisperModel {
@@ -225,6 +279,8 @@ impl WhisperModel {
             mel,
             encoder,
             decoder,
+            bpe: OnceLock::new(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -248,6 +304,7 @@ impl WhisperModel {
             cross_k,
             cross_v,
             shape,
+            tiled: OnceCell::new(),
         })
     }
 
@@ -271,104 +328,358 @@ impl WhisperModel {
         sequence
     }
 
+    /// Whisper tokens of `text` (byte-level BPE); prompts are encoded as `" " + text`.
+    pub fn encode_text(&self, text: &str) -> Vec<i64> {
+        self.bpe
+            .get_or_init(|| BpeEncoder::new(&self.tokenizer))
+            .encode(text)
+    }
+
     /// Language probabilities from the logits after `sot`, most likely first.
     pub fn detect_language(&mut self, encoded: &Encoded) -> Result<Vec<(String, f32)>, AsrError> {
         let languages = self.tokenizer.special.languages.clone();
         if languages.is_empty() {
             return Ok(vec![("en".to_owned(), 1.0)]);
         }
-        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded)?;
-        let logits = run.step(
+        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded, 1)?;
+        run.step(
             &mut self.decoder,
             &self.params,
             &[self.tokenizer.special.sot],
+            None,
         )?;
-        let last = &logits[logits.len() - self.params.n_vocab..];
+        let last = &run.logits[..self.params.n_vocab];
+        let logit = |id: i64| {
+            usize::try_from(id)
+                .ok()
+                .and_then(|i| last.get(i))
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY)
+        };
         let max = languages
             .iter()
-            .map(|(_, id)| last[*id as usize])
+            .map(|(_, id)| logit(*id))
             .fold(f32::NEG_INFINITY, f32::max);
         let total: f32 = languages
             .iter()
-            .map(|(_, id)| (last[*id as usize] - max).exp())
+            .map(|(_, id)| (logit(*id) - max).exp())
             .sum();
         let mut probs: Vec<(String, f32)> = languages
             .iter()
-            .map(|(code, id)| (code.clone(), (last[*id as usize] - max).exp() / total))
+            .map(|(code, id)| (code.clone(), (logit(*id) - max).exp() / total))
             .collect();
         probs.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(probs)
     }
 
-    /// Greedy decoding of one window with Whisper's suppression and timestamp rules.
+    /// Greedy decoding of one window (beam size 1 at temperature 0).
     pub fn decode_greedy(
         &mut self,
         encoded: &Encoded,
         options: &DecodeOptions,
     ) -> Result<Decoded, AsrError> {
-        let special = self.tokenizer.special.clone();
-        let n_vocab = self.params.n_vocab;
+        let options = DecodeOptions {
+            beam_size: 1,
+            temperature: 0.0,
+            ..options.clone()
+        };
+        self.decode(encoded, &options)
+    }
+
+    /// Decodes one window: greedy or beam search at temperature 0, the best of `best_of`
+    /// samples above it; Whisper's suppression and timestamp rules and the repetition guard
+    /// apply to every sequence.
+    pub fn decode(
+        &mut self,
+        encoded: &Encoded,
+        options: &DecodeOptions,
+    ) -> Result<Decoded, AsrError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.decode_with(encoded, options, &mut scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    /// The decoder prompt and the index of `sot` in it.
+    fn prompt(&self, options: &DecodeOptions) -> (Vec<i64>, usize) {
         let mut prompt = Vec::new();
-        if !options.prompt.is_empty() {
-            prompt.push(special.sot_prev);
-            let keep = (self.params.n_text_ctx / 2).saturating_sub(1);
+        if !options.prompt.is_empty() || !options.hotwords.is_empty() {
+            prompt.push(self.tokenizer.special.sot_prev);
+            // Hotwords and earlier text share the half of the context Whisper gives a prompt.
+            let half = (self.params.n_text_ctx / 2).saturating_sub(1);
+            let hotwords = &options.hotwords[..options.hotwords.len().min(half)];
+            prompt.extend_from_slice(hotwords);
+            let keep = half - hotwords.len();
             let start = options.prompt.len().saturating_sub(keep);
             prompt.extend_from_slice(&options.prompt[start..]);
         }
         let sot_index = prompt.len();
         prompt.extend(self.sot_sequence(options));
-        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded)?;
-        let logits = run.step(&mut self.decoder, &self.params, &prompt)?;
-        let sot_logits = &logits[sot_index * n_vocab..(sot_index + 1) * n_vocab];
-        let no_speech_prob = softmax_at(sot_logits, special.no_speech as usize);
-        let mut current = logits[logits.len() - n_vocab..].to_vec();
+        (prompt, sot_index)
+    }
 
+    fn decode_with(
+        &mut self,
+        encoded: &Encoded,
+        options: &DecodeOptions,
+        scratch: &mut Scratch,
+    ) -> Result<Decoded, AsrError> {
+        let sampling = options.temperature > 0.0;
+        let beam = !sampling && options.beam_size > 1;
+        let rows = if beam {
+            options.beam_size
+        } else if sampling {
+            options.best_of.max(1)
+        } else {
+            1
+        };
+        let (prompt, sot_index) = self.prompt(options);
+        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded, rows)?;
+        // Every row starts from the same prompt.
+        scratch.feed.clear();
+        for _ in 0..rows {
+            scratch.feed.extend_from_slice(&prompt);
+        }
+        run.step(
+            &mut self.decoder,
+            &self.params,
+            &scratch.feed,
+            Some(sot_index),
+        )?;
+        let no_speech_prob = softmax_at(&run.probe, self.tokenizer.special.no_speech as usize);
         let max_tokens = options
             .max_tokens
             .min(self.params.n_text_ctx.saturating_sub(prompt.len() + 1));
-        let mut tokens: Vec<i64> = Vec::new();
-        let mut logprobs = Vec::new();
-        // Row i is the attention that predicted tokens[i]; the last row predicted end-of-text.
-        let mut alignment = vec![std::mem::take(&mut run.last_alignment)];
-        for _ in 0..max_tokens {
-            self.apply_rules(&mut current, &tokens, options);
-            let log_probs = log_softmax(&current);
-            let (best, best_logprob) =
-                log_probs
-                    .iter()
-                    .enumerate()
-                    .fold((0usize, f32::NEG_INFINITY), |acc, (i, &v)| {
-                        if v > acc.1 { (i, v) } else { acc }
-                    });
-            let token = best as i64;
-            if token == special.eot {
-                break;
-            }
-            tokens.push(token);
-            logprobs.push(best_logprob);
-            let logits = run.step(&mut self.decoder, &self.params, &[token])?;
-            alignment.push(std::mem::take(&mut run.last_alignment));
-            current = logits[logits.len() - n_vocab..].to_vec();
-        }
-        let avg_logprob = if logprobs.is_empty() {
-            0.0
+        scratch.tree.reset(run.alignment_width);
+        let root = scratch.tree.push(None, run.alignment_row(0));
+        let best = if beam {
+            self.beam_search(&mut run, options, max_tokens, root, scratch)?
         } else {
-            logprobs.iter().sum::<f32>() / (logprobs.len() as f32 + 1.0)
+            self.sample_rows(&mut run, options, max_tokens, root, scratch)?
         };
+        let alignment = scratch
+            .tree
+            .path(best.node, self.params.alignment_heads.len());
+        let avg_logprob = best.sum / (best.tokens.len() as f32 + 1.0);
         Ok(Decoded {
-            tokens,
-            logprobs,
+            tokens: best.tokens,
+            logprobs: best.logprobs,
             avg_logprob,
             no_speech_prob,
             alignment,
+            temperature: options.temperature,
+            repetitive: best.repetitive,
         })
+    }
+
+    /// Each row on its own: the most likely token at temperature 0, a sample above it. The
+    /// best row by Whisper's ranking (sum of log-probabilities over length) wins.
+    fn sample_rows(
+        &mut self,
+        run: &mut DecoderRun,
+        options: &DecodeOptions,
+        max_tokens: usize,
+        root: u32,
+        scratch: &mut Scratch,
+    ) -> Result<Hyp, AsrError> {
+        let eot = self.tokenizer.special.eot;
+        let n_vocab = self.params.n_vocab;
+        let mut rng = StdRng::seed_from_u64(options.seed);
+        let Scratch {
+            beams: hyps,
+            feed,
+            tree,
+            ..
+        } = scratch;
+        hyps.resize_with(run.rows, Hyp::default);
+        for hyp in hyps.iter_mut() {
+            hyp.reset(root);
+        }
+        loop {
+            for (r, hyp) in hyps.iter_mut().enumerate() {
+                if hyp.done {
+                    continue;
+                }
+                if hyp.tokens.len() >= max_tokens {
+                    hyp.done = true;
+                    continue;
+                }
+                let row = &mut run.logits[r * n_vocab..(r + 1) * n_vocab];
+                self.apply_rules(row, &hyp.tokens, options);
+                let token = if options.temperature > 0.0 {
+                    sample(row, options.temperature, &mut rng)
+                } else {
+                    argmax(row)
+                };
+                let logprob = row[token] - log_sum_exp(row);
+                let token = token as i64;
+                if token == eot {
+                    hyp.sum += logprob;
+                    hyp.done = true;
+                    continue;
+                }
+                hyp.tokens.push(token);
+                if is_repetitive(&hyp.tokens) {
+                    // Drop the looping token so the alignment still has tokens + 1 rows.
+                    hyp.tokens.pop();
+                    hyp.done = true;
+                    hyp.repetitive = true;
+                    continue;
+                }
+                hyp.logprobs.push(logprob);
+                hyp.sum += logprob;
+            }
+            if hyps.iter().all(|h| h.done) {
+                break;
+            }
+            // Finished rows ride along (the batch keeps its shape); their outputs are unused.
+            feed.clear();
+            feed.extend(hyps.iter().map(|h| h.tokens.last().copied().unwrap_or(eot)));
+            run.step(&mut self.decoder, &self.params, feed, None)?;
+            for (r, hyp) in hyps.iter_mut().enumerate() {
+                if !hyp.done {
+                    hyp.node = tree.push(Some(hyp.node), run.alignment_row(r));
+                }
+            }
+        }
+        hyps.iter()
+            .max_by(|a, b| a.score().total_cmp(&b.score()))
+            .cloned()
+            .ok_or_else(|| inference("decoding produced no sequence"))
+    }
+
+    /// Whisper's beam search: the top beam + 1 continuations of every beam, the best `rows`
+    /// that don't end the text become the next beams, end-of-text ones are finished; stops
+    /// with `rows` finished sequences (patience 1) and ranks them by mean log-probability.
+    fn beam_search(
+        &mut self,
+        run: &mut DecoderRun,
+        options: &DecodeOptions,
+        max_tokens: usize,
+        root: u32,
+        scratch: &mut Scratch,
+    ) -> Result<Hyp, AsrError> {
+        let eot = self.tokenizer.special.eot;
+        let n_vocab = self.params.n_vocab;
+        let rows = run.rows;
+        let Scratch {
+            beams,
+            next,
+            finished,
+            candidates,
+            top,
+            parents,
+            feed,
+            tree,
+        } = scratch;
+        // All rows hold the same prompt: one live beam until the first choice.
+        beams.truncate(1);
+        beams.resize_with(1, Hyp::default);
+        beams[0].reset(root);
+        finished.clear();
+        loop {
+            candidates.clear();
+            for (b, hyp) in beams.iter().enumerate() {
+                let row = &mut run.logits[b * n_vocab..(b + 1) * n_vocab];
+                self.apply_rules(row, &hyp.tokens, options);
+                let lse = log_sum_exp(row);
+                top_k(row, rows + 1, top);
+                candidates.extend(top.iter().map(|&(logit, token)| Candidate {
+                    score: hyp.sum + logit - lse,
+                    beam: b,
+                    token: token as i64,
+                    logprob: logit - lse,
+                }));
+            }
+            candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+            parents.clear();
+            for c in candidates.iter() {
+                if parents.len() == rows {
+                    break;
+                }
+                let parent = &beams[c.beam];
+                if c.token == eot {
+                    if finished.len() < rows {
+                        let mut hyp = parent.clone();
+                        hyp.sum = c.score;
+                        finished.push(hyp);
+                    }
+                    continue;
+                }
+                let saved = parents.len();
+                if next.len() <= saved {
+                    next.push(Hyp::default());
+                }
+                let slot = &mut next[saved];
+                slot.assign(parent);
+                slot.tokens.push(c.token);
+                if is_repetitive(&slot.tokens) {
+                    if finished.len() < rows {
+                        let mut hyp = parent.clone();
+                        hyp.repetitive = true;
+                        finished.push(hyp);
+                    }
+                    continue;
+                }
+                slot.logprobs.push(c.logprob);
+                slot.sum = c.score;
+                parents.push(c.beam);
+            }
+            if finished.len() >= rows || parents.is_empty() {
+                break;
+            }
+            // Keep the batch full should too few continuations survive; the copies can't win.
+            while parents.len() < rows {
+                let saved = parents.len();
+                if next.len() <= saved {
+                    next.push(Hyp::default());
+                }
+                let (kept, spare) = next.split_at_mut(saved);
+                spare[0].assign(&kept[0]);
+                spare[0].sum = f32::NEG_INFINITY;
+                parents.push(parents[0]);
+            }
+            next.truncate(rows);
+            std::mem::swap(beams, next);
+            run.reorder(parents)?;
+            feed.clear();
+            feed.extend(
+                beams
+                    .iter()
+                    .map(|h| h.tokens.last().copied().unwrap_or(eot)),
+            );
+            run.step(&mut self.decoder, &self.params, feed, None)?;
+            for (r, hyp) in beams.iter_mut().enumerate() {
+                hyp.node = tree.push(Some(hyp.node), run.alignment_row(r));
+            }
+            if beams.first().is_some_and(|h| h.tokens.len() >= max_tokens) {
+                break;
+            }
+        }
+        // Too few finished (token limit): the live beams compete as they are (Whisper's
+        // finalize).
+        if finished.len() < rows {
+            beams.sort_by(|a, b| b.sum.total_cmp(&a.sum));
+            for hyp in beams.iter().filter(|h| h.sum.is_finite()) {
+                if finished.len() >= rows {
+                    break;
+                }
+                finished.push(hyp.clone());
+            }
+        }
+        finished
+            .iter()
+            .max_by(|a, b| a.score().total_cmp(&b.score()))
+            .cloned()
+            .ok_or_else(|| inference("beam search produced no sequence"))
     }
 
     /// Whisper's logit filters: suppressed tokens, blank at the start, and timestamp rules.
     fn apply_rules(&self, logits: &mut [f32], sampled: &[i64], options: &DecodeOptions) {
         let special = &self.tokenizer.special;
-        let ts_begin = special.timestamp_begin as usize;
         let vocab = logits.len();
+        let ts_begin = (special.timestamp_begin as usize).min(vocab);
+        let eot = (special.eot as usize).min(vocab);
         let mut suppress = |id: i64| {
             if let Ok(i) = usize::try_from(id)
                 && i < vocab
@@ -398,9 +709,7 @@ impl WhisperModel {
             }
         }
         if !options.timestamps {
-            for value in logits.iter_mut().skip(ts_begin) {
-                *value = f32::NEG_INFINITY;
-            }
+            logits[ts_begin..].fill(f32::NEG_INFINITY);
             return;
         }
         let is_ts = |t: &i64| *t >= special.timestamp_begin;
@@ -409,13 +718,9 @@ impl WhisperModel {
             sampled.len() < 2 || sampled.get(sampled.len() - 2).is_some_and(is_ts);
         if last_was_timestamp {
             if penultimate_was_timestamp {
-                for value in logits.iter_mut().skip(ts_begin) {
-                    *value = f32::NEG_INFINITY;
-                }
+                logits[ts_begin..].fill(f32::NEG_INFINITY);
             } else {
-                for value in logits.iter_mut().take(special.eot as usize) {
-                    *value = f32::NEG_INFINITY;
-                }
+                logits[..eot].fill(f32::NEG_INFINITY);
             }
         }
         if let Some(&last_ts) = sampled.iter().rev().find(|t| is_ts(t)) {
@@ -424,51 +729,171 @@ impl WhisperModel {
             } else {
                 last_ts + 1
             } as usize;
-            for value in logits.iter_mut().take(floor.min(vocab)).skip(ts_begin) {
-                *value = f32::NEG_INFINITY;
-            }
+            let floor = floor.clamp(ts_begin, vocab);
+            logits[ts_begin..floor].fill(f32::NEG_INFINITY);
         }
         if sampled.is_empty() {
-            for value in logits.iter_mut().take(ts_begin) {
-                *value = f32::NEG_INFINITY;
-            }
-            let last_allowed = ts_begin + options.max_initial_timestamp_steps as usize;
-            for value in logits.iter_mut().skip(last_allowed + 1) {
-                *value = f32::NEG_INFINITY;
+            logits[..ts_begin].fill(f32::NEG_INFINITY);
+            let last_allowed = ts_begin + options.max_initial_timestamp_steps.max(0) as usize;
+            if last_allowed + 1 < vocab {
+                logits[last_allowed + 1..].fill(f32::NEG_INFINITY);
             }
         }
-        // If timestamps are more likely in total than any single text token, take a timestamp.
-        let log_probs = log_softmax(logits);
-        let timestamp_logprob = log_sum_exp(&log_probs[ts_begin..]);
-        let max_text = log_probs[..ts_begin]
+        // If timestamps are more likely in total than any single text token, take a timestamp
+        // (both sides of Whisper's log-softmax comparison share the normaliser, so it cancels).
+        let timestamp_logprob = log_sum_exp(&logits[ts_begin..]);
+        let max_text = logits[..ts_begin]
             .iter()
-            .cloned()
+            .copied()
             .fold(f32::NEG_INFINITY, f32::max);
         if timestamp_logprob > max_text {
-            for value in logits.iter_mut().take(ts_begin) {
-                *value = f32::NEG_INFINITY;
-            }
+            logits[..ts_begin].fill(f32::NEG_INFINITY);
         }
     }
 }
 
-/// One window's decoding: the binding holds the cross-attention inputs for the whole window,
-/// and the self-attention cache lives in two preallocated pairs of buffers that swap roles each
-/// step (input ← previous output), so no step copies or allocates a cache.
+/// One sequence being decoded.
+#[derive(Debug, Clone, Default)]
+struct Hyp {
+    tokens: Vec<i64>,
+    logprobs: Vec<f32>,
+    /// Log-probabilities of the tokens, plus the end-of-text's once finished by it.
+    sum: f32,
+    /// Alignment-tree node holding the attention that predicts the next token.
+    node: u32,
+    done: bool,
+    repetitive: bool,
+}
+
+impl Hyp {
+    fn reset(&mut self, node: u32) {
+        self.tokens.clear();
+        self.logprobs.clear();
+        self.sum = 0.0;
+        self.node = node;
+        self.done = false;
+        self.repetitive = false;
+    }
+
+    /// A copy that reuses this one's allocations.
+    fn assign(&mut self, other: &Hyp) {
+        self.tokens.clone_from(&other.tokens);
+        self.logprobs.clone_from(&other.logprobs);
+        self.sum = other.sum;
+        self.node = other.node;
+        self.done = other.done;
+        self.repetitive = other.repetitive;
+    }
+
+    /// Whisper's ranking without a length penalty: log-probability over length.
+    fn score(&self) -> f32 {
+        self.sum / self.tokens.len().max(1) as f32
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    score: f32,
+    beam: usize,
+    token: i64,
+    logprob: f32,
+}
+
+/// Alignment rows of every decoded position as a tree, so beams that share a prefix share its
+/// rows and reordering beams moves no attention data; a sequence's rows are its node's path.
+#[derive(Debug, Default)]
+struct AlignmentTree {
+    rows: Vec<f32>,
+    parents: Vec<u32>,
+    width: usize,
+}
+
+impl AlignmentTree {
+    fn reset(&mut self, width: usize) {
+        self.rows.clear();
+        self.parents.clear();
+        self.width = width;
+    }
+
+    fn push(&mut self, parent: Option<u32>, row: &[f32]) -> u32 {
+        let id = self.parents.len() as u32;
+        // The root is its own parent.
+        self.parents.push(parent.unwrap_or(id));
+        if self.width > 0 {
+            self.rows.extend_from_slice(row);
+        }
+        id
+    }
+
+    /// [positions][head][audio] from the root to `node`.
+    fn path(&self, node: u32, heads: usize) -> Vec<Vec<Vec<f32>>> {
+        if self.width == 0 || heads == 0 {
+            return Vec::new();
+        }
+        let mut chain = Vec::new();
+        let mut current = node as usize;
+        while let Some(&parent) = self.parents.get(current) {
+            chain.push(current);
+            if parent as usize == current {
+                break;
+            }
+            current = parent as usize;
+        }
+        chain.reverse();
+        let per_head = self.width / heads;
+        chain
+            .iter()
+            .filter_map(|&n| self.rows.get(n * self.width..(n + 1) * self.width))
+            .map(|row| row.chunks(per_head).map(<[f32]>::to_vec).collect())
+            .collect()
+    }
+}
+
+/// Buffers reused across steps and windows.
+#[derive(Debug, Default)]
+struct Scratch {
+    beams: Vec<Hyp>,
+    next: Vec<Hyp>,
+    finished: Vec<Hyp>,
+    candidates: Vec<Candidate>,
+    top: Vec<(f32, usize)>,
+    parents: Vec<usize>,
+    feed: Vec<i64>,
+    tree: AlignmentTree,
+}
+
+/// One window's decoding of `rows` sequences at once: the binding holds the cross-attention
+/// inputs for the whole window, and the self-attention cache lives in two preallocated pairs
+/// of buffers that swap roles each step (input ← previous output), so no step allocates a
+/// cache; beam reordering gathers rows into the spare pair.
 struct DecoderRun {
     cpu: ort::memory::MemoryInfo<'static>,
     binding: ort::session::IoBinding,
     caches: [(Tensor<f32>, Tensor<f32>); 2],
+    /// Which pair holds the latest cache (the next step's input).
     current: usize,
     offset: usize,
-    last_alignment: Vec<Vec<f32>>,
+    rows: usize,
+    /// Logits of each row's last position, [rows × n_vocab].
+    logits: Vec<f32>,
+    /// Row 0's logits at the position asked for by `step` (the no-speech probe).
+    probe: Vec<f32>,
+    /// Each row's alignment-head attention for its last position, [rows × width].
+    alignment: Vec<f32>,
+    alignment_width: usize,
 }
 
 impl DecoderRun {
-    fn new(decoder: &Session, params: &WhisperParams, encoded: &Encoded) -> Result<Self, AsrError> {
+    fn new(
+        decoder: &Session,
+        params: &WhisperParams,
+        encoded: &Encoded,
+        rows: usize,
+    ) -> Result<Self, AsrError> {
+        let rows = rows.max(1);
         let shape = [
             params.n_text_layer,
-            1,
+            rows,
             params.n_text_ctx,
             params.n_text_state,
         ];
@@ -476,12 +901,7 @@ impl DecoderRun {
         let buffer = || Tensor::<f32>::new(allocator, shape).map_err(inference);
         let caches = [(buffer()?, buffer()?), (buffer()?, buffer()?)];
         let mut binding = decoder.create_binding().map_err(inference)?;
-        binding
-            .bind_input("n_layer_cross_k", &encoded.cross_k)
-            .map_err(inference)?;
-        binding
-            .bind_input("n_layer_cross_v", &encoded.cross_v)
-            .map_err(inference)?;
+        bind_cross(&mut binding, encoded, rows)?;
         let cpu = ort::memory::MemoryInfo::new(
             ort::memory::AllocationDevice::CPU,
             0,
@@ -489,30 +909,49 @@ impl DecoderRun {
             ort::memory::MemoryType::Default,
         )
         .map_err(inference)?;
+        let alignment_width = params.alignment_heads.len() * params.n_audio_ctx;
         Ok(Self {
             cpu,
             binding,
             caches,
             current: 0,
             offset: 0,
-            last_alignment: Vec::new(),
+            rows,
+            logits: vec![0.0; rows * params.n_vocab],
+            probe: Vec::new(),
+            alignment: vec![0.0; rows * alignment_width],
+            alignment_width,
         })
     }
 
-    /// One decoder call over `tokens` at the current offset; returns logits
-    /// [n_tokens × n_vocab] and keeps the alignment heads' attention of the last token.
+    fn alignment_row(&self, row: usize) -> &[f32] {
+        let width = self.alignment_width;
+        self.alignment
+            .get(row * width..(row + 1) * width)
+            .unwrap_or(&[])
+    }
+
+    /// One decoder call over `tokens` ([rows × n] row-major) at the current offset; keeps each
+    /// row's last logits and alignment-head attention, and row 0's logits at `probe`.
     fn step(
         &mut self,
         decoder: &mut Session,
         params: &WhisperParams,
         tokens: &[i64],
-    ) -> Result<Vec<f32>, AsrError> {
-        if self.offset + tokens.len() > params.n_text_ctx {
+        probe: Option<usize>,
+    ) -> Result<(), AsrError> {
+        let rows = self.rows;
+        let n = tokens.len() / rows;
+        if n == 0 || n * rows != tokens.len() {
+            return Err(inference(
+                "decoder step needs the same tokens count in every row",
+            ));
+        }
+        if self.offset + n > params.n_text_ctx {
             return Err(inference("decoder context is full"));
         }
-        let n = tokens.len() as i64;
-        let tokens_value =
-            Tensor::from_array((vec![1i64, n], tokens.to_vec())).map_err(inference)?;
+        let tokens_value = Tensor::from_array((vec![rows as i64, n as i64], tokens.to_vec()))
+            .map_err(inference)?;
         let offset_value =
             Tensor::from_array((vec![1i64], vec![self.offset as i64])).map_err(inference)?;
         self.binding
@@ -529,13 +968,8 @@ impl DecoderRun {
         self.binding
             .bind_output_to_device("cross_qk", &self.cpu)
             .map_err(inference)?;
-        let (input, output) = if self.current == 0 {
-            let [a, b] = &mut self.caches;
-            (a, b)
-        } else {
-            let [a, b] = &mut self.caches;
-            (b, a)
-        };
+        let [a, b] = &mut self.caches;
+        let (input, output) = if self.current == 0 { (a, b) } else { (b, a) };
         self.binding
             .bind_input("in_n_layer_self_k_cache", &input.0)
             .map_err(inference)?;
@@ -549,40 +983,184 @@ impl DecoderRun {
             .bind_output("out_n_layer_self_v_cache", &mut output.1)
             .map_err(inference)?;
         let outputs = decoder.run_binding(&self.binding).map_err(inference)?;
-        let (_, logits) = outputs["logits"]
+        let (_, logits) = outputs
+            .get("logits")
+            .ok_or_else(|| inference("decoder has no logits output"))?
             .try_extract_tensor::<f32>()
             .map_err(inference)?;
-        let logits = logits.to_vec();
-        if !params.alignment_heads.is_empty() {
-            let (qk_shape, qk) = outputs["cross_qk"]
-                .try_extract_tensor::<f32>()
-                .map_err(inference)?;
-            // [layers, 1, heads, n_tokens, audio_ctx]
-            if qk_shape.len() == 5 {
+        let vocab = params.n_vocab;
+        if logits.len() != rows * n * vocab {
+            return Err(inference("decoder logits have an unexpected shape"));
+        }
+        for (r, dst) in self.logits.chunks_exact_mut(vocab).enumerate() {
+            let src = (r * n + n - 1) * vocab;
+            dst.copy_from_slice(&logits[src..src + vocab]);
+        }
+        if let Some(position) = probe {
+            let src = position.min(n - 1) * vocab;
+            self.probe.clear();
+            self.probe.extend_from_slice(&logits[src..src + vocab]);
+        }
+        if self.alignment_width > 0
+            && let Some(qk) = outputs.get("cross_qk")
+        {
+            let (qk_shape, qk) = qk.try_extract_tensor::<f32>().map_err(inference)?;
+            let audio = params.n_audio_ctx;
+            // [layers, rows, heads, n_tokens, audio_ctx]
+            if qk_shape.len() == 5
+                && qk_shape[1] as usize == rows
+                && qk_shape[3] as usize == n
+                && qk_shape[4] as usize == audio
+            {
                 let heads = qk_shape[2] as usize;
-                let n_tokens = qk_shape[3] as usize;
-                let audio = qk_shape[4] as usize;
-                let last = n_tokens.saturating_sub(1);
-                self.last_alignment = params
-                    .alignment_heads
-                    .iter()
-                    .filter_map(|&(layer, head)| {
-                        let base = ((layer * heads + head) * n_tokens + last) * audio;
-                        qk.get(base..base + audio).map(<[f32]>::to_vec)
-                    })
-                    .collect();
+                for (r, dst) in self
+                    .alignment
+                    .chunks_exact_mut(self.alignment_width)
+                    .enumerate()
+                {
+                    for (k, &(layer, head)) in params.alignment_heads.iter().enumerate() {
+                        let base = (((layer * rows + r) * heads + head) * n + n - 1) * audio;
+                        if let Some(src) = qk.get(base..base + audio) {
+                            dst[k * audio..(k + 1) * audio].copy_from_slice(src);
+                        }
+                    }
+                }
             }
         }
         self.current = 1 - self.current;
-        self.offset += tokens.len();
-        Ok(logits)
+        self.offset += n;
+        Ok(())
+    }
+
+    /// Beam reordering: row r of the cache becomes the old row `parents[r]`. Only the filled
+    /// slots are gathered, into the spare pair, which then becomes the latest.
+    fn reorder(&mut self, parents: &[usize]) -> Result<(), AsrError> {
+        if parents.iter().enumerate().all(|(r, &p)| r == p) {
+            return Ok(());
+        }
+        let rows = self.rows;
+        let [a, b] = &mut self.caches;
+        let (src, dst) = if self.current == 0 { (a, b) } else { (b, a) };
+        for (from, to) in [(&src.0, &mut dst.0), (&src.1, &mut dst.1)] {
+            let (shape, from) = from.try_extract_tensor::<f32>().map_err(inference)?;
+            // [layers, rows, ctx, state]
+            let slot = shape.get(3).map_or(0, |d| *d as usize);
+            let row_len = shape.get(2).map_or(0, |c| *c as usize) * slot;
+            let (_, to) = to.try_extract_tensor_mut::<f32>().map_err(inference)?;
+            let used = (self.offset * slot).min(row_len);
+            let layers = from.len() / (rows * row_len).max(1);
+            for layer in 0..layers {
+                for (r, &p) in parents.iter().enumerate().take(rows) {
+                    let s = (layer * rows + p.min(rows - 1)) * row_len;
+                    let d = (layer * rows + r) * row_len;
+                    to[d..d + used].copy_from_slice(&from[s..s + used]);
+                }
+            }
+        }
+        self.current = 1 - self.current;
+        Ok(())
     }
 }
 
+/// Binds the cross-attention K/V, repeated over the batch axis when decoding several rows.
+fn bind_cross(
+    binding: &mut ort::session::IoBinding,
+    encoded: &Encoded,
+    rows: usize,
+) -> Result<(), AsrError> {
+    if rows == 1 {
+        binding
+            .bind_input("n_layer_cross_k", &encoded.cross_k)
+            .map_err(inference)?;
+        return binding
+            .bind_input("n_layer_cross_v", &encoded.cross_v)
+            .map_err(inference);
+    }
+    if let Some((tiled_rows, k, v)) = encoded.tiled.get()
+        && *tiled_rows == rows
+    {
+        binding
+            .bind_input("n_layer_cross_k", k)
+            .map_err(inference)?;
+        return binding.bind_input("n_layer_cross_v", v).map_err(inference);
+    }
+    let k = tile(&encoded.cross_k, rows)?;
+    let v = tile(&encoded.cross_v, rows)?;
+    binding
+        .bind_input("n_layer_cross_k", &k)
+        .map_err(inference)?;
+    binding
+        .bind_input("n_layer_cross_v", &v)
+        .map_err(inference)?;
+    // The binding holds its own reference; the window's later decodes reuse these.
+    let _ = encoded.tiled.set((rows, k, v));
+    Ok(())
+}
+
+/// [L, 1, A, D] → [L, rows, A, D].
+fn tile(value: &ort::value::DynValue, rows: usize) -> Result<Tensor<f32>, AsrError> {
+    let (shape, data) = value.try_extract_tensor::<f32>().map_err(inference)?;
+    if shape.len() != 4 || shape[1] != 1 || shape[0] <= 0 {
+        return Err(inference("cross-attention values have an unexpected shape"));
+    }
+    let per_layer = data.len() / shape[0] as usize;
+    let mut out = Vec::with_capacity(data.len() * rows);
+    for layer in data.chunks_exact(per_layer.max(1)) {
+        for _ in 0..rows {
+            out.extend_from_slice(layer);
+        }
+    }
+    Tensor::from_array((vec![shape[0], rows as i64, shape[2], shape[3]], out)).map_err(inference)
+}
+
+/// The `k` largest finite values of `row`, largest first.
+fn top_k(row: &[f32], k: usize, out: &mut Vec<(f32, usize)>) {
+    out.clear();
+    if k == 0 {
+        return;
+    }
+    for (i, &x) in row.iter().enumerate() {
+        if x == f32::NEG_INFINITY || out.last().is_some_and(|&(y, _)| out.len() == k && x <= y) {
+            continue;
+        }
+        let at = out.iter().position(|&(y, _)| x > y).unwrap_or(out.len());
+        if out.len() == k {
+            out.pop();
+        }
+        out.insert(at, (x, i));
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |acc, (i, &v)| {
+            if v > acc.1 { (i, v) } else { acc }
+        })
+        .0
+}
+
+/// A draw from softmax(row / temperature).
+fn sample(row: &[f32], temperature: f32, rng: &mut StdRng) -> usize {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return argmax(row);
+    }
+    let weight = |x: f32| f64::from((x - max) / temperature).exp();
+    let total: f64 = row.iter().map(|&x| weight(x)).sum();
+    let mut target = rng.random::<f64>() * total;
+    for (i, &x) in row.iter().enumerate() {
+        let w = weight(x);
+        if w > 0.0 && target < w {
+            return i;
+        }
+        target -= w;
+    }
+    argmax(row)
+}
+
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|v| (v - max).exp()).sum();
-    let log_sum = max + sum.ln();
+    let log_sum = log_sum_exp(logits);
     logits.iter().map(|v| v - log_sum).collect()
 }
 
@@ -601,4 +1179,66 @@ fn softmax_at(logits: &[f32], index: usize) -> f32 {
         .get(index)
         .map(|v| (v - max).exp() / sum)
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repetition_guard_catches_loops_not_speech() {
+        let mut tokens: Vec<i64> = vec![1, 2, 3];
+        for _ in 0..3 {
+            tokens.extend([7, 8, 9]);
+        }
+        assert!(!is_repetitive(&tokens[3..]), "three repeats are allowed");
+        tokens.extend([7, 8, 9]);
+        assert!(is_repetitive(&tokens));
+        assert!(!is_repetitive(&[5; 19]));
+        assert!(is_repetitive(&[5; 20]));
+        // Two-token patterns ("no, no, no") aren't n-grams of 3 or more.
+        assert!(!is_repetitive(&[4, 6, 4, 6, 4, 6, 4, 6, 4, 6]));
+        assert!(!is_repetitive(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]));
+    }
+
+    #[test]
+    fn top_k_keeps_the_largest_finite_values_in_order() {
+        let row = [0.5, f32::NEG_INFINITY, 3.0, -1.0, 2.0, 3.0];
+        let mut out = Vec::new();
+        top_k(&row, 3, &mut out);
+        assert_eq!(out, vec![(3.0, 2), (3.0, 5), (2.0, 4)]);
+        top_k(&row, 10, &mut out);
+        assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn sampling_is_seeded_and_cold_sampling_is_greedy() {
+        let row = [0.0, 1.0, 0.5, f32::NEG_INFINITY];
+        let draws = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..50)
+                .map(|_| sample(&row, 1.0, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draws(7), draws(7));
+        assert!(draws(7).iter().all(|&i| i < 3));
+        let mut rng = StdRng::seed_from_u64(1);
+        assert!((0..20).all(|_| sample(&row, 1e-3, &mut rng) == 1));
+    }
+
+    #[test]
+    fn alignment_tree_paths_follow_parents() {
+        let mut tree = AlignmentTree::default();
+        tree.reset(2);
+        let root = tree.push(None, &[0.0, 0.5]);
+        let a = tree.push(Some(root), &[1.0, 1.5]);
+        let b = tree.push(Some(root), &[2.0, 2.5]);
+        let c = tree.push(Some(b), &[3.0, 3.5]);
+        assert_eq!(
+            tree.path(a, 2),
+            vec![vec![vec![0.0], vec![0.5]], vec![vec![1.0], vec![1.5]]]
+        );
+        assert_eq!(tree.path(c, 1).len(), 3);
+        assert_eq!(tree.path(c, 1)[1], vec![vec![2.0, 2.5]]);
+    }
 }

@@ -1,6 +1,8 @@
 //! Speech recognition on real read speech (LibriVox clips from Debian's pocketsphinx-testdata).
 
-use opentranscribe::asr::transcribe::{TranscribeOptions, transcribe};
+use opentranscribe::asr::transcribe::{
+    DecodingOptions, TranscribeOptions, compression_ratio, transcribe, transcribe_with,
+};
 use opentranscribe::asr::whisper::WhisperModel;
 use opentranscribe::models::cache::ModelCache;
 use opentranscribe::models::runtime::{Device, Runtime, RuntimeSettings};
@@ -78,31 +80,47 @@ pub fn load_model(name: &str) -> WhisperModel {
     WhisperModel::load(&runtime, &dir.join(name), &manifest, false).unwrap()
 }
 
-#[test]
-fn transcribes_librivox_clips_with_low_word_error_rate() {
-    let mut model = load_model("whisper-tiny.en");
+/// Transcribes every LibriVox clip, checks the word timings and the tokenizer round trip, and
+/// returns the overall word error rate and the seconds spent transcribing.
+fn librivox_wer(model: &mut WhisperModel, decoding: &DecodingOptions) -> (f64, f64) {
     let mut total_errors = 0.0;
     let mut total_words = 0usize;
+    let mut seconds = 0.0;
     for (id, reference) in references() {
         let samples = read_pcm16_wav(std::path::Path::new(&format!("{LIBRIVOX}/{id}.wav")));
-        let transcript = transcribe(
-            &mut model,
+        let started = std::time::Instant::now();
+        let transcript = transcribe_with(
+            model,
             &samples,
             &TranscribeOptions::default(),
+            decoding,
             &mut |_| {},
         )
         .unwrap();
+        seconds += started.elapsed().as_secs_f64();
         let text: Vec<String> = transcript.segments.iter().map(|s| s.text.clone()).collect();
         let hypothesis = normalize(&text.join(" "));
         let reference = normalize(&reference);
         let error = wer(&reference, &hypothesis);
-        println!("{id}: WER {error:.3}: {}", text.join(" "));
+        println!(
+            "beam {}: {id}: WER {error:.3}: {}",
+            decoding.beam_size,
+            text.join(" ")
+        );
         total_errors += error * reference.len() as f64;
         total_words += reference.len();
         assert_eq!(transcript.language, "en");
         let mut previous_end = 0.0f64;
         for segment in &transcript.segments {
             assert!(segment.start <= segment.end && segment.end <= transcript.duration + 0.01);
+            // The BPE encoder gives back the decoder's own tokens for its text.
+            let ids: Vec<i64> = segment
+                .tokens
+                .iter()
+                .copied()
+                .filter(|t| model.tokenizer.is_text(*t))
+                .collect();
+            assert_eq!(model.encode_text(&model.tokenizer.decode(&ids)), ids);
             // Word timestamps: present, monotonic, inside their segment, spelling its text.
             assert!(!segment.words.is_empty(), "no words in {segment:?}");
             for word in &segment.words {
@@ -120,8 +138,61 @@ fn transcribes_librivox_clips_with_low_word_error_rate() {
         }
     }
     let overall = total_errors / total_words as f64;
-    println!("overall WER {overall:.3} over {total_words} words");
-    assert!(overall < 0.08, "WER {overall}");
+    println!(
+        "beam {}: overall WER {overall:.3} over {total_words} words in {seconds:.1} s",
+        decoding.beam_size
+    );
+    (overall, seconds)
+}
+
+#[test]
+fn transcribes_librivox_clips_with_low_word_error_rate() {
+    let mut model = load_model("whisper-tiny.en");
+    // The default: beam search of 5 with the temperature fallback.
+    let (beam, _) = librivox_wer(&mut model, &DecodingOptions::default());
+    assert!(beam < 0.08, "WER {beam}");
+    let greedy = DecodingOptions {
+        beam_size: 1,
+        ..DecodingOptions::default()
+    };
+    let (greedy, _) = librivox_wer(&mut model, &greedy);
+    assert!(greedy < 0.08, "WER {greedy}");
+}
+
+#[test]
+fn encodes_text_with_each_vocabulary_and_prompts_with_it() {
+    let mut model = load_model("whisper-tiny.en");
+    // GPT-2's ids for " Hello" and " world" (tokens.txt: IEhlbGxv 18435, IHdvcmxk 995).
+    assert_eq!(model.encode_text(" Hello world"), vec![18435, 995]);
+    for text in [
+        " Mr. Dashwood's 1,500 pounds—isn't it?  Yes!\n",
+        "naïve café, 東京 and Zürich",
+    ] {
+        let ids = model.encode_text(text);
+        assert_eq!(model.tokenizer.decode(&ids), text);
+    }
+    // Prompts change nothing for clear speech, and fit with long earlier text.
+    let (id, reference) = references().into_iter().next().unwrap();
+    let samples = read_pcm16_wav(std::path::Path::new(&format!("{LIBRIVOX}/{id}.wav")));
+    let decoding = DecodingOptions {
+        initial_prompt: Some("Sense and Sensibility, by Jane Austen. Mr. John Dashwood.".into()),
+        hotwords: Some("Dashwood Norland".into()),
+        ..DecodingOptions::default()
+    };
+    let options = TranscribeOptions {
+        condition_on_previous_text: true,
+        ..TranscribeOptions::default()
+    };
+    let transcript =
+        transcribe_with(&mut model, &samples, &options, &decoding, &mut |_| {}).unwrap();
+    let text: Vec<String> = transcript.segments.iter().map(|s| s.text.clone()).collect();
+    let error = wer(&normalize(&reference), &normalize(&text.join(" ")));
+    assert!(error < 0.1, "WER {error}: {text:?}");
+    assert!(text.join(" ").contains("Dashwood"), "{text:?}");
+
+    // Loops compress well; sentences don't.
+    assert!(compression_ratio(&" Thank you.".repeat(8)) > 2.0);
+    assert!(compression_ratio(&reference) < 2.0);
 }
 
 /// A 16-bit mono 16 kHz WAV of `samples`.
@@ -248,6 +319,8 @@ fn multilingual_base_detects_english_and_transcribes() {
     .unwrap();
     assert_eq!(transcript.language, "en");
     assert!(transcript.language_probability > 0.5);
+    // The multilingual vocabulary's ids (tokens.txt: IEhlbGxv 2425, IHdvcmxk 1002).
+    assert_eq!(model.encode_text(" Hello world"), vec![2425, 1002]);
     let text: Vec<String> = transcript.segments.iter().map(|s| s.text.clone()).collect();
     let error = wer(&normalize(&reference), &normalize(&text.join(" ")));
     assert!(error < 0.1, "WER {error}: {text:?}");
