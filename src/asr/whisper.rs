@@ -400,6 +400,32 @@ impl WhisperModel {
         result
     }
 
+    /// Log-probabilities the decoder gives `tokens` forced one at a time after the prompt,
+    /// under the decoding rules: an independent check of what a (batched) decode reports.
+    pub fn score_tokens(
+        &mut self,
+        encoded: &Encoded,
+        options: &DecodeOptions,
+        tokens: &[i64],
+    ) -> Result<Vec<f32>, AsrError> {
+        let (prompt, _) = self.prompt(options);
+        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded, 1)?;
+        run.step(&mut self.decoder, &self.params, &prompt, None)?;
+        let mut scores = Vec::with_capacity(tokens.len());
+        for (i, &token) in tokens.iter().enumerate() {
+            self.apply_rules(&mut run.logits, &tokens[..i], options);
+            let lse = log_sum_exp(&run.logits);
+            scores.push(
+                usize::try_from(token)
+                    .ok()
+                    .and_then(|t| run.logits.get(t))
+                    .map_or(f32::NEG_INFINITY, |&logit| logit - lse),
+            );
+            run.step(&mut self.decoder, &self.params, &[token], None)?;
+        }
+        Ok(scores)
+    }
+
     /// The decoder prompt and the index of `sot` in it.
     fn prompt(&self, options: &DecodeOptions) -> (Vec<i64>, usize) {
         let mut prompt = Vec::new();

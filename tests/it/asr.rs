@@ -3,7 +3,7 @@
 use opentranscribe::asr::transcribe::{
     DecodingOptions, TranscribeOptions, compression_ratio, transcribe, transcribe_with,
 };
-use opentranscribe::asr::whisper::WhisperModel;
+use opentranscribe::asr::whisper::{DecodeOptions, WhisperModel};
 use opentranscribe::models::cache::ModelCache;
 use opentranscribe::models::runtime::{Device, Runtime, RuntimeSettings};
 
@@ -195,8 +195,56 @@ fn encodes_text_with_each_vocabulary_and_prompts_with_it() {
     assert!(compression_ratio(&reference) < 2.0);
 }
 
+#[test]
+fn beam_and_sampled_decodes_report_the_decoders_own_scores() {
+    let mut model = load_model("whisper-tiny.en");
+    let (id, _) = references().into_iter().nth(3).unwrap();
+    let samples = read_pcm16_wav(std::path::Path::new(&format!("{LIBRIVOX}/{id}.wav")));
+    let features = model.mel.compute(&samples);
+    let encoded = model.encode(&features).unwrap();
+    let greedy = model
+        .decode(
+            &encoded,
+            &DecodeOptions {
+                beam_size: 1,
+                ..DecodeOptions::default()
+            },
+        )
+        .unwrap();
+    for options in [
+        DecodeOptions::default(),
+        DecodeOptions {
+            temperature: 0.8,
+            seed: 42,
+            ..DecodeOptions::default()
+        },
+    ] {
+        let decoded = model.decode(&encoded, &options).unwrap();
+        // Rows reordered by parent beam (or sampled side by side) must score each token as a
+        // lone forced decode does: the per-beam caches followed their sequences.
+        let forced = model
+            .score_tokens(&encoded, &options, &decoded.tokens)
+            .unwrap();
+        assert_eq!(forced.len(), decoded.logprobs.len());
+        for (a, b) in forced.iter().zip(&decoded.logprobs) {
+            assert!((a - b).abs() < 2e-3, "{forced:?} vs {:?}", decoded.logprobs);
+        }
+        assert_eq!(decoded.alignment.len(), decoded.tokens.len() + 1);
+        assert!(!decoded.repetitive);
+        let again = model.decode(&encoded, &options).unwrap();
+        assert_eq!(again.tokens, decoded.tokens, "decoding is reproducible");
+        if options.temperature == 0.0 {
+            // Beam search keeps the sequence of best mean log-probability it found.
+            let mean = |d: &opentranscribe::asr::whisper::Decoded| {
+                d.avg_logprob * (d.tokens.len() as f32 + 1.0) / d.tokens.len() as f32
+            };
+            assert!(mean(&decoded) >= mean(&greedy) - 1e-3);
+        }
+    }
+}
+
 /// A 16-bit mono 16 kHz WAV of `samples`.
-fn wav_bytes(samples: &[f32]) -> Vec<u8> {
+pub fn wav_bytes(samples: &[f32]) -> Vec<u8> {
     let data_len = (samples.len() * 2) as u32;
     let mut out = Vec::with_capacity(44 + data_len as usize);
     out.extend_from_slice(b"RIFF");
