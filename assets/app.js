@@ -21,6 +21,13 @@ const STRINGS = {
   size: "Size",
   remove: "Delete",
   language: "Language (blank: detect)",
+  open: "Open",
+  back: "All files",
+  export: "Export",
+  cancel: "Cancel",
+  retry: "Retry",
+  notReady: "The transcript is not ready yet.",
+  progress: "Progress",
 };
 
 const state = { csrf: null, user: null };
@@ -136,16 +143,105 @@ function uploadForm(onDone) {
   return form;
 }
 
+const progressBars = new Map();
+let socket = null;
+
+/// Live status over the WebSocket: progress bars move; a finished job refreshes the list.
+function connectEvents() {
+  if (socket) return;
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  socket = new WebSocket(`${scheme}//${location.host}/api/ws`);
+  socket.onmessage = (message) => {
+    const event = JSON.parse(message.data);
+    const row = progressBars.get(event.file_id);
+    if (event.type === "file.status" && row) {
+      row.bar.value = Math.round((event.progress || 0) * 100);
+      row.status.textContent = `${event.status} (${event.stage})`;
+    }
+    if (["file.completed", "file.error", "file.created", "file.deleted", "resync"].includes(event.type)
+        && document.querySelector("[data-view=files]")) {
+      showFiles();
+    }
+  };
+  socket.onclose = () => { socket = null; setTimeout(() => { if (state.user) connectEvents(); }, 3000); };
+}
+
+function formatTime(seconds) {
+  const s = Math.floor(seconds);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+async function showTranscript(file) {
+  let transcript;
+  try {
+    transcript = await api("GET", `/api/files/${encodeURIComponent(file.id)}/transcript`);
+  } catch (e) {
+    render(el("p", { class: "error", role: "alert" }, e.message));
+    return;
+  }
+  const isVideo = (file.media_type || "").startsWith("video/");
+  const player = el(isVideo ? "video" : "audio", { controls: "", preload: "metadata", src: `/api/files/${encodeURIComponent(file.id)}/media` });
+  const words = [];
+  const body = el("div", { class: "transcript", "data-view": "transcript" });
+  for (const segment of transcript.segments) {
+    const line = el("p", {}, el("button", { class: "link time", onclick: () => { player.currentTime = segment.start; player.play(); } }, formatTime(segment.start)), " ");
+    if (segment.speaker) line.append(el("strong", {}, `${segment.speaker}: `));
+    if (segment.words && segment.words.length) {
+      for (const word of segment.words) {
+        const span = el("span", { class: "word", tabindex: "0", role: "button", "data-start": String(word.start) }, word.text);
+        span.addEventListener("click", () => { player.currentTime = word.start; player.play(); });
+        span.addEventListener("keydown", (e) => { if (e.key === "Enter") { player.currentTime = word.start; player.play(); } });
+        words.push({ span, start: word.start, end: word.end });
+        line.append(span, " ");
+      }
+    } else {
+      line.append(segment.text);
+    }
+    body.append(line);
+  }
+  let current = null;
+  player.addEventListener("timeupdate", () => {
+    const t = player.currentTime;
+    const found = words.find((w) => t >= w.start && t < w.end);
+    if (found !== current) {
+      if (current) current.span.classList.remove("current");
+      if (found) found.span.classList.add("current");
+      current = found;
+    }
+  });
+  const exports = el("p", {}, `${STRINGS.export}: `);
+  for (const format of ["srt", "vtt", "txt", "json", "csv"]) {
+    exports.append(el("a", { href: `/api/files/${encodeURIComponent(file.id)}/export?format=${format}` }, format.toUpperCase()), " ");
+  }
+  render(el("button", { class: "link", onclick: showFiles }, `← ${STRINGS.back}`),
+    el("h2", {}, file.filename), player, exports, body);
+}
+
 async function showFiles() {
   const list = await api("GET", "/api/files?per_page=200");
-  const rows = list.items.map((f) => el("tr", {},
-    el("td", {}, f.filename),
-    el("td", {}, f.status),
-    el("td", {}, formatSize(f.size)),
-    el("td", {}, el("button", {
+  progressBars.clear();
+  const rows = list.items.map((f) => {
+    const bar = el("progress", { max: "100", value: String(Math.round((f.progress || 0) * 100)), "aria-label": STRINGS.progress });
+    const status = el("span", { "data-status": f.id }, f.status);
+    progressBars.set(f.id, { bar, status });
+    const actions = el("td", {});
+    if (f.status === "completed") {
+      actions.append(el("button", { class: "link", onclick: () => showTranscript(f) }, STRINGS.open), " ");
+    }
+    if (f.status === "queued" || f.status === "processing") {
+      actions.append(el("button", { class: "link", onclick: async () => { await api("POST", `/api/files/${encodeURIComponent(f.id)}/cancel`); showFiles(); } }, STRINGS.cancel), " ");
+    }
+    if (f.status === "error" || f.status === "cancelled") {
+      actions.append(el("button", { class: "link", onclick: async () => { await api("POST", `/api/files/${encodeURIComponent(f.id)}/retry`); showFiles(); } }, STRINGS.retry), " ");
+    }
+    actions.append(el("button", {
       class: "link",
       onclick: async () => { await api("DELETE", `/api/files/${encodeURIComponent(f.id)}`); showFiles(); },
-    }, STRINGS.remove))));
+    }, STRINGS.remove));
+    const name = el("td", {}, f.filename);
+    if (f.error) name.append(el("div", { class: "error" }, f.error));
+    return el("tr", {}, name, el("td", {}, status, " ", bar), el("td", {}, formatSize(f.size)), actions);
+  });
   const table = rows.length
     ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, STRINGS.name), el("th", {}, STRINGS.status),
         el("th", {}, STRINGS.size), el("th", {}, ""))), el("tbody", {}, ...rows))
@@ -154,8 +250,9 @@ async function showFiles() {
     class: "link",
     onclick: async () => { await api("POST", "/api/auth/logout"); state.csrf = null; showSignIn(); },
   }, STRINGS.signOut);
-  render(el("header", {}, el("span", {}, state.user.username), signOut),
+  render(el("header", { "data-view": "files" }, el("span", {}, state.user.username), signOut),
     uploadForm(showFiles), el("h2", {}, STRINGS.files), table);
+  connectEvents();
 }
 
 async function start() {

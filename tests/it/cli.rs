@@ -139,7 +139,7 @@ async fn user_create_offline_then_sign_in() {
 }
 
 /// Reads the daemon's stderr until it logs its HTTPS address.
-fn wait_for_listen_line(
+pub fn wait_for_listen_line(
     stderr: std::process::ChildStderr,
 ) -> (u16, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;

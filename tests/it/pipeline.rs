@@ -239,3 +239,198 @@ async fn cancel_then_retry() {
     assert_eq!(jobs["counts"]["queued"], 1);
     server.stop().await;
 }
+
+/// Starts the real binary on `data_dir` and returns it with its HTTPS port.
+fn start_daemon(data_dir: &std::path::Path) -> (std::process::Child, u16) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_opentranscribe"))
+        .env_remove("OPENTRANSCRIBE_CONFIG")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .arg("--models-dir")
+        .arg(crate::models::models_dir())
+        .env("OPENTRANSCRIBE_JOBS_MODEL", "whisper-tiny.en")
+        .env("OPENTRANSCRIBE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (port, lines) = crate::cli::wait_for_listen_line(child.stderr.take().unwrap());
+    // Keep draining the log so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || while lines.recv().is_ok() {});
+    (child, port)
+}
+
+#[tokio::test]
+async fn a_job_killed_mid_transcription_completes_exactly_once_after_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    // About 100 s of real speech: long enough to be killed in the middle.
+    let mut samples = Vec::new();
+    for _ in 0..4 {
+        for (id, _) in references() {
+            samples.extend(crate::asr::read_pcm16_wav(std::path::Path::new(&format!(
+                "{LIBRIVOX}/{id}.wav"
+            ))));
+            samples.extend(std::iter::repeat_n(0.0f32, 8_000));
+        }
+    }
+    let wav = crate::asr::wav_bytes(&samples);
+    let expected_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&wav))
+    };
+
+    let (mut daemon, port) = start_daemon(data_dir.path());
+    let client = crate::support::client_for(&data_dir.path().join("tls/cert.pem"));
+    let base = format!("https://localhost:{port}");
+    let credentials = serde_json::json!({"username": "admin", "password": "admin-password"});
+    let register = client
+        .post(format!("{base}/api/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status(), 201);
+    let login: Value = json(
+        client
+            .post(format!("{base}/api/auth/login"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(wav.clone()).file_name("long.wav"),
+    );
+    let created: Value = json(
+        client
+            .post(format!("{base}/api/files"))
+            .bearer_auth(&token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let file_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["sha256"], expected_sha.as_str());
+
+    // Wait until transcription is under way, then kill without any chance to clean up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let file: Value = json(
+            client
+                .get(format!("{base}/api/files/{file_id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let progress = file["progress"].as_f64().unwrap_or(0.0);
+        if file["status"] == "processing" && progress > 0.15 {
+            assert!(progress < 0.9, "too late to kill: {progress}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never started: {file}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    let (mut daemon, port) = start_daemon(data_dir.path());
+    let base = format!("https://localhost:{port}");
+    let token = {
+        let login: Value = json(
+            client
+                .post(format!("{base}/api/auth/login"))
+                .json(&credentials)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        login["token"].as_str().unwrap().to_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let file: Value = json(
+            client
+                .get(format!("{base}/api/files/{file_id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if file["status"] == "completed" {
+            break;
+        }
+        assert_ne!(file["status"], "error", "{file}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not completed: {file}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let jobs: Value = json(
+        client
+            .get(format!("{base}/api/admin/jobs"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(jobs["items"][0]["attempts"], 2, "{jobs}");
+    let transcript: Value = json(
+        client
+            .get(format!("{base}/api/files/{file_id}/transcript"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let segments = transcript["segments"].as_array().unwrap();
+    // Exactly once: ids run 0..n and times never go back (no second copy appended).
+    for (index, segment) in segments.iter().enumerate() {
+        assert_eq!(segment["id"], index);
+    }
+    let starts: Vec<f64> = segments
+        .iter()
+        .map(|s| s["start"].as_f64().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+    let text: Vec<&str> = segments
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    let all_text = normalize(&text.join(" ")).join(" ");
+    assert_eq!(all_text.matches("dashwood").count(), 4, "{all_text}");
+    // The acknowledged upload is intact.
+    let media = client
+        .get(format!("{base}/api/files/{file_id}/media"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let bytes = media.bytes().await.unwrap();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), expected_sha);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
