@@ -1145,8 +1145,10 @@ fn top_k(row: &[f32], k: usize, out: &mut Vec<(f32, usize)>) {
     if k == 0 {
         return;
     }
+    // Entry bar: the smallest kept value once `k` are kept; one compare per logit.
+    let mut bar = f32::NEG_INFINITY;
     for (i, &x) in row.iter().enumerate() {
-        if x == f32::NEG_INFINITY || out.last().is_some_and(|&(y, _)| out.len() == k && x <= y) {
+        if x <= bar {
             continue;
         }
         let at = out.iter().position(|&(y, _)| x > y).unwrap_or(out.len());
@@ -1154,6 +1156,11 @@ fn top_k(row: &[f32], k: usize, out: &mut Vec<(f32, usize)>) {
             out.pop();
         }
         out.insert(at, (x, i));
+        if out.len() == k
+            && let Some(&(smallest, _)) = out.last()
+        {
+            bar = smallest;
+        }
     }
 }
 
