@@ -69,9 +69,15 @@ pub struct TranscribeArgs {
     /// Use the int8-quantized encoder and decoder.
     #[arg(long)]
     pub int8: bool,
-    /// Beam size (1 = greedy; beam search is not implemented yet, so only 1 is accepted).
-    #[arg(long, default_value_t = 1)]
-    pub beam: usize,
+    /// Beam size (1 = greedy).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub beam: u32,
+    /// Text to condition the first window on (names, spelling, style).
+    #[arg(long)]
+    pub initial_prompt: Option<String>,
+    /// Words to favour throughout.
+    #[arg(long)]
+    pub hotwords: Option<String>,
     /// Do not label speakers.
     #[arg(long)]
     pub no_diarize: bool,
@@ -279,6 +285,9 @@ fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> 
         translate: args.translate,
         quantized: args.int8,
         no_vad: args.no_vad,
+        beam_size: args.beam as usize,
+        initial_prompt: args.initial_prompt.clone(),
+        hotwords: args.hotwords.clone(),
     };
     let bar = indicatif::ProgressBar::new(1000);
     if let Ok(style) =

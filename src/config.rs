@@ -99,6 +99,8 @@ pub struct JobsConfig {
     pub model: String,
     /// Use the int8-quantized Whisper model.
     pub int8: bool,
+    /// Beam size for uploads; 1 decodes greedily (faster), 5 is Whisper's default.
+    pub beam_size: usize,
     /// A job whose worker has not reported for this long is taken again.
     pub lease_secs: u64,
     /// Attempts before a job that keeps failing for a transient reason ends in `error`.
@@ -111,6 +113,7 @@ impl Default for JobsConfig {
             workers: 1,
             model: "whisper-base".to_owned(),
             int8: false,
+            beam_size: 5,
             lease_secs: 120,
             max_attempts: 3,
         }
@@ -355,6 +358,9 @@ impl Config {
         if self.jobs.lease_secs < 10 {
             return fail("jobs.lease_secs", "must be at least 10");
         }
+        if !(1..=16).contains(&self.jobs.beam_size) {
+            return fail("jobs.beam_size", "must be from 1 to 16");
+        }
         if self.jobs.max_attempts == 0 {
             return fail("jobs.max_attempts", "must be at least 1");
         }
@@ -581,6 +587,8 @@ workers = {workers}
 model = "{jobs_model}"
 # Use the int8-quantized Whisper encoder and decoder (faster on CPUs).
 int8 = {int8}
+# Beam size: 5 is Whisper's default; 1 (greedy) is about twice as fast.
+beam_size = {beam}
 # A job whose worker has not reported progress for this long is taken again.
 lease_secs = {lease}
 # Attempts before a job that keeps failing for a transient reason ends in error.
@@ -613,6 +621,7 @@ level = "{level}"
         workers = defaults.jobs.workers,
         jobs_model = defaults.jobs.model,
         int8 = defaults.jobs.int8,
+        beam = defaults.jobs.beam_size,
         lease = defaults.jobs.lease_secs,
         attempts = defaults.jobs.max_attempts,
     )

@@ -291,6 +291,9 @@ impl Worker {
             translate: false,
             quantized: self.config.jobs.int8,
             no_vad: false,
+            beam_size: self.config.jobs.beam_size,
+            initial_prompt: None,
+            hotwords: None,
         };
         let store = self.store.clone();
         let jobs = self.jobs.clone();

@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use crate::asr::mel::{CHUNK_SAMPLES, SAMPLE_RATE};
-use crate::asr::transcribe::{TranscribeOptions, transcribe};
+use crate::asr::transcribe::{DecodingOptions, TranscribeOptions, transcribe_with};
 use crate::asr::vad::{Region, SileroVad, VadParams, chunk_regions, speech_regions};
 use crate::asr::whisper::WhisperModel;
 use crate::config::Config;
@@ -66,6 +66,12 @@ pub struct FileOptions {
     pub quantized: bool,
     /// Skip voice activity detection and transcribe everything with Whisper's sliding window.
     pub no_vad: bool,
+    /// 1 decodes greedily; Whisper and faster-whisper default to 5.
+    pub beam_size: usize,
+    /// Text the first window is conditioned on (names, spelling, style).
+    pub initial_prompt: Option<String>,
+    /// Words to favour in every window.
+    pub hotwords: Option<String>,
 }
 
 impl Default for FileOptions {
@@ -76,6 +82,9 @@ impl Default for FileOptions {
             translate: false,
             quantized: false,
             no_vad: false,
+            beam_size: 5,
+            initial_prompt: None,
+            hotwords: None,
         }
     }
 }
@@ -342,10 +351,22 @@ pub fn transcribe_media(
             // Chunks are independent: no prompt carries a hallucination from one to the next.
             condition_on_previous_text: options.no_vad,
         };
-        let result = transcribe(
+        let decoding = DecodingOptions {
+            beam_size: options.beam_size.max(1),
+            // Like faster-whisper: the initial prompt conditions the first window only.
+            initial_prompt: if index == 0 {
+                options.initial_prompt.clone()
+            } else {
+                None
+            },
+            hotwords: options.hotwords.clone(),
+            ..DecodingOptions::default()
+        };
+        let result = transcribe_with(
             &mut engine.whisper,
             &audio,
             &transcribe_options,
+            &decoding,
             &mut |fraction| {
                 // Cancellation is honoured between chunks; a chunk is at most 30 s of audio.
                 let _ = progress(Stage::Transcribe(
