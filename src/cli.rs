@@ -268,12 +268,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> {
     use crate::pipeline::{Engine, FileOptions, Stage, transcribe_file};
     use crate::transcript::export::{Format, render};
-    if args.beam != 1 {
-        bail!(
-            "--beam {}: only greedy decoding (--beam 1) is implemented so far",
-            args.beam
-        );
-    }
     if !args.file.is_file() {
         bail!("{}: no such file", args.file.display());
     }
