@@ -28,6 +28,8 @@ const STRINGS = {
   retry: "Retry",
   notReady: "The transcript is not ready yet.",
   progress: "Progress",
+  actions: "Actions",
+  reload: "Reload",
 };
 
 const state = { csrf: null, user: null };
@@ -53,29 +55,64 @@ async function api(method, path, body) {
   }
   const response = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!response.ok) throw new Error((data && data.message) || response.statusText);
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { /* not JSON: an error page of a proxy */ }
+  if (!response.ok) {
+    const error = new Error((data && data.message) || `HTTP ${response.status} ${response.statusText}`.trim());
+    error.status = response.status;
+    throw error;
+  }
   return data;
+}
+
+/// The session ended (expired, signed out elsewhere): back to the sign-in form.
+function signedOut() {
+  state.csrf = null;
+  state.user = null;
+  if (socket) { const closing = socket; socket = null; closing.onclose = null; closing.close(); }
+  showSignIn();
+}
+
+/// Runs a button's action; a failure shows in the page instead of going uncaught.
+async function attempt(action, errorNode) {
+  try {
+    await action();
+  } catch (e) {
+    if (e.status === 401) { signedOut(); return; }
+    if (errorNode) errorNode.textContent = e.message;
+    else render(el("p", { class: "error", role: "alert" }, e.message),
+      el("button", { class: "link", type: "button", onclick: () => location.reload() }, STRINGS.reload));
+  }
+}
+
+/// Seeks the player and plays; a refused play() (autoplay policy, no audio device) is not an error.
+function seek(player, seconds) {
+  player.currentTime = seconds;
+  const playing = player.play();
+  if (playing) playing.catch(() => {});
 }
 
 function render(...nodes) {
   app.replaceChildren(el("h1", {}, STRINGS.title), ...nodes);
 }
 
-function credentialsForm(heading, hint, buttonText, onSubmit) {
+function credentialsForm(heading, hint, buttonText, onSubmit, passwordKind = "current-password") {
   const error = el("p", { class: "error", role: "alert" });
   const user = el("input", { name: "username", autocomplete: "username", required: "" });
-  const pass = el("input", { name: "password", type: "password", autocomplete: "current-password", required: "", minlength: "8" });
+  const pass = el("input", { name: "password", type: "password", autocomplete: passwordKind, required: "", minlength: "8" });
+  const submit = el("button", { type: "submit" }, buttonText);
   const form = el("form", {
     onsubmit: async (event) => {
       event.preventDefault();
       error.textContent = "";
+      submit.disabled = true;
       try { await onSubmit(user.value, pass.value); } catch (e) { error.textContent = e.message; }
+      submit.disabled = false;
     },
   },
     el("label", {}, STRINGS.username, user),
     el("label", {}, STRINGS.password, pass),
-    el("button", { type: "submit" }, buttonText), error);
+    submit, error);
   render(el("h2", {}, heading), hint ? el("p", { class: "muted" }, hint) : "", form);
   user.focus();
 }
@@ -95,7 +132,7 @@ function showSetup() {
   credentialsForm(STRINGS.setupHeading, STRINGS.setupHint, STRINGS.create, async (username, password) => {
     await api("POST", "/api/auth/register", { username, password });
     await signIn(username, password);
-  });
+  }, "new-password");
 }
 
 function formatSize(bytes) {
@@ -108,62 +145,81 @@ function formatSize(bytes) {
 function uploadForm(onDone) {
   const error = el("p", { class: "error", role: "alert" });
   const file = el("input", { type: "file", name: "file", accept: "audio/*,video/*", multiple: "", required: "" });
-  const language = el("input", { name: "language", size: "4" });
+  const language = el("input", { name: "language", size: "4", maxlength: "8", autocomplete: "off", spellcheck: "false" });
   const progress = el("div");
+  const submit = el("button", { type: "submit" }, STRINGS.upload);
   const form = el("form", {
     onsubmit: async (event) => {
       event.preventDefault();
       error.textContent = "";
-      for (const chosen of file.files) {
+      submit.disabled = true;
+      progress.replaceChildren();
+      for (const chosen of [...file.files]) {
         const bar = el("progress", { max: "100", value: "0", "aria-label": chosen.name });
         progress.append(el("div", {}, chosen.name, " ", bar));
         const data = new FormData();
         if (language.value) data.append("language", language.value);
         data.append("file", chosen);
+        if (!form.isConnected) return; // signed out meanwhile
         await new Promise((resolve) => {
           const request = new XMLHttpRequest();
           request.open("POST", "/api/files");
           if (state.csrf) request.setRequestHeader("X-CSRF-Token", state.csrf);
           request.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = (100 * e.loaded) / e.total; };
           request.onload = () => {
-            if (request.status !== 201) {
-              try { error.textContent = `${chosen.name}: ${JSON.parse(request.responseText).message}`; }
-              catch { error.textContent = `${chosen.name}: HTTP ${request.status}`; }
+            if (request.status === 401) { form.isConnected && signedOut(); }
+            else if (request.status !== 201) {
+              let reason = `HTTP ${request.status}`;
+              try { reason = JSON.parse(request.responseText).message || reason; } catch { /* not JSON */ }
+              error.append(el("div", {}, `${chosen.name}: ${reason}`));
             }
             resolve();
           };
-          request.onerror = () => { error.textContent = `${chosen.name}: connection lost`; resolve(); };
+          request.onerror = () => { error.append(el("div", {}, `${chosen.name}: connection lost`)); resolve(); };
           request.send(data);
         });
       }
+      if (!form.isConnected) return;
+      submit.disabled = false;
+      file.value = "";
+      if (!error.textContent) progress.replaceChildren();
       onDone();
     },
   }, el("label", {}, STRINGS.uploadHeading, file), el("label", {}, STRINGS.language, language),
-    el("button", { type: "submit" }, STRINGS.upload), progress, error);
-  return form;
+    submit, progress, error);
+  return el("section", { class: "upload" }, form);
 }
 
 const progressBars = new Map();
 let socket = null;
 
-/// Live status over the WebSocket: progress bars move; a finished job refreshes the list.
+/// Live status over the WebSocket: progress bars move; a status change refreshes the list
+/// (not the whole page: a file being chosen or uploaded in the form above is kept).
 function connectEvents() {
-  if (socket) return;
+  if (socket || !state.user) return;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  socket = new WebSocket(`${scheme}//${location.host}/api/ws`);
-  socket.onmessage = (message) => {
-    const event = JSON.parse(message.data);
+  const current = new WebSocket(`${scheme}//${location.host}/api/ws`);
+  socket = current;
+  current.onmessage = (message) => {
+    let event;
+    try { event = JSON.parse(message.data); } catch { return; }
+    if (!document.querySelector("[data-view=files]")) return;
     const row = progressBars.get(event.file_id);
-    if (event.type === "file.status" && row) {
+    if (event.type === "file.status" && row && event.status === row.known) {
       row.bar.value = Math.round((event.progress || 0) * 100);
-      row.status.textContent = `${event.status} (${event.stage})`;
+      row.status.textContent = event.stage && event.stage !== event.status
+        ? `${event.status} (${event.stage})` : event.status;
+      return;
     }
-    if (["file.completed", "file.error", "file.created", "file.deleted", "resync"].includes(event.type)
-        && document.querySelector("[data-view=files]")) {
-      showFiles();
+    if (["file.status", "file.completed", "file.error", "file.created", "file.deleted", "resync"].includes(event.type)) {
+      refreshFiles();
     }
   };
-  socket.onclose = () => { socket = null; setTimeout(() => { if (state.user) connectEvents(); }, 3000); };
+  current.onclose = () => {
+    if (socket !== current) return;
+    socket = null;
+    setTimeout(connectEvents, 3000);
+  };
 }
 
 function formatTime(seconds) {
@@ -171,26 +227,34 @@ function formatTime(seconds) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
+function backButton() {
+  return el("button", { class: "link", type: "button", onclick: () => attempt(showFiles) }, `← ${STRINGS.back}`);
+}
+
 async function showTranscript(file) {
   let transcript;
   try {
     transcript = await api("GET", `/api/files/${encodeURIComponent(file.id)}/transcript`);
   } catch (e) {
-    render(el("p", { class: "error", role: "alert" }, e.message));
+    if (e.status === 401) { signedOut(); return; }
+    render(backButton(), el("p", { class: "error", role: "alert" }, e.message));
     return;
   }
+  const speakerNames = new Map((transcript.speakers || []).map((s) => [s.id, s.name || s.label || s.id]));
   const isVideo = (file.media_type || "").startsWith("video/");
   const player = el(isVideo ? "video" : "audio", { controls: "", preload: "metadata", src: `/api/files/${encodeURIComponent(file.id)}/media` });
   const words = [];
   const body = el("div", { class: "transcript", "data-view": "transcript" });
   for (const segment of transcript.segments) {
-    const line = el("p", {}, el("button", { class: "link time", onclick: () => { player.currentTime = segment.start; player.play(); } }, formatTime(segment.start)), " ");
-    if (segment.speaker) line.append(el("strong", {}, `${segment.speaker}: `));
+    const line = el("p", {}, el("button", { class: "link time", onclick: () => seek(player, segment.start) }, formatTime(segment.start)), " ");
+    if (segment.speaker) line.append(el("strong", {}, `${speakerNames.get(segment.speaker) || segment.speaker}: `));
     if (segment.words && segment.words.length) {
       for (const word of segment.words) {
         const span = el("span", { class: "word", tabindex: "0", role: "button", "data-start": String(word.start) }, word.text);
-        span.addEventListener("click", () => { player.currentTime = word.start; player.play(); });
-        span.addEventListener("keydown", (e) => { if (e.key === "Enter") { player.currentTime = word.start; player.play(); } });
+        span.addEventListener("click", () => seek(player, word.start));
+        span.addEventListener("keydown", (e) => {
+          if (e.key === "Enter" || e.key === " ") { e.preventDefault(); seek(player, word.start); }
+        });
         words.push({ span, start: word.start, end: word.end });
         line.append(span, " ");
       }
@@ -213,45 +277,80 @@ async function showTranscript(file) {
   for (const format of ["srt", "vtt", "txt", "json", "csv"]) {
     exports.append(el("a", { href: `/api/files/${encodeURIComponent(file.id)}/export?format=${format}` }, format.toUpperCase()), " ");
   }
-  render(el("button", { class: "link", onclick: showFiles }, `← ${STRINGS.back}`),
+  render(backButton(),
     el("h2", {}, file.filename), player, exports, body);
 }
 
-async function showFiles() {
-  const list = await api("GET", "/api/files?per_page=200");
+let filesArea = null;
+let refreshing = null;
+let refreshAgain = false;
+
+/// Reloads the table of files; calls made while one is loading coalesce into one more load.
+async function refreshFiles() {
+  if (refreshing) { refreshAgain = true; return refreshing; }
+  refreshing = (async () => {
+    do {
+      refreshAgain = false;
+      const area = filesArea;
+      if (!area || !area.isConnected) return;
+      try {
+        const list = await api("GET", "/api/files?per_page=200");
+        if (area === filesArea && area.isConnected) area.replaceChildren(filesTable(list.items));
+      } catch (e) {
+        if (e.status === 401) { signedOut(); return; }
+        area.replaceChildren(el("p", { class: "error", role: "alert" }, e.message));
+      }
+    } while (refreshAgain);
+  })();
+  try { await refreshing; } finally { refreshing = null; }
+}
+
+function filesTable(items) {
   progressBars.clear();
-  const rows = list.items.map((f) => {
-    const bar = el("progress", { max: "100", value: String(Math.round((f.progress || 0) * 100)), "aria-label": STRINGS.progress });
+  const error = el("p", { class: "error", role: "alert" });
+  const act = (label, action) => el("button", { class: "link", type: "button", onclick: () => attempt(action, error) }, label);
+  const rows = items.map((f) => {
+    const id = encodeURIComponent(f.id);
+    const bar = el("progress", { max: "100", value: String(Math.round((f.progress || 0) * 100)), "aria-label": `${STRINGS.progress}: ${f.filename}` });
     const status = el("span", { "data-status": f.id }, f.status);
-    progressBars.set(f.id, { bar, status });
-    const actions = el("td", {});
+    progressBars.set(f.id, { bar, status, known: f.status });
+    const actions = el("td", { class: "actions" });
     if (f.status === "completed") {
-      actions.append(el("button", { class: "link", onclick: () => showTranscript(f) }, STRINGS.open), " ");
+      actions.append(act(STRINGS.open, () => showTranscript(f)), " ");
     }
     if (f.status === "queued" || f.status === "processing") {
-      actions.append(el("button", { class: "link", onclick: async () => { await api("POST", `/api/files/${encodeURIComponent(f.id)}/cancel`); showFiles(); } }, STRINGS.cancel), " ");
+      actions.append(act(STRINGS.cancel, async () => { await api("POST", `/api/files/${id}/cancel`); await refreshFiles(); }), " ");
     }
     if (f.status === "error" || f.status === "cancelled") {
-      actions.append(el("button", { class: "link", onclick: async () => { await api("POST", `/api/files/${encodeURIComponent(f.id)}/retry`); showFiles(); } }, STRINGS.retry), " ");
+      actions.append(act(STRINGS.retry, async () => { await api("POST", `/api/files/${id}/retry`); await refreshFiles(); }), " ");
     }
-    actions.append(el("button", {
-      class: "link",
-      onclick: async () => { await api("DELETE", `/api/files/${encodeURIComponent(f.id)}`); showFiles(); },
-    }, STRINGS.remove));
-    const name = el("td", {}, f.filename);
+    actions.append(act(STRINGS.remove, async () => { await api("DELETE", `/api/files/${id}`); await refreshFiles(); }));
+    const name = el("td", { class: "name" }, f.filename);
     if (f.error) name.append(el("div", { class: "error" }, f.error));
-    return el("tr", {}, name, el("td", {}, status, " ", bar), el("td", {}, formatSize(f.size)), actions);
+    return el("tr", {}, name, el("td", { class: "status" }, status, " ", bar), el("td", { class: "size" }, formatSize(f.size)), actions);
   });
-  const table = rows.length
-    ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, STRINGS.name), el("th", {}, STRINGS.status),
-        el("th", {}, STRINGS.size), el("th", {}, ""))), el("tbody", {}, ...rows))
-    : el("p", { class: "muted" }, STRINGS.noFiles);
+  if (!rows.length) return el("div", {}, el("p", { class: "muted" }, STRINGS.noFiles), error);
+  return el("div", {}, error, el("table", {},
+    el("thead", {}, el("tr", {}, el("th", {}, STRINGS.name), el("th", {}, STRINGS.status),
+      el("th", { class: "size" }, STRINGS.size), el("th", {}, el("span", { class: "visually-hidden" }, STRINGS.actions)))),
+    el("tbody", {}, ...rows)));
+}
+
+async function showFiles() {
+  const area = el("div", { class: "files" });
   const signOut = el("button", {
     class: "link",
-    onclick: async () => { await api("POST", "/api/auth/logout"); state.csrf = null; showSignIn(); },
+    type: "button",
+    onclick: async () => {
+      try { await api("POST", "/api/auth/logout"); } catch { /* gone already: signed out either way */ }
+      signedOut();
+    },
   }, STRINGS.signOut);
+  const list = await api("GET", "/api/files?per_page=200");
+  area.replaceChildren(filesTable(list.items));
+  filesArea = area;
   render(el("header", { "data-view": "files" }, el("span", {}, state.user.username), signOut),
-    uploadForm(showFiles), el("h2", {}, STRINGS.files), table);
+    uploadForm(refreshFiles), el("h2", {}, STRINGS.files), area);
   connectEvents();
 }
 
