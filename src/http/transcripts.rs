@@ -196,21 +196,61 @@ async fn websocket(
             .into_response();
     }
     let events = state.jobs.events.subscribe();
-    let user_id = user.user.id.clone();
-    upgrade.on_upgrade(move |socket| forward_events(socket, events, user_id))
+    upgrade.on_upgrade(move |socket| forward_events(socket, events, state, user))
 }
+
+/// Whether the credential a socket was opened with is still valid (not logged out, expired,
+/// revoked or disabled); checked periodically so a socket does not outlive its session.
+async fn still_valid(state: &AppState, user: &AuthUser) -> bool {
+    let store = state.store.clone();
+    let auth = state.config.auth.clone();
+    let credential = user.credential.clone();
+    let user_id = user.user.id.clone();
+    blocking(move || {
+        let now = now_secs();
+        let enabled = store.get_user(&user_id)?.is_some_and(|u| !u.disabled);
+        let live = match &credential {
+            super::extract::Credential::SessionCookie { token_hash }
+            | super::extract::Credential::SessionBearer { token_hash } => {
+                store.get_session(token_hash)?.is_some_and(|s| {
+                    now.saturating_sub(s.last_seen_at) <= auth.session_idle_timeout_secs
+                        && now.saturating_sub(s.created_at) <= auth.session_absolute_timeout_secs
+                })
+            }
+            super::extract::Credential::ApiToken { token_id } => store
+                .list_api_tokens(&user_id)?
+                .iter()
+                .any(|t| &t.id == token_id),
+        };
+        Ok(enabled && live)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+const REVALIDATE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn forward_events(
     mut socket: WebSocket,
     mut events: tokio::sync::broadcast::Receiver<crate::jobs::FileEvent>,
-    user_id: String,
+    state: AppState,
+    user: AuthUser,
 ) {
+    let user_id = user.user.id.clone();
+    let mut revalidate = tokio::time::interval(REVALIDATE_EVERY);
+    revalidate.tick().await;
     let hello = json!({"type": "hello"}).to_string();
     if socket.send(Message::Text(hello.into())).await.is_err() {
         return;
     }
     loop {
         tokio::select! {
+            _ = revalidate.tick() => {
+                if !still_valid(&state, &user).await {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}

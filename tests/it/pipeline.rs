@@ -434,3 +434,34 @@ async fn a_job_killed_mid_transcription_completes_exactly_once_after_restart() {
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 }
+
+#[tokio::test]
+async fn the_event_socket_closes_when_its_session_ends() {
+    let server = TestServer::start_with(|c| c.jobs.workers = 0).await;
+    let token = server.admin().await;
+    let mut socket = connect_events(&server, &token).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    assert_eq!(next_event(&mut socket, deadline).await["type"], "hello");
+    let logout = server
+        .client
+        .post(server.url("/api/auth/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    // Re-validated every 10 s: the socket must close, not keep delivering events.
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) => return true,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(closed, "the socket outlived its session");
+    server.stop().await;
+}
