@@ -30,7 +30,7 @@ impl std::fmt::Debug for SileroVad {
 impl SileroVad {
     pub fn load(runtime: &Runtime, dir: &Path, _manifest: &Manifest) -> Result<Self, AsrError> {
         let session = runtime
-            .session(&dir.join("model.onnx"))
+            .session_with_threads(&dir.join("model.onnx"), 1)
             .map_err(|e| AsrError::Model {
                 model: "silero-vad".to_owned(),
                 reason: e.to_string(),

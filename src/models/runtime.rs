@@ -224,13 +224,23 @@ impl Runtime {
     /// names the cause, never a silent CPU fallback; with `device = "auto"` the caller may retry
     /// on the CPU after logging it.
     pub fn session(&self, model_path: &Path) -> Result<Session, RuntimeError> {
+        self.session_with_threads(model_path, self.intra_threads)
+    }
+
+    /// As [`Runtime::session`] with a given number of intra-op threads: tiny models run once
+    /// per 32 ms window (VAD) lose more to thread hand-offs than they gain.
+    pub fn session_with_threads(
+        &self,
+        model_path: &Path,
+        threads: usize,
+    ) -> Result<Session, RuntimeError> {
         let fail = |reason: String| RuntimeError::Session {
             path: model_path.display().to_string(),
             reason,
         };
         let mut builder = Session::builder(&self.environment)
             .map_err(|e| fail(e.to_string()))?
-            .with_intra_threads(self.intra_threads)
+            .with_intra_threads(threads.max(1))
             .map_err(|e| fail(e.to_string()))?
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
             .map_err(|e| fail(e.to_string()))?;
