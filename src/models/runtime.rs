@@ -84,6 +84,9 @@ pub struct Runtime {
     pub gpu_seen: bool,
     pub device_id: i32,
     pub intra_threads: usize,
+    /// Whether idle inference threads spin; off by default because spinning threads steal
+    /// the CPU from everything else on a small or shared machine.
+    pub spin: bool,
     environment: ort::environment::Environment,
 }
 
@@ -124,6 +127,7 @@ pub struct RuntimeSettings {
     pub device_id: i32,
     /// 0: one per physical core.
     pub threads: usize,
+    pub spin: bool,
 }
 
 impl Runtime {
@@ -208,6 +212,7 @@ impl Runtime {
             gpu_seen,
             device_id: settings.device_id,
             intra_threads,
+            spin: settings.spin,
             environment,
         };
         tracing::info!(
@@ -241,6 +246,8 @@ impl Runtime {
         let mut builder = Session::builder(&self.environment)
             .map_err(|e| fail(e.to_string()))?
             .with_intra_threads(threads.max(1))
+            .map_err(|e| fail(e.to_string()))?
+            .with_intra_op_spinning(self.spin)
             .map_err(|e| fail(e.to_string()))?
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
             .map_err(|e| fail(e.to_string()))?;

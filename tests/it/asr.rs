@@ -74,6 +74,7 @@ pub fn load_model(name: &str) -> WhisperModel {
         device: Device::Auto,
         device_id: 0,
         threads: 0,
+        spin: false,
     })
     .unwrap();
     let manifest = ModelCache::new(&dir).model(name).manifest.unwrap();

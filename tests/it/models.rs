@@ -481,6 +481,7 @@ fn every_cached_model_loads_and_runs_on_a_tiny_input() {
         device: Device::Auto,
         device_id: 0,
         threads: 0,
+        spin: false,
     })
     .unwrap();
     assert_eq!(runtime.provider, "cpu");
