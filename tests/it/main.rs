@@ -4,6 +4,7 @@ mod accounts;
 mod asr;
 mod cli;
 mod files;
+mod layout;
 mod models;
 mod pipeline;
 mod server;
