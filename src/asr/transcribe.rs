@@ -87,18 +87,21 @@ pub struct Transcript {
 const NO_SPEECH_THRESHOLD: f32 = 0.6;
 const LOGPROB_THRESHOLD: f32 = -1.0;
 
-/// Whisper's limit is 2.4 on zlib's ratio; zstd (the compressor at hand) frames cost a few
-/// bytes more, which puts the same texts at about 0.82 of that: looping texts measured 1.7-4.2
-/// here against 2.0-5.3 with zlib, normal sentences 0.8-1.4 with either.
-pub const COMPRESSION_RATIO_THRESHOLD: f32 = 2.0;
+/// Whisper's limit on the zlib compression ratio of a window's text.
+pub const COMPRESSION_RATIO_THRESHOLD: f32 = 2.4;
 
-/// How well the text compresses (length over zstd level 3 length): high for loops.
+/// How well the text compresses (length over its zlib length, as Whisper computes it): high
+/// for loops.
 pub fn compression_ratio(text: &str) -> f32 {
+    use std::io::Write;
     let bytes = text.as_bytes();
-    match zstd::bulk::compress(bytes, 3) {
-        Ok(compressed) if !bytes.is_empty() && !compressed.is_empty() => {
-            bytes.len() as f32 / compressed.len() as f32
-        }
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    // zlib at its default level, exactly as Whisper computes it, so its 2.4 threshold applies.
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
+    match encoder.write_all(bytes).and_then(|()| encoder.finish()) {
+        Ok(compressed) if !compressed.is_empty() => bytes.len() as f32 / compressed.len() as f32,
         _ => 0.0,
     }
 }
@@ -268,6 +271,14 @@ fn decode_with_fallback(
         let unlikely = decoding
             .logprob_threshold
             .is_some_and(|t| decoded.avg_logprob < t);
+        tracing::debug!(
+            temperature,
+            tokens = decoded.tokens.len(),
+            avg_logprob = decoded.avg_logprob,
+            compression_ratio = compression_ratio(&text),
+            repetitive = decoded.repetitive,
+            "window decoded"
+        );
         let silence = unlikely
             && decoding
                 .no_speech_threshold

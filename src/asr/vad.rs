@@ -189,6 +189,40 @@ pub fn speech_regions(
     padded
 }
 
+/// Cuts regions longer than `max_samples` at their quietest window (lowest speech probability)
+/// in the last `search_samples` before the limit, so a chunk ends in a pause rather than in the
+/// middle of a word, and Whisper need not decode a cut-off remainder again.
+pub fn split_long_regions(
+    regions: &[Region],
+    probabilities: &[f32],
+    max_samples: usize,
+    search_samples: usize,
+) -> Vec<Region> {
+    let mut out = Vec::with_capacity(regions.len());
+    for region in regions {
+        let mut start = region.start;
+        while region.end - start > max_samples {
+            let limit = start + max_samples;
+            let from = limit.saturating_sub(search_samples).max(start + WINDOW);
+            let first_window = from.div_ceil(WINDOW);
+            let last_window = limit / WINDOW;
+            let cut = (first_window..last_window)
+                .filter_map(|w| probabilities.get(w).map(|p| (w, *p)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(w, _)| w * WINDOW + WINDOW / 2)
+                .filter(|c| *c > start && *c <= limit)
+                .unwrap_or(limit);
+            out.push(Region { start, end: cut });
+            start = cut;
+        }
+        out.push(Region {
+            start,
+            end: region.end,
+        });
+    }
+    out
+}
+
 /// Speech regions grouped so that each group's total length is at most `max_samples`; a region
 /// longer than that is cut into pieces.
 pub fn chunk_regions(regions: &[Region], max_samples: usize) -> Vec<Vec<Region>> {
@@ -237,6 +271,33 @@ mod tests {
         let secs = |s: usize| s as f64 / 16000.0;
         assert!((secs(regions[0].start) - 0.6).abs() < 0.05, "{regions:?}");
         assert!((secs(regions[0].end) - 4.9).abs() < 0.05, "{regions:?}");
+    }
+
+    #[test]
+    fn long_regions_are_cut_in_their_quietest_window() {
+        // 70 s of speech with dips at 25 s and 52 s.
+        let windows = 70 * 16_000 / WINDOW;
+        let mut p = vec![0.9f32; windows];
+        let dip = |secs: usize| secs * 16_000 / WINDOW;
+        p[dip(25)] = 0.2;
+        p[dip(52)] = 0.1;
+        let regions = [Region {
+            start: 0,
+            end: windows * WINDOW,
+        }];
+        let pieces = split_long_regions(&regions, &p, 30 * 16_000, 8 * 16_000);
+        assert_eq!(pieces.len(), 3, "{pieces:?}");
+        let secs = |s: usize| s as f64 / 16_000.0;
+        assert!((secs(pieces[0].end) - 25.0).abs() < 0.1, "{pieces:?}");
+        assert!((secs(pieces[1].end) - 52.0).abs() < 0.1, "{pieces:?}");
+        assert_eq!(pieces[2].end, windows * WINDOW);
+        for piece in &pieces {
+            assert!(piece.end - piece.start <= 30 * 16_000);
+        }
+        // Contiguous, nothing lost.
+        assert_eq!(pieces[0].start, 0);
+        assert_eq!(pieces[1].start, pieces[0].end);
+        assert_eq!(pieces[2].start, pieces[1].end);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::asr::mel::{CHUNK_SAMPLES, SAMPLE_RATE};
 use crate::asr::transcribe::{DecodingOptions, TranscribeOptions, transcribe_with};
-use crate::asr::vad::{Region, SileroVad, VadParams, chunk_regions, speech_regions};
+use crate::asr::vad::{
+    Region, SileroVad, VadParams, chunk_regions, speech_regions, split_long_regions,
+};
 use crate::asr::whisper::WhisperModel;
 use crate::config::Config;
 use crate::media::decode::{DecodeError, decode_to_mono_16k};
@@ -331,7 +333,9 @@ pub fn transcribe_media(
     let chunks = if options.no_vad {
         vec![regions.clone()]
     } else {
-        chunk_regions(&regions, CHUNK_SAMPLES)
+        // Long stretches of speech are cut in a pause (within 8 s before the 30 s limit).
+        let pieces = split_long_regions(&regions, &probabilities, CHUNK_SAMPLES, 8 * SAMPLE_RATE);
+        chunk_regions(&pieces, CHUNK_SAMPLES)
     };
     let mut language = options.language.clone();
     let mut language_probability = 1.0f32;
