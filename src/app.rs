@@ -66,8 +66,8 @@ impl AppState {
         let blobs = BlobStore::open(&config.blob_dir(), key_file.as_deref())
             .map_err(|e| Error::internal(e.code(), e))?;
         let referenced = store.referenced_blobs()?;
-        // Temp files older than a day are certainly from a crashed upload; younger ones may
-        // belong to another process sharing the directory during a restore.
+        // At start-up no upload can be in flight (redb's lock keeps one daemon per data dir),
+        // so every temp file is left over from a crash.
         let report = blobs
             .sweep(&referenced, Duration::from_secs(0))
             .map_err(|e| Error::internal(e.code(), e))?;
