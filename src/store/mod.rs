@@ -48,6 +48,17 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(db_err)
 }
 
+/// Reads and decodes one JSON record from an open table (inside a read or write transaction).
+fn read_record<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>> {
+    match table.get(key).map_err(db_err)? {
+        Some(value) => Ok(Some(decode(value.value())?)),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn user_file_key(owner_id: &str, file_id: &str) -> String {
     format!("{owner_id}/{file_id}")
 }
@@ -163,10 +174,7 @@ impl Store {
     ) -> Result<Option<T>> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(table).map_err(db_err)?;
-        match table.get(key).map_err(db_err)? {
-            Some(value) => Ok(Some(decode(value.value())?)),
-            None => Ok(None),
-        }
+        read_record(&table, key)
     }
 
     fn put_json<T: Serialize>(
@@ -462,10 +470,7 @@ impl Store {
         let txn = self.db.begin_write().map_err(db_err)?;
         let outcome = {
             let mut files = txn.open_table(FILES).map_err(db_err)?;
-            let record: Option<FileRecord> = match files.get(file_id).map_err(db_err)? {
-                Some(value) => Some(decode(value.value())?),
-                None => None,
-            };
+            let record: Option<FileRecord> = read_record(&files, file_id)?;
             match record.filter(|r| r.owner_id == owner_id) {
                 None => None,
                 Some(record) => {
@@ -530,10 +535,7 @@ impl Store {
             let mut stale = Vec::new();
             for entry in queue.iter().map_err(db_err)? {
                 let (key, file_id) = entry.map_err(db_err)?;
-                let job: Option<JobRecord> = match jobs.get(file_id.value()).map_err(db_err)? {
-                    Some(value) => Some(decode(value.value())?),
-                    None => None,
-                };
+                let job: Option<JobRecord> = read_record(&jobs, file_id.value())?;
                 match job {
                     Some(job) if job.state == "queued" => {
                         if job.not_before <= now {
@@ -551,11 +553,7 @@ impl Store {
                 None => None,
                 Some((key, mut job)) => {
                     queue.remove(key.as_str()).map_err(db_err)?;
-                    let file: Option<FileRecord> =
-                        match files.get(job.file_id.as_str()).map_err(db_err)? {
-                            Some(value) => Some(decode(value.value())?),
-                            None => None,
-                        };
+                    let file: Option<FileRecord> = read_record(&files, job.file_id.as_str())?;
                     match file {
                         None => {
                             jobs.remove(job.file_id.as_str()).map_err(db_err)?;
@@ -599,10 +597,7 @@ impl Store {
         let txn = self.db.begin_write().map_err(db_err)?;
         let control = {
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
-            let job: Option<JobRecord> = match jobs.get(file_id).map_err(db_err)? {
-                Some(value) => Some(decode(value.value())?),
-                None => None,
-            };
+            let job: Option<JobRecord> = read_record(&jobs, file_id)?;
             match job {
                 Some(mut job) if job.state == "running" && !job.cancel_requested => {
                     job.stage = stage.to_owned();
@@ -612,10 +607,7 @@ impl Store {
                     jobs.insert(file_id, encode(&job)?.as_slice())
                         .map_err(db_err)?;
                     let mut files = txn.open_table(FILES).map_err(db_err)?;
-                    let file: Option<FileRecord> = match files.get(file_id).map_err(db_err)? {
-                        Some(value) => Some(decode(value.value())?),
-                        None => None,
-                    };
+                    let file: Option<FileRecord> = read_record(&files, file_id)?;
                     if let Some(mut file) = file {
                         file.progress = progress;
                         file.updated_at = now;
@@ -645,14 +637,8 @@ impl Store {
         let status = {
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
             let mut files = txn.open_table(FILES).map_err(db_err)?;
-            let job: Option<JobRecord> = match jobs.get(file_id).map_err(db_err)? {
-                Some(value) => Some(decode(value.value())?),
-                None => None,
-            };
-            let file: Option<FileRecord> = match files.get(file_id).map_err(db_err)? {
-                Some(value) => Some(decode(value.value())?),
-                None => None,
-            };
+            let job: Option<JobRecord> = read_record(&jobs, file_id)?;
+            let file: Option<FileRecord> = read_record(&files, file_id)?;
             match (job, file) {
                 (Some(mut job), Some(mut file)) if job.state == "running" => {
                     let outcome = if job.cancel_requested {
@@ -756,11 +742,7 @@ impl Store {
                 }
                 jobs.insert(job.file_id.as_str(), encode(&job)?.as_slice())
                     .map_err(db_err)?;
-                let file: Option<FileRecord> =
-                    match files.get(job.file_id.as_str()).map_err(db_err)? {
-                        Some(value) => Some(decode(value.value())?),
-                        None => None,
-                    };
+                let file: Option<FileRecord> = read_record(&files, job.file_id.as_str())?;
                 if let Some(mut file) = file {
                     file.status = job.state.clone();
                     file.progress = 0.0;
@@ -782,17 +764,11 @@ impl Store {
         let status = {
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
             let mut files = txn.open_table(FILES).map_err(db_err)?;
-            let file: Option<FileRecord> = match files.get(file_id).map_err(db_err)? {
-                Some(value) => Some(decode(value.value())?),
-                None => None,
-            };
+            let file: Option<FileRecord> = read_record(&files, file_id)?;
             let Some(mut file) = file.filter(|f| f.owner_id == owner_id) else {
                 return Ok(None);
             };
-            let job: Option<JobRecord> = match jobs.get(file_id).map_err(db_err)? {
-                Some(value) => Some(decode(value.value())?),
-                None => None,
-            };
+            let job: Option<JobRecord> = read_record(&jobs, file_id)?;
             let Some(mut job) = job else {
                 return Err(Error::new(
                     "not-cancellable",
@@ -836,10 +812,7 @@ impl Store {
         let status = {
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
             let mut files = txn.open_table(FILES).map_err(db_err)?;
-            let file: Option<FileRecord> = match files.get(file_id).map_err(db_err)? {
-                Some(value) => Some(decode(value.value())?),
-                None => None,
-            };
+            let file: Option<FileRecord> = read_record(&files, file_id)?;
             let Some(mut file) = file.filter(|f| f.owner_id == owner_id) else {
                 return Ok(None);
             };
