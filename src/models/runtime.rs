@@ -2,7 +2,7 @@
 //! building sessions that are created once and shared.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use ort::ep::ExecutionProvider;
 use ort::session::Session;
@@ -116,7 +116,7 @@ impl RuntimeError {
     }
 }
 
-static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
 
 /// Settings for [`Runtime::get_or_init`].
 #[derive(Debug, Clone)]
@@ -132,19 +132,16 @@ pub struct RuntimeSettings {
 
 impl Runtime {
     /// Loads the library on first use; later calls return the same runtime (ONNX Runtime can be
-    /// loaded only once per process).
+    /// loaded only once per process). A failure is not remembered: a daemon started before its
+    /// models were imported loads the runtime on the next attempt after the import.
     pub fn get_or_init(settings: &RuntimeSettings) -> Result<Runtime, RuntimeError> {
-        RUNTIME
-            .get_or_init(|| Runtime::load(settings).map_err(|e| e.to_string()))
-            .clone()
-            .map_err(|reason| RuntimeError::Load {
-                path: settings
-                    .library
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "(searched)".to_owned()),
-                reason,
-            })
+        let mut loaded = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(runtime) = loaded.as_ref() {
+            return Ok(runtime.clone());
+        }
+        let runtime = Runtime::load(settings)?;
+        *loaded = Some(runtime.clone());
+        Ok(runtime)
     }
 
     fn load(settings: &RuntimeSettings) -> Result<Runtime, RuntimeError> {

@@ -615,3 +615,25 @@ fn every_cached_model_loads_and_runs_on_a_tiny_input() {
         );
     }
 }
+
+#[test]
+fn a_failed_runtime_load_is_retried_once_the_models_arrive() {
+    use opentranscribe::models::runtime::{Device, Runtime, RuntimeError, RuntimeSettings};
+    let settings = |dir: std::path::PathBuf| RuntimeSettings {
+        library: None,
+        models_dir: dir,
+        device: Device::Auto,
+        device_id: 0,
+        threads: 0,
+        spin: false,
+    };
+    let empty = tempfile::tempdir().unwrap();
+    // Run alone (`cargo test runtime_load`), the first call finds no library; another test may
+    // have loaded the runtime already, in which case it is shared.
+    match Runtime::get_or_init(&settings(empty.path().to_path_buf())) {
+        Err(RuntimeError::NotFound(_)) | Ok(_) => {}
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+    // A daemon started before its models were imported must not keep that failure.
+    Runtime::get_or_init(&settings(models_dir())).unwrap();
+}
