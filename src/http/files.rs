@@ -97,9 +97,9 @@ pub fn sanitize_filename(raw: &str) -> String {
 }
 
 /// Room for multipart boundaries and the small option parts around the file.
-const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
+pub(crate) const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
 /// A client that sends nothing for this long is dropped and its partial upload removed.
-const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const OPTION_PART_LIMIT: usize = 1024;
 /// Bytes gathered before a hand-off to the writer thread; with the channel's 8 slots this
 /// bounds an upload's buffered data to about 4 MiB.
@@ -110,7 +110,7 @@ enum Chunk {
     Done,
 }
 
-fn too_large(limit: u64) -> Error {
+pub(crate) fn too_large(limit: u64) -> Error {
     Error::new(
         "payload-too-large",
         format!("upload exceeds the limit of {limit} bytes"),
@@ -173,11 +173,24 @@ async fn upload(
     let Some((filename, info)) = stored else {
         return Err(Error::new("missing-file", "the upload has no `file` part"));
     };
-    let media = sniff(&state, &info).await?;
+    let record = ingest(&state, &user.user.id, filename, info, options).await?;
+    Ok((StatusCode::CREATED, Json(FileView::from(&record))))
+}
+
+/// Turns a stored upload into a file record with its queued job (one transaction), tells the
+/// owner's event sockets and wakes a worker. Refuses content that is not media.
+pub(crate) async fn ingest(
+    state: &AppState,
+    owner_id: &str,
+    filename: String,
+    info: BlobInfo,
+    options: UploadOptions,
+) -> Result<FileRecord> {
+    let media = sniff(state, &info).await?;
     let now = now_secs();
     let record = FileRecord {
         id: uuid::Uuid::now_v7().to_string(),
-        owner_id: user.user.id.clone(),
+        owner_id: owner_id.to_owned(),
         filename,
         size: info.size,
         sha256: info.sha256.clone(),
@@ -206,10 +219,12 @@ async fn upload(
         error: None,
     });
     state.jobs.wake.notify();
-    Ok((StatusCode::CREATED, Json(FileView::from(&record))))
+    Ok(record)
 }
 
-async fn read_small_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String> {
+pub(crate) async fn read_small_field(
+    mut field: axum::extract::multipart::Field<'_>,
+) -> Result<String> {
     let mut buffer = Vec::new();
     while let Some(chunk) = field
         .chunk()
@@ -224,7 +239,7 @@ async fn read_small_field(mut field: axum::extract::multipart::Field<'_>) -> Res
     String::from_utf8(buffer).map_err(|_| Error::new("invalid-multipart", "option is not UTF-8"))
 }
 
-fn apply_option(options: &mut UploadOptions, name: &str, value: &str) -> Result<()> {
+pub(crate) fn apply_option(options: &mut UploadOptions, name: &str, value: &str) -> Result<()> {
     let speakers = |value: &str| -> Result<Option<u32>> {
         if value.is_empty() {
             return Ok(None);
@@ -272,7 +287,7 @@ fn apply_option(options: &mut UploadOptions, name: &str, value: &str) -> Result<
 
 /// Streams one multipart field into the blob store through a bounded channel, so at most a
 /// few chunks are in memory. Anything short of a complete field leaves no file behind.
-async fn stream_to_blob(
+pub(crate) async fn stream_to_blob(
     state: &AppState,
     mut field: axum::extract::multipart::Field<'_>,
     limit: u64,

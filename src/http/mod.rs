@@ -7,6 +7,7 @@ pub mod extract;
 pub mod files;
 pub mod headers;
 pub mod health;
+pub mod openai;
 pub mod server;
 pub mod tls;
 pub mod transcripts;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth_routes::routes())
         .merge(files::routes())
         .merge(transcripts::routes())
+        .merge(openai::routes())
         .route(
             "/api/{*rest}",
             axum::routing::any(|| async { Error::not_found("route") }),

@@ -6,6 +6,7 @@ mod cli;
 mod files;
 mod layout;
 mod models;
+mod openai;
 mod pipeline;
 mod server;
 mod support;
