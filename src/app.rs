@@ -50,6 +50,14 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl AppState {
+    /// Files whose searchable content or readers changed (edits, tags, sharing). The search
+    /// index re-reads them; until search lands this only logs.
+    pub fn files_changed(&self, file_ids: Vec<String>) {
+        if !file_ids.is_empty() {
+            tracing::debug!(count = file_ids.len(), "files changed");
+        }
+    }
+
     /// Opens the data directory: database (migrated), blob store (orphans swept).
     pub fn open(config: Config) -> Result<Self> {
         create_private_dir(&config.data_dir).map_err(|e| {

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::media::probe::{self, MediaInfo};
 use crate::pipeline::BlobSource;
 use crate::store::now_secs;
-use crate::store::records::{FileRecord, UploadOptions};
+use crate::store::records::{Access, FileRecord, UploadOptions};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -56,6 +56,18 @@ pub struct FileView {
     pub updated_at: u64,
     pub error: Option<String>,
     pub options: UploadOptions,
+    pub tags: Vec<String>,
+    /// The caller's access: `owner`, or `editor`/`viewer` through a shared collection.
+    pub access: Access,
+}
+
+impl FileView {
+    pub fn with_access(record: &FileRecord, access: Access) -> Self {
+        Self {
+            access,
+            ..Self::from(record)
+        }
+    }
 }
 
 impl From<&FileRecord> for FileView {
@@ -75,6 +87,8 @@ impl From<&FileRecord> for FileView {
             updated_at: record.updated_at,
             error: record.error.clone(),
             options: record.options.clone(),
+            tags: record.tags.clone(),
+            access: Access::Owner,
         }
     }
 }
@@ -204,6 +218,7 @@ pub(crate) async fn ingest(
         duration_secs: media.duration_secs,
         container: Some(media.container),
         codec: Some(media.codec),
+        tags: Vec::new(),
     };
     let store = state.store.clone();
     let inserted = record.clone();
@@ -407,6 +422,15 @@ struct ListQuery {
     /// `created` (newest first, the default), `-created`, `name`, `-name`, `size`, `-size`.
     #[serde(default)]
     sort: Option<String>,
+    /// Only files carrying this tag.
+    #[serde(default)]
+    tag: Option<String>,
+    /// `own` (the default), `shared` (files shared with the caller), or `all`.
+    #[serde(default)]
+    scope: Option<String>,
+    /// Only files in this collection (the caller must be a member).
+    #[serde(default)]
+    collection: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -442,26 +466,63 @@ async fn list_files(
             "sort must be created, name or size, optionally prefixed with -",
         ));
     }
+    let scope = query.scope.clone().unwrap_or_else(|| "own".to_owned());
+    if !matches!(scope.as_str(), "own" | "shared" | "all") {
+        return Err(Error::bad_request("scope must be own, shared or all"));
+    }
     let store = state.store.clone();
-    let mut files = blocking(move || store.list_user_files(&user.user.id)).await?;
+    let collection = query.collection.clone();
+    let mut files: Vec<(FileRecord, Access)> = blocking(move || {
+        let user_id = &user.user.id;
+        if let Some(collection_id) = collection {
+            store
+                .collection_for(user_id, &collection_id)?
+                .ok_or_else(|| Error::not_found("collection"))?;
+            let mut out = Vec::new();
+            for file in store.collection_files(&collection_id)? {
+                if let Some(access) = store.file_access(user_id, &file.id)? {
+                    out.push(access);
+                }
+            }
+            return Ok(out);
+        }
+        let mut out = Vec::new();
+        if scope != "shared" {
+            out.extend(
+                store
+                    .list_user_files(user_id)?
+                    .into_iter()
+                    .map(|f| (f, Access::Owner)),
+            );
+        }
+        if scope != "own" {
+            out.extend(store.shared_files(user_id)?);
+        }
+        Ok(out)
+    })
+    .await?;
     if let Some(status) = &query.status {
-        files.retain(|f| &f.status == status);
+        files.retain(|(f, _)| &f.status == status);
+    }
+    if let Some(tag) = &query.tag {
+        let tag = tag.trim().to_lowercase();
+        files.retain(|(f, _)| f.tags.contains(&tag));
     }
     match sort.as_str() {
         // Ids are UUIDv7, so they order by creation time.
-        "created" => files.sort_by(|a, b| b.id.cmp(&a.id)),
-        "-created" => files.sort_by(|a, b| a.id.cmp(&b.id)),
-        "name" => files.sort_by_key(|f| f.filename.to_lowercase()),
-        "-name" => files.sort_by_key(|f| std::cmp::Reverse(f.filename.to_lowercase())),
-        "size" => files.sort_by_key(|f| f.size),
-        _ => files.sort_by_key(|f| std::cmp::Reverse(f.size)),
+        "created" => files.sort_by(|a, b| b.0.id.cmp(&a.0.id)),
+        "-created" => files.sort_by(|a, b| a.0.id.cmp(&b.0.id)),
+        "name" => files.sort_by_key(|f| f.0.filename.to_lowercase()),
+        "-name" => files.sort_by_key(|f| std::cmp::Reverse(f.0.filename.to_lowercase())),
+        "size" => files.sort_by_key(|f| f.0.size),
+        _ => files.sort_by_key(|f| std::cmp::Reverse(f.0.size)),
     }
     let total = files.len();
     let items = files
         .iter()
         .skip((page - 1).saturating_mul(per_page))
         .take(per_page)
-        .map(FileView::from)
+        .map(|(f, access)| FileView::with_access(f, *access))
         .collect();
     Ok(Json(FileList {
         items,
@@ -471,10 +532,17 @@ async fn list_files(
     }))
 }
 
-async fn load_file(state: &AppState, user: &AuthUser, id: String) -> Result<FileRecord> {
+/// The file if the user may see it: owner, or member of a collection that holds it. Someone
+/// with no access gets 404; someone whose role is below `needed` gets 403.
+pub(crate) async fn load_file(
+    state: &AppState,
+    user: &AuthUser,
+    id: String,
+    needed: Access,
+) -> Result<(FileRecord, Access)> {
     let store = state.store.clone();
-    let owner = user.user.id.clone();
-    blocking(move || store.get_user_file(&owner, &id))
+    let user_id = user.user.id.clone();
+    blocking(move || store.file_with_access(&user_id, &id, needed))
         .await?
         .ok_or_else(|| Error::not_found("file"))
 }
@@ -484,8 +552,8 @@ async fn get_file(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<FileView>> {
-    let record = load_file(&state, &user, id).await?;
-    Ok(Json(FileView::from(&record)))
+    let (record, access) = load_file(&state, &user, id, Access::Viewer).await?;
+    Ok(Json(FileView::with_access(&record, access)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -504,7 +572,7 @@ async fn rename_file(
     if body.filename.trim().is_empty() {
         return Err(Error::bad_request("filename must not be empty"));
     }
-    let mut record = load_file(&state, &user, id).await?;
+    let (mut record, _) = load_file(&state, &user, id, Access::Owner).await?;
     record.filename = filename;
     record.updated_at = now_secs();
     let store = state.store.clone();
@@ -518,6 +586,8 @@ async fn delete_file(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
+    // Members of a shared collection get 403, everyone else but the owner 404.
+    load_file(&state, &user, id.clone(), Access::Owner).await?;
     let store = state.store.clone();
     let blobs = state.blobs.clone();
     let owner = user.user.id.clone();
@@ -610,7 +680,7 @@ async fn media(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let record = load_file(&state, &user, id).await?;
+    let (record, _) = load_file(&state, &user, id, Access::Viewer).await?;
     let blobs = state.blobs.clone();
     let sha = record.sha256.clone();
     let reader = blocking(move || blobs.open_read(&sha).map_err(blob_error)).await?;

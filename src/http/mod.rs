@@ -7,6 +7,7 @@ pub mod extract;
 pub mod files;
 pub mod headers;
 pub mod health;
+pub mod library;
 pub mod openai;
 pub mod server;
 pub mod tls;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(transcripts::routes())
         .merge(openai::routes())
+        .merge(library::routes())
         .route(
             "/api/{*rest}",
             axum::routing::any(|| async { Error::not_found("route") }),

@@ -421,6 +421,8 @@ mod tests {
                     speaker: None,
                     text: " Hello there.".to_owned(),
                     words: vec![word(" Hello", 0.0, 0.9), word(" there.", 0.5, 0.5)],
+                    edited: false,
+                    original_text: None,
                 },
                 Segment {
                     id: 1,
@@ -429,6 +431,8 @@ mod tests {
                     speaker: None,
                     text: " Bye.".to_owned(),
                     words: vec![word(" Bye.", 1.5, 1.0)],
+                    edited: false,
+                    original_text: None,
                 },
             ],
         }

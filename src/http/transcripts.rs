@@ -15,6 +15,7 @@ use super::files::content_disposition;
 use crate::app::{AppState, blocking};
 use crate::error::{Error, Result};
 use crate::store::now_secs;
+use crate::store::records::Access;
 use crate::transcript::Transcript;
 use crate::transcript::export::{Format, render};
 
@@ -33,23 +34,17 @@ async fn load_transcript(
     user: &AuthUser,
     id: String,
 ) -> Result<(String, Transcript)> {
+    let (file, _) = super::files::load_file(state, user, id, Access::Viewer).await?;
     let store = state.store.clone();
-    let owner = user.user.id.clone();
-    blocking(move || {
-        let file = store
-            .get_user_file(&owner, &id)?
-            .ok_or_else(|| Error::not_found("file"))?;
-        let Some(bytes) = store.get_transcript(&owner, &id)? else {
-            return Err(Error::new(
-                "transcript-not-ready",
-                format!("the file is {}; its transcript is not ready", file.status),
-            ));
-        };
-        let transcript: Transcript =
-            serde_json::from_slice(&bytes).map_err(|e| Error::internal("store", e))?;
-        Ok((file.filename, transcript))
-    })
-    .await
+    let file_id = file.id.clone();
+    let transcript = blocking(move || store.transcript_of::<Transcript>(&file_id)).await?;
+    match transcript {
+        Some(transcript) => Ok((file.filename, transcript)),
+        None => Err(Error::new(
+            "transcript-not-ready",
+            format!("the file is {}; its transcript is not ready", file.status),
+        )),
+    }
 }
 
 async fn transcript(

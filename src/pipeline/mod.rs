@@ -402,6 +402,8 @@ pub fn transcribe_media(
                 speaker: None,
                 text: segment.text,
                 words,
+                edited: false,
+                original_text: None,
             });
         }
         if progress(Stage::Transcribe((index + 1) as f32 / total_chunks as f32)).is_break() {

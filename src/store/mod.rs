@@ -1,6 +1,7 @@
 //! redb storage: the only module that opens the database. All methods block; callers on the
 //! async executor go through `spawn_blocking`.
 
+pub mod library;
 pub mod migrate;
 pub mod records;
 pub mod tables;
@@ -75,6 +76,11 @@ pub(crate) fn create_all_tables(txn: &WriteTransaction) -> std::result::Result<(
     txn.open_table(JOBS)?;
     txn.open_table(QUEUE)?;
     txn.open_table(TRANSCRIPTS)?;
+    txn.open_table(COLLECTIONS)?;
+    txn.open_table(COLLECTION_FILES)?;
+    txn.open_table(FILE_COLLECTIONS)?;
+    txn.open_table(USER_COLLECTIONS)?;
+    txn.open_table(COMMENTS)?;
     Ok(())
 }
 
@@ -503,6 +509,8 @@ impl Store {
                     }
                     let mut transcripts = txn.open_table(TRANSCRIPTS).map_err(db_err)?;
                     transcripts.remove(file_id).map_err(db_err)?;
+                    drop(transcripts);
+                    library::forget_file(&txn, file_id)?;
                     Some((record, remaining))
                 }
             }

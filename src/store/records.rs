@@ -101,6 +101,9 @@ pub struct FileRecord {
     pub container: Option<String>,
     #[serde(default)]
     pub codec: Option<String>,
+    /// The owner's labels, lower-cased, sorted, unique.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// The processing job of one file. Lives in `jobs` for the file's lifetime.
@@ -128,4 +131,64 @@ pub struct JobRecord {
     /// Lower runs first.
     #[serde(default)]
     pub priority: u8,
+}
+
+/// What a user may do with a file: see it, also edit its transcript, or everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Viewer,
+    Editor,
+    Owner,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Viewer => "viewer",
+            Access::Editor => "editor",
+            Access::Owner => "owner",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "viewer" => Some(Access::Viewer),
+            "editor" => Some(Access::Editor),
+            "owner" => Some(Access::Owner),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Share {
+    pub user_id: String,
+    /// `viewer` or `editor`.
+    pub role: Access,
+}
+
+/// A named set of files that its owner can share with other users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: u64,
+    #[serde(default)]
+    pub shares: Vec<Share>,
+}
+
+/// A note pinned to a moment of a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommentRecord {
+    pub id: String,
+    pub file_id: String,
+    pub user_id: String,
+    /// Seconds into the media.
+    pub time: f64,
+    pub text: String,
+    pub created_at: u64,
 }

@@ -26,3 +26,13 @@ pub const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 pub const QUEUE: TableDefinition<&str, &str> = TableDefinition::new("queue");
 /// file id → JSON transcript of a completed file (v3).
 pub const TRANSCRIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("transcripts");
+/// collection id → JSON `CollectionRecord` (its name and who it is shared with).
+pub const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("collections");
+/// `collection_id/file_id` → seconds when the file was added.
+pub const COLLECTION_FILES: TableDefinition<&str, u64> = TableDefinition::new("collection_files");
+/// `file_id/collection_id` → seconds when the file was added (the reverse of the above).
+pub const FILE_COLLECTIONS: TableDefinition<&str, u64> = TableDefinition::new("file_collections");
+/// `user_id/collection_id` → role (`owner`, `editor`, `viewer`): the collections a user sees.
+pub const USER_COLLECTIONS: TableDefinition<&str, &str> = TableDefinition::new("user_collections");
+/// `file_id/comment_id` → JSON `CommentRecord`; ids are UUIDv7, so a file's comments list in order.
+pub const COMMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("comments");

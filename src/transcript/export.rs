@@ -170,6 +170,8 @@ mod tests {
                     speaker: Some("S0".into()),
                     text: "Hello <b>world</b> & \"friends\"".into(),
                     words: vec![],
+                    edited: false,
+                    original_text: None,
                 },
                 Segment {
                     id: 1,
@@ -178,6 +180,8 @@ mod tests {
                     speaker: None,
                     text: "=SUM(A1)\n\nbye".into(),
                     words: vec![],
+                    edited: false,
+                    original_text: None,
                 },
             ],
         }

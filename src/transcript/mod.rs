@@ -1,5 +1,6 @@
 //! Transcripts as users see them: segments, words, speakers, and the export formats.
 
+pub mod analytics;
 pub mod export;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,12 @@ pub struct Segment {
     pub speaker: Option<String>,
     pub text: String,
     pub words: Vec<Word>,
+    /// Set once a person changed the text; the words keep the recognised timing.
+    #[serde(default)]
+    pub edited: bool,
+    /// The recognised text before the first edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_text: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +70,8 @@ impl From<crate::asr::transcribe::Transcript> for Transcript {
                             probability: w.probability,
                         })
                         .collect(),
+                    edited: false,
+                    original_text: None,
                 })
                 .collect(),
         }

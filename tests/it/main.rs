@@ -5,6 +5,7 @@ mod asr;
 mod cli;
 mod files;
 mod layout;
+mod library;
 mod models;
 mod openai;
 mod pipeline;

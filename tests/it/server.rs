@@ -288,6 +288,7 @@ async fn version_1_database_is_migrated_and_served() {
         duration_secs: Some(1.0),
         container: None,
         codec: None,
+        tags: Vec::new(),
     };
     let db_path = data_dir.path().join("opentranscribe.redb");
     let mut waiting = file("f2");

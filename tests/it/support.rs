@@ -162,6 +162,55 @@ impl TestServer {
             .unwrap()
     }
 
+    /// One JSON API call with a bearer token: the status and the body (`null` when empty or
+    /// not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Polls a file until its status is one of the final ones and returns the file.
+    pub async fn wait_done(&self, token: &str, file_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            let (status, file) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/files/{file_id}"),
+                    token,
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{file}");
+            if ["completed", "error", "cancelled"].contains(&file["status"].as_str().unwrap()) {
+                return file;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "file never finished: {file}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;

@@ -1,0 +1,758 @@
+//! Working with transcripts and organising files: segment edits, speaker names, tags,
+//! collections shared with other users, comments pinned to a time, analytics, and a ZIP of
+//! several files' exports.
+//!
+//! Access: viewers of a shared file may read it and comment; editors may also correct the
+//! transcript; only the owner tags, renames, deletes or shares. No access at all is 404.
+
+use std::io::Write;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::extract::{ApiJson, AuthUser};
+use super::files::{FileView, load_file};
+use crate::app::{AppState, blocking};
+use crate::error::{Error, Result};
+use crate::store::library::{CollectionView, upsert_share};
+use crate::store::now_secs;
+use crate::store::records::{Access, CollectionRecord, CommentRecord, FileRecord};
+use crate::transcript::Transcript;
+use crate::transcript::analytics::{Analytics, analyze};
+use crate::transcript::export::{Format, render};
+
+const MAX_TEXT: usize = 10_000;
+const MAX_NAME: usize = 200;
+const MAX_TAGS: usize = 50;
+/// Files in one ZIP download; each export is small, the whole archive is built in memory.
+const MAX_ZIP_FILES: usize = 500;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/files/{id}/segments/{segment}", patch(edit_segment))
+        .route("/api/files/{id}/speakers/{speaker}", patch(rename_speaker))
+        .route("/api/files/{id}/tags", put(set_tags))
+        .route("/api/tags", get(list_tags))
+        .route("/api/files/{id}/analytics", get(analytics))
+        .route(
+            "/api/files/{id}/comments",
+            get(list_comments).post(add_comment),
+        )
+        .route("/api/files/{id}/comments/{comment}", delete(delete_comment))
+        .route(
+            "/api/collections",
+            get(list_collections).post(create_collection),
+        )
+        .route(
+            "/api/collections/{cid}",
+            get(get_collection)
+                .patch(update_collection)
+                .delete(delete_collection),
+        )
+        .route(
+            "/api/collections/{cid}/files/{id}",
+            put(add_to_collection).delete(remove_from_collection),
+        )
+        .route("/api/collections/{cid}/shares", put(share_collection))
+        .route(
+            "/api/collections/{cid}/shares/{user}",
+            delete(unshare_collection),
+        )
+        .route("/api/exports/zip", get(export_zip))
+}
+
+fn check_text(text: &str, what: &str, max: usize) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::bad_request(format!("{what} must not be empty")));
+    }
+    if text.chars().count() > max {
+        return Err(Error::bad_request(format!(
+            "{what} must be at most {max} characters"
+        )));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(Error::bad_request(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Applies `edit` to the stored transcript of a file the user may edit; publishes
+/// `speaker.updated` or `transcript.updated` to the owner's event sockets.
+async fn edit_transcript<R: Send + 'static>(
+    state: &AppState,
+    user: &AuthUser,
+    id: String,
+    event: &'static str,
+    edit: impl FnOnce(&mut Transcript) -> Result<R> + Send + 'static,
+) -> Result<(Transcript, R)> {
+    let (file, _) = load_file(state, user, id, Access::Editor).await?;
+    let store = state.store.clone();
+    let file_id = file.id.clone();
+    let outcome = blocking(move || store.update_transcript::<Transcript, R>(&file_id, edit))
+        .await?
+        .ok_or_else(|| {
+            Error::new(
+                "transcript-not-ready",
+                format!("the file is {}; its transcript is not ready", file.status),
+            )
+        })?;
+    state.files_changed(vec![file.id.clone()]);
+    state.jobs.publish(crate::jobs::FileEvent {
+        kind: event,
+        owner_id: file.owner_id.clone(),
+        file_id: file.id.clone(),
+        status: file.status.clone(),
+        stage: "edited".to_owned(),
+        progress: file.progress,
+        error: None,
+    });
+    Ok(outcome)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SegmentEdit {
+    #[serde(default)]
+    text: Option<String>,
+    /// A speaker id of this transcript; `null` clears the speaker.
+    #[serde(default, with = "double_option")]
+    speaker: Option<Option<String>>,
+}
+
+/// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(deserializer).map(Some)
+    }
+}
+
+async fn edit_segment(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((id, segment)): Path<(String, usize)>,
+    ApiJson(body): ApiJson<SegmentEdit>,
+) -> Result<Json<Value>> {
+    if body.text.is_none() && body.speaker.is_none() {
+        return Err(Error::bad_request("send `text`, `speaker` or both"));
+    }
+    if let Some(text) = &body.text {
+        check_text(text, "text", MAX_TEXT)?;
+    }
+    let event = if body.speaker.is_some() {
+        "speaker.updated"
+    } else {
+        "transcript.updated"
+    };
+    let (_, edited) = edit_transcript(&state, &user, id, event, move |t: &mut Transcript| {
+        if let Some(Some(speaker)) = &body.speaker
+            && !t.speakers.iter().any(|s| &s.id == speaker)
+        {
+            return Err(Error::bad_request(format!(
+                "speaker `{speaker}` is not in this transcript"
+            )));
+        }
+        let seg = t
+            .segments
+            .iter_mut()
+            .find(|s| s.id == segment)
+            .ok_or_else(|| Error::not_found("segment"))?;
+        if let Some(text) = body.text {
+            let text = text.trim().to_owned();
+            if text != seg.text.trim() {
+                if seg.original_text.is_none() {
+                    seg.original_text = Some(seg.text.clone());
+                }
+                seg.text = text;
+                seg.edited = true;
+            }
+        }
+        if let Some(speaker) = body.speaker {
+            seg.speaker = speaker;
+        }
+        Ok(seg.clone())
+    })
+    .await?;
+    Ok(Json(json!(edited)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpeakerRename {
+    name: Option<String>,
+}
+
+async fn rename_speaker(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((id, speaker)): Path<(String, String)>,
+    ApiJson(body): ApiJson<SpeakerRename>,
+) -> Result<Json<Value>> {
+    let name = match body.name {
+        Some(name) if name.trim().is_empty() => None,
+        Some(name) => {
+            check_text(&name, "name", MAX_NAME)?;
+            Some(name.trim().to_owned())
+        }
+        None => None,
+    };
+    let (_, renamed) = edit_transcript(
+        &state,
+        &user,
+        id,
+        "speaker.updated",
+        move |t: &mut Transcript| {
+            let entry = t
+                .speakers
+                .iter_mut()
+                .find(|s| s.id == speaker)
+                .ok_or_else(|| Error::not_found("speaker"))?;
+            entry.name = name;
+            Ok(entry.clone())
+        },
+    )
+    .await?;
+    Ok(Json(json!(renamed)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tags {
+    tags: Vec<String>,
+}
+
+async fn set_tags(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Tags>,
+) -> Result<Json<FileView>> {
+    if body.tags.len() > MAX_TAGS {
+        return Err(Error::bad_request(format!("at most {MAX_TAGS} tags")));
+    }
+    for tag in &body.tags {
+        if !tag.trim().is_empty() {
+            check_text(tag, "a tag", 64)?;
+        }
+    }
+    let (file, _) = load_file(&state, &user, id, Access::Owner).await?;
+    let store = state.store.clone();
+    let record = blocking(move || store.set_tags(&file.id, &body.tags)).await?;
+    state.files_changed(vec![record.id.clone()]);
+    Ok(Json(FileView::from(&record)))
+}
+
+async fn list_tags(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>> {
+    let store = state.store.clone();
+    let counts = blocking(move || store.tag_counts(&user.user.id)).await?;
+    let tags: Vec<Value> = counts
+        .into_iter()
+        .map(|(tag, count)| json!({"tag": tag, "count": count}))
+        .collect();
+    Ok(Json(json!({ "tags": tags })))
+}
+
+async fn load_transcript(
+    state: &AppState,
+    user: &AuthUser,
+    id: String,
+) -> Result<(FileRecord, Transcript)> {
+    let (file, _) = load_file(state, user, id, Access::Viewer).await?;
+    let store = state.store.clone();
+    let file_id = file.id.clone();
+    match blocking(move || store.transcript_of::<Transcript>(&file_id)).await? {
+        Some(t) => Ok((file, t)),
+        None => Err(Error::new(
+            "transcript-not-ready",
+            format!("the file is {}; its transcript is not ready", file.status),
+        )),
+    }
+}
+
+async fn analytics(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Analytics>> {
+    let (_, transcript) = load_transcript(&state, &user, id).await?;
+    Ok(Json(analyze(&transcript)))
+}
+
+#[derive(Debug, Serialize)]
+struct CommentView {
+    #[serde(flatten)]
+    record: CommentRecord,
+    author: String,
+}
+
+async fn comment_views(state: &AppState, file_id: String) -> Result<Vec<CommentView>> {
+    let store = state.store.clone();
+    blocking(move || {
+        let mut names: std::collections::HashMap<String, String> = Default::default();
+        let mut out = Vec::new();
+        for record in store.list_comments(&file_id)? {
+            let author = match names.get(&record.user_id) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = store
+                        .get_user(&record.user_id)?
+                        .map(|u| u.username)
+                        .unwrap_or_else(|| "(deleted user)".to_owned());
+                    names.insert(record.user_id.clone(), name.clone());
+                    name
+                }
+            };
+            out.push(CommentView { record, author });
+        }
+        Ok(out)
+    })
+    .await
+}
+
+async fn list_comments(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let (file, _) = load_file(&state, &user, id, Access::Viewer).await?;
+    let comments = comment_views(&state, file.id).await?;
+    Ok(Json(json!({ "comments": comments })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewComment {
+    time: f64,
+    text: String,
+}
+
+async fn add_comment(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewComment>,
+) -> Result<(StatusCode, Json<CommentView>)> {
+    check_text(&body.text, "text", MAX_TEXT)?;
+    if !body.time.is_finite() || body.time < 0.0 {
+        return Err(Error::bad_request("time must be a number of seconds >= 0"));
+    }
+    let (file, _) = load_file(&state, &user, id, Access::Viewer).await?;
+    if let Some(duration) = file.duration_secs
+        && body.time > duration + 1.0
+    {
+        return Err(Error::bad_request(format!(
+            "time is past the end of the media ({duration:.1} s)"
+        )));
+    }
+    let record = CommentRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        file_id: file.id.clone(),
+        user_id: user.user.id.clone(),
+        time: body.time,
+        text: body.text.trim().to_owned(),
+        created_at: now_secs(),
+    };
+    let store = state.store.clone();
+    let saved = record.clone();
+    blocking(move || store.add_comment(&saved)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CommentView {
+            record,
+            author: user.user.username.clone(),
+        }),
+    ))
+}
+
+async fn delete_comment(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((id, comment)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let (file, access) = load_file(&state, &user, id, Access::Viewer).await?;
+    let store = state.store.clone();
+    let user_id = user.user.id.clone();
+    blocking(move || {
+        let record = store
+            .get_comment(&file.id, &comment)?
+            .ok_or_else(|| Error::not_found("comment"))?;
+        if record.user_id != user_id && access != Access::Owner {
+            return Err(Error::new(
+                "forbidden",
+                "only the author or the file's owner may delete a comment",
+            ));
+        }
+        store.delete_comment(&file.id, &comment)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+// ---- collections ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCollection {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn list_collections(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>> {
+    let store = state.store.clone();
+    let collections = blocking(move || store.list_collections(&user.user.id)).await?;
+    Ok(Json(json!({ "collections": collections })))
+}
+
+async fn create_collection(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<NewCollection>,
+) -> Result<(StatusCode, Json<CollectionView>)> {
+    check_text(&body.name, "name", MAX_NAME)?;
+    if body.description.chars().count() > MAX_TEXT {
+        return Err(Error::bad_request("description is too long"));
+    }
+    let record = CollectionRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        owner_id: user.user.id.clone(),
+        name: body.name.trim().to_owned(),
+        description: body.description.trim().to_owned(),
+        created_at: now_secs(),
+        shares: Vec::new(),
+    };
+    let store = state.store.clone();
+    let saved = record.clone();
+    blocking(move || store.create_collection(&saved)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CollectionView {
+            record,
+            role: Access::Owner,
+            file_count: 0,
+        }),
+    ))
+}
+
+async fn load_collection(
+    state: &AppState,
+    user: &AuthUser,
+    cid: String,
+    needed: Access,
+) -> Result<(CollectionRecord, Access)> {
+    let store = state.store.clone();
+    let user_id = user.user.id.clone();
+    let (record, role) = blocking(move || store.collection_for(&user_id, &cid))
+        .await?
+        .ok_or_else(|| Error::not_found("collection"))?;
+    if role < needed {
+        return Err(Error::new(
+            "forbidden",
+            format!("this needs {} access to the collection", needed.as_str()),
+        ));
+    }
+    Ok((record, role))
+}
+
+async fn get_collection(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(cid): Path<String>,
+) -> Result<Json<Value>> {
+    let (record, role) = load_collection(&state, &user, cid, Access::Viewer).await?;
+    let store = state.store.clone();
+    let shown = record.clone();
+    let (files, members) = blocking(move || {
+        let files = store.collection_files(&record.id)?;
+        let mut members = Vec::new();
+        for share in &record.shares {
+            if let Some(member) = store.get_user(&share.user_id)? {
+                members.push(
+                    json!({"user_id": member.id, "username": member.username, "role": share.role}),
+                );
+            }
+        }
+        Ok((files, members))
+    })
+    .await?;
+    let views: Vec<FileView> = files
+        .iter()
+        .map(|f| {
+            let access = if f.owner_id == user.user.id {
+                Access::Owner
+            } else {
+                role.min(Access::Editor)
+            };
+            FileView::with_access(f, access)
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": shown.id,
+        "owner_id": shown.owner_id,
+        "name": shown.name,
+        "description": shown.description,
+        "created_at": shown.created_at,
+        "role": role,
+        "file_count": views.len(),
+        "files": views,
+        "members": members,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CollectionEdit {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// Saves a collection and tells search which files changed readers.
+async fn save_collection(state: &AppState, record: CollectionRecord) -> Result<()> {
+    let store = state.store.clone();
+    let changed = blocking(move || store.update_collection(&record)).await?;
+    state.files_changed(changed);
+    Ok(())
+}
+
+async fn update_collection(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(cid): Path<String>,
+    ApiJson(body): ApiJson<CollectionEdit>,
+) -> Result<Json<CollectionView>> {
+    let (mut record, role) = load_collection(&state, &user, cid, Access::Owner).await?;
+    if let Some(name) = body.name {
+        check_text(&name, "name", MAX_NAME)?;
+        record.name = name.trim().to_owned();
+    }
+    if let Some(description) = body.description {
+        if description.chars().count() > MAX_TEXT {
+            return Err(Error::bad_request("description is too long"));
+        }
+        record.description = description.trim().to_owned();
+    }
+    save_collection(&state, record.clone()).await?;
+    let store = state.store.clone();
+    let id = record.id.clone();
+    let file_count = blocking(move || store.collection_files(&id)).await?.len();
+    Ok(Json(CollectionView {
+        record,
+        role,
+        file_count,
+    }))
+}
+
+async fn delete_collection(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(cid): Path<String>,
+) -> Result<StatusCode> {
+    let (record, _) = load_collection(&state, &user, cid, Access::Owner).await?;
+    let store = state.store.clone();
+    let files = blocking(move || store.delete_collection(&record.id)).await?;
+    state.files_changed(files);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Adding a file takes editor access to the collection and ownership of the file; removing
+/// takes editor access to the collection.
+async fn collection_file(
+    state: AppState,
+    user: AuthUser,
+    cid: String,
+    id: String,
+    add: bool,
+) -> Result<StatusCode> {
+    let (collection, _) = load_collection(&state, &user, cid, Access::Editor).await?;
+    let file_id = if add {
+        load_file(&state, &user, id, Access::Owner).await?.0.id
+    } else {
+        id
+    };
+    let store = state.store.clone();
+    let changed_id = file_id.clone();
+    let changed =
+        blocking(move || store.set_collection_file(&collection.id, &file_id, add)).await?;
+    if !add && !changed {
+        return Err(Error::not_found("file"));
+    }
+    state.files_changed(vec![changed_id]);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_to_collection(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((cid, id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    collection_file(state, user, cid, id, true).await
+}
+
+async fn remove_from_collection(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((cid, id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    collection_file(state, user, cid, id, false).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareRequest {
+    username: String,
+    /// `viewer` or `editor`.
+    role: String,
+}
+
+async fn share_collection(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(cid): Path<String>,
+    ApiJson(body): ApiJson<ShareRequest>,
+) -> Result<Json<Value>> {
+    let role = match Access::parse(&body.role) {
+        Some(role @ (Access::Viewer | Access::Editor)) => role,
+        _ => return Err(Error::bad_request("role must be viewer or editor")),
+    };
+    let (mut record, _) = load_collection(&state, &user, cid, Access::Owner).await?;
+    let store = state.store.clone();
+    let username = body.username.clone();
+    let member = blocking(move || store.get_user_by_name(&username))
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| Error::not_found("user"))?;
+    if member.id == record.owner_id {
+        return Err(Error::bad_request("the owner already has the collection"));
+    }
+    upsert_share(&mut record.shares, &member.id, role);
+    save_collection(&state, record).await?;
+    Ok(Json(
+        json!({"user_id": member.id, "username": member.username, "role": role}),
+    ))
+}
+
+async fn unshare_collection(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((cid, member)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let (mut record, _) = load_collection(&state, &user, cid, Access::Viewer).await?;
+    // The owner removes anyone; a member may leave.
+    if record.owner_id != user.user.id && member != user.user.id {
+        return Err(Error::new(
+            "forbidden",
+            "only the collection's owner may remove other members",
+        ));
+    }
+    let before = record.shares.len();
+    record.shares.retain(|s| s.user_id != member);
+    if record.shares.len() == before {
+        return Err(Error::not_found("member"));
+    }
+    save_collection(&state, record).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- ZIP of several exports ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZipQuery {
+    /// Comma-separated file ids.
+    ids: String,
+    format: String,
+    #[serde(default)]
+    speakers: Option<bool>,
+}
+
+fn extension(format: Format) -> &'static str {
+    match format {
+        Format::Json => "json",
+        Format::Srt => "srt",
+        Format::Vtt => "vtt",
+        Format::Txt => "txt",
+        Format::Csv => "csv",
+    }
+}
+
+async fn export_zip(
+    State(state): State<AppState>,
+    user: AuthUser,
+    query: std::result::Result<Query<ZipQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let Query(query) = query.map_err(|e| Error::bad_request(e.body_text()))?;
+    let format = Format::parse(&query.format)
+        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json or csv"))?;
+    let ids: Vec<String> = query
+        .ids
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() || ids.len() > MAX_ZIP_FILES {
+        return Err(Error::bad_request(format!(
+            "ids must name 1 to {MAX_ZIP_FILES} files"
+        )));
+    }
+    let speakers = query.speakers.unwrap_or(true);
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut used = std::collections::HashSet::new();
+    for id in ids {
+        let (file, transcript) = load_transcript(&state, &user, id).await?;
+        let stem = file
+            .filename
+            .rsplit_once('.')
+            .map(|(stem, _)| stem.to_owned())
+            .unwrap_or(file.filename.clone());
+        let mut name = format!("{stem}.{}", extension(format));
+        let mut n = 2;
+        while !used.insert(name.clone()) {
+            name = format!("{stem} ({n}).{}", extension(format));
+            n += 1;
+        }
+        entries.push((name, render(&transcript, format, speakers)));
+    }
+    let archive = blocking(move || {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, body) in entries {
+            zip.start_file(name, options)
+                .map_err(|e| Error::internal("internal", e))?;
+            zip.write_all(body.as_bytes())
+                .map_err(|e| Error::internal("internal", e))?;
+        }
+        let cursor = zip.finish().map_err(|e| Error::internal("internal", e))?;
+        Ok(cursor.into_inner())
+    })
+    .await?;
+    let mut response = archive.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"transcripts.zip\""),
+    );
+    Ok(response)
+}
