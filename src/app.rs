@@ -212,6 +212,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     )
     .map_err(|e| Error::internal("internal", e))?;
     spawn_housekeeping(state.clone(), shutdown.clone(), &tracker);
+    crate::watch::spawn(state.clone(), shutdown.clone(), &tracker);
     let workers = crate::jobs::spawn_workers(
         state.config.clone(),
         state.store.clone(),

@@ -26,6 +26,9 @@ pub struct Config {
     pub storage: StorageConfig,
     pub runtime: RuntimeConfig,
     pub jobs: JobsConfig,
+    pub speakers: SpeakersConfig,
+    pub watch: WatchConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -125,6 +128,66 @@ impl Default for JobsConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct SpeakersConfig {
+    /// A file's speaker whose true cosine similarity to a voice profile reaches this is
+    /// assigned to it automatically.
+    pub match_threshold: f32,
+    /// From this similarity up to `match_threshold` the profile is offered as a suggestion.
+    pub suggest_threshold: f32,
+}
+
+impl Default for SpeakersConfig {
+    fn default() -> Self {
+        Self {
+            match_threshold: 0.75,
+            suggest_threshold: 0.50,
+        }
+    }
+}
+
+/// A folder whose new media files are imported for one user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// The folder to watch; empty turns the watch folder off.
+    pub dir: String,
+    /// Username that owns the imported files.
+    pub user: String,
+    /// Seconds between scans; a file is taken once its size and time stop changing.
+    pub interval_secs: u64,
+    /// `move`: imported files go to `imported/` (refused ones to `failed/` with a reason);
+    /// `mark`: they stay and get a `.imported` (or `.failed`) marker file next to them.
+    pub after: String,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            user: String::new(),
+            interval_secs: 10,
+            after: "move".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Who may read `/metrics`: `admins`, `localhost`, `admins-and-localhost`, or `off`.
+    pub allow: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            allow: "admins-and-localhost".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub level: String,
 }
@@ -139,6 +202,9 @@ impl Default for Config {
             storage: StorageConfig::default(),
             runtime: RuntimeConfig::default(),
             jobs: JobsConfig::default(),
+            speakers: SpeakersConfig::default(),
+            watch: WatchConfig::default(),
+            metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -352,6 +418,40 @@ impl Config {
         if self.auth.min_password_length < 8 {
             return fail("auth.min_password_length", "must be at least 8");
         }
+        let (matched, suggested) = (
+            self.speakers.match_threshold,
+            self.speakers.suggest_threshold,
+        );
+        if !(0.0..=1.0).contains(&matched)
+            || !(0.0..=1.0).contains(&suggested)
+            || suggested > matched
+        {
+            return fail(
+                "speakers.match_threshold",
+                "thresholds must lie in 0..1 with suggest_threshold <= match_threshold",
+            );
+        }
+        if !self.watch.dir.is_empty() && self.watch.user.is_empty() {
+            return fail(
+                "watch.user",
+                "name the user who owns files from the watch folder",
+            );
+        }
+        if self.watch.interval_secs == 0 {
+            return fail("watch.interval_secs", "must be greater than 0");
+        }
+        if !matches!(self.watch.after.as_str(), "move" | "mark") {
+            return fail("watch.after", "must be `move` or `mark`");
+        }
+        if !matches!(
+            self.metrics.allow.as_str(),
+            "admins" | "localhost" | "admins-and-localhost" | "off"
+        ) {
+            return fail(
+                "metrics.allow",
+                "must be `admins`, `localhost`, `admins-and-localhost` or `off`",
+            );
+        }
         if crate::models::runtime::Device::parse(&self.runtime.device).is_none() {
             return fail("runtime.device", "must be `auto`, `cpu` or `cuda`");
         }
@@ -481,6 +581,14 @@ fn apply_env(merged: &mut toml::Table, env: &[(String, String)]) -> Result<(), C
                     )
                 })?
             }
+            Some(toml::Value::Float(_)) => {
+                raw.parse::<f64>().map(toml::Value::Float).map_err(|_| {
+                    invalid(
+                        "environment",
+                        format!("`{name}`: expected a number, got `{raw}`"),
+                    )
+                })?
+            }
             Some(toml::Value::Boolean(_)) => match raw.as_str() {
                 "true" | "1" | "yes" => toml::Value::Boolean(true),
                 "false" | "0" | "no" => toml::Value::Boolean(false),
@@ -601,6 +709,27 @@ lease_secs = {lease}
 # Attempts before a job that keeps failing for a transient reason ends in error.
 max_attempts = {attempts}
 
+[speakers]
+# A speaker whose true cosine similarity to one of the user's voice profiles reaches
+# match_threshold is assigned to it; from suggest_threshold up it is offered as a suggestion.
+match_threshold = {match_threshold}
+suggest_threshold = {suggest_threshold}
+
+[watch]
+# A folder whose new media files are imported for one user ("" = off). A file is taken once
+# its size and modification time stop changing between two scans.
+dir = "{watch_dir}"
+user = "{watch_user}"
+interval_secs = {watch_interval}
+# "move": imported files go to imported/ (refused ones to failed/ with a .reason.txt);
+# "mark": files stay and get a .imported (or .failed) marker next to them.
+after = "{watch_after}"
+
+[metrics]
+# Who may read the Prometheus text at /metrics: "admins" (signed in), "localhost" (no sign-in,
+# from 127.0.0.1 or ::1 only), "admins-and-localhost", or "off".
+allow = "{metrics_allow}"
+
 [log]
 # error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
 level = "{level}"
@@ -632,6 +761,13 @@ level = "{level}"
         beam = defaults.jobs.beam_size,
         lease = defaults.jobs.lease_secs,
         attempts = defaults.jobs.max_attempts,
+        match_threshold = defaults.speakers.match_threshold,
+        suggest_threshold = defaults.speakers.suggest_threshold,
+        watch_dir = defaults.watch.dir,
+        watch_user = defaults.watch.user,
+        watch_interval = defaults.watch.interval_secs,
+        watch_after = defaults.watch.after,
+        metrics_allow = defaults.metrics.allow,
     )
 }
 

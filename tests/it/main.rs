@@ -11,3 +11,4 @@ mod openai;
 mod pipeline;
 mod server;
 mod support;
+mod watch;
