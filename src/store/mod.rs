@@ -1,6 +1,7 @@
 //! redb storage: the only module that opens the database. All methods block; callers on the
 //! async executor go through `spawn_blocking`.
 
+pub mod backup;
 pub mod migrate;
 pub mod records;
 pub mod tables;
@@ -36,7 +37,7 @@ pub enum RegistrationPolicy {
     Closed,
 }
 
-fn db_err(error: impl std::fmt::Display) -> Error {
+pub(crate) fn db_err(error: impl std::fmt::Display) -> Error {
     Error::internal("store", error)
 }
 
@@ -144,6 +145,18 @@ impl Store {
         }
         let db = Database::create(path)
             .map_err(|e| db_err(format!("cannot open database {}: {e}", path.display())))?;
+        // Refuse a newer schema before writing anything; copy the file before migrating it.
+        let pending = migrate::pending(&db)
+            .map_err(|e| Error::new("database-too-new", format!("{}: {e}", path.display())))?;
+        if let Some(from_version) = pending {
+            let copy = backup::copy_before_migration(&db, path, from_version).map_err(|e| {
+                db_err(format!(
+                    "not migrating {}: the pre-migration backup failed: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::info!(backup = %copy.display(), from = from_version, "database copied before migration");
+        }
         let txn = db.begin_write().map_err(db_err)?;
         migrate::run(&txn).map_err(|e| db_err(format!("{}: {e}", path.display())))?;
         txn.commit().map_err(db_err)?;
