@@ -372,14 +372,14 @@ fn write_backup(
         Err(e) => return Err(e.into()),
     };
     let copied = copy_blobs(&blob_root, &blobs, out, &mut entries);
-    if let Some(id) = release {
-        if let Err(e) = admin::request(
+    if let Some(id) = release
+        && let Err(e) = admin::request(
             &config.data_dir,
             &Request::BackupRelease { id },
             Duration::from_secs(60),
-        ) {
-            warnings.push(format!("the daemon could not remove its staging dir: {e}"));
-        }
+        )
+    {
+        warnings.push(format!("the daemon could not remove its staging dir: {e}"));
     }
     let encrypted = copied?;
     if options.include_secrets {
