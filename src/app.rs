@@ -73,6 +73,9 @@ impl AppState {
             .then(|| config.secrets_dir().join("blob.key"));
         let blobs = BlobStore::open(&config.blob_dir(), key_file.as_deref())
             .map_err(|e| Error::internal(e.code(), e))?;
+        crate::ops::backup::clean_staging(&config.data_dir).map_err(|e| {
+            Error::internal("internal", format!("cannot remove old backup staging: {e}"))
+        })?;
         let referenced = store.referenced_blobs()?;
         // At start-up no upload can be in flight (redb's lock keeps one daemon per data dir),
         // so every temp file is left over from a crash.
@@ -104,6 +107,8 @@ pub struct RunningServer {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     pub fingerprint: String,
+    /// The local admin socket (`status`, online `backup`), if its path fits a unix socket.
+    pub admin_socket: Option<PathBuf>,
     pub state: AppState,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -213,6 +218,8 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     .map_err(|e| Error::internal("internal", e))?;
     spawn_housekeeping(state.clone(), shutdown.clone(), &tracker);
     crate::watch::spawn(state.clone(), shutdown.clone(), &tracker);
+    let admin_socket = crate::ops::admin::spawn(state.clone(), shutdown.clone(), &tracker)
+        .map_err(|e| Error::internal("internal", format!("admin socket: {e}")))?;
     let workers = crate::jobs::spawn_workers(
         state.config.clone(),
         state.store.clone(),
@@ -220,7 +227,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         state.jobs.clone(),
         shutdown.clone(),
     );
-    tracing::info!(%https_addr, ?http_addr, "listening");
+    tracing::info!(%https_addr, ?http_addr, admin_socket = ?admin_socket, "listening");
 
     Ok(RunningServer {
         https_addr,
@@ -228,6 +235,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         cert_path,
         key_path,
         fingerprint,
+        admin_socket,
         state,
         shutdown,
         tracker,

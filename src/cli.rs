@@ -46,6 +46,48 @@ pub enum Command {
     Doctor(CommonArgs),
     /// Transcribe a media file and print the transcript to standard output.
     Transcribe(TranscribeArgs),
+    /// Back up the database, media and (optionally) secrets: online from the running daemon,
+    /// else from the idle data dir.
+    Backup(BackupArgs),
+    /// Restore a backup into an empty data dir, verifying every checksum.
+    Restore(RestoreArgs),
+    /// Ask the running daemon for its version, uptime, readiness, jobs, disk, models, provider.
+    Status(StatusArgs),
+    /// Prepare a data dir (TLS certificate, secrets) without starting; used by the package.
+    #[command(hide = true)]
+    Init(CommonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// New (or empty) directory to write the backup to; with --keep, the directory that holds
+    /// dated backups.
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Also copy the secrets (TLS key, blob encryption key) and the config file.
+    #[arg(long)]
+    pub include_secrets: bool,
+    /// Write DEST/opentranscribe-<UTC time> and keep only the newest N such backups.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A directory written by `opentranscribe backup`.
+    pub source: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -187,7 +229,33 @@ fn load_config(common: &CommonArgs, extra: FlagOverrides) -> anyhow::Result<Conf
         models_dir: common.models_dir.clone(),
         ..extra
     };
-    Ok(Config::load(common.config.as_deref(), &flags)?)
+    let file = common.config.clone().or_else(packaged_config);
+    Ok(Config::load(file.as_deref(), &flags)?)
+}
+
+/// The installed binary (`/usr/bin/opentranscribe`) reads the packaged config when no config is
+/// named (`--config`, `OPENTRANSCRIBE_CONFIG`) and the caller may read it, so `status`, `backup`
+/// or `models import` run by an admin see the service's data dir.
+pub const PACKAGED_BINARY: &str = "/usr/bin/opentranscribe";
+pub const PACKAGED_CONFIG: &str = "/etc/opentranscribe/opentranscribe.toml";
+
+fn packaged_config() -> Option<PathBuf> {
+    if std::env::var_os("OPENTRANSCRIBE_CONFIG").is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let config = PathBuf::from(PACKAGED_CONFIG);
+    (exe == std::path::Path::new(PACKAGED_BINARY) && std::fs::File::open(&config).is_ok())
+        .then_some(config)
+}
+
+/// The config file in force for these arguments, if any.
+fn config_file_in_force(common: &CommonArgs) -> Option<PathBuf> {
+    common
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("OPENTRANSCRIBE_CONFIG").map(PathBuf::from))
+        .or_else(packaged_config)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -239,6 +307,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(common) => {
             let config = load_config(&common, FlagOverrides::default());
             crate::models::cli::doctor(config)
+        }
+        Command::Backup(args) => run_backup(&args),
+        Command::Restore(args) => run_restore(&args),
+        Command::Status(args) => run_status(&args),
+        Command::Init(common) => {
+            let config = load_config(&common, FlagOverrides::default())?;
+            run_init(&config)
         }
         Command::User { command } => match command {
             UserCommand::Create {
@@ -332,5 +407,94 @@ fn create_user_offline(
         crate::store::records::Role::User
     };
     store.create_user(&uuid::Uuid::now_v7().to_string(), username, &hash, role)?;
+    Ok(())
+}
+
+fn run_backup(args: &BackupArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.common, FlagOverrides::default())?;
+    let options = crate::ops::backup::BackupOptions {
+        dest: args.dest.clone(),
+        include_secrets: args.include_secrets,
+        keep: args.keep,
+        config_file: config_file_in_force(&args.common),
+    };
+    let summary = crate::ops::backup::run_backup(&config, &options)?;
+    let manifest = &summary.manifest;
+    println!(
+        "backup written to {} ({}, schema v{}, {} files, {} blobs, {} MiB{})",
+        summary.path.display(),
+        if manifest.online {
+            "online, from the running daemon"
+        } else {
+            "from the idle data dir"
+        },
+        manifest.schema_version,
+        manifest.file_records,
+        manifest.blobs,
+        summary.bytes / (1024 * 1024),
+        if manifest.includes_secrets {
+            ", with secrets and config"
+        } else {
+            ""
+        }
+    );
+    for path in &summary.pruned {
+        println!("removed old backup {}", path.display());
+    }
+    for warning in &summary.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}
+
+fn run_restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.common, FlagOverrides::default())?;
+    let summary = crate::ops::backup::run_restore(&config, &args.source)?;
+    println!(
+        "restored {} files ({} MiB) from {} (taken {}, schema v{}) into {}: {} users, {} media files",
+        summary.files_restored,
+        summary.bytes / (1024 * 1024),
+        args.source.display(),
+        summary.manifest.created_at,
+        summary.manifest.schema_version,
+        config.data_dir.display(),
+        summary.users,
+        summary.manifest.file_records
+    );
+    for note in &summary.notes {
+        println!("note: {note}");
+    }
+    println!("start the daemon; the search index is rebuilt from the restored transcripts");
+    Ok(())
+}
+
+fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.common, FlagOverrides::default())?;
+    let answer = crate::ops::admin::request(
+        &config.data_dir,
+        &crate::ops::admin::Request::Status,
+        std::time::Duration::from_secs(30),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", crate::ops::status::render(&answer));
+    }
+    Ok(())
+}
+
+/// Creates the data dir, the self-signed certificate (unless one is configured) and the blob
+/// key, keeping whatever exists already.
+fn run_init(config: &Config) -> anyhow::Result<()> {
+    crate::app::create_private_dir(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    if config.server.tls_cert.is_none() {
+        let (cert, _) = crate::http::tls::ensure_self_signed(&config.data_dir)?;
+        let fingerprint = crate::http::tls::cert_fingerprint_sha256(&cert)?;
+        println!("certificate: {} (SHA-256 {fingerprint})", cert.display());
+    }
+    let key = config.secrets_dir().join("blob.key");
+    crate::blobs::BlobStore::open(&config.blob_dir(), Some(&key))?;
+    println!("blob key: {}", key.display());
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod jobs;
 pub mod media;
 pub mod models;
+pub mod ops;
 pub mod pipeline;
 pub mod store;
 pub mod telemetry;

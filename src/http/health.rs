@@ -82,7 +82,15 @@ fn models_check(config: &crate::config::Config) -> Check {
         problems.push("ONNX Runtime library not found".to_owned());
     }
     let cache = ModelCache::new(&config.models_dir);
-    for name in REQUIRED_MODELS {
+    // A runtime found outside the cache (the package's /usr/lib/opentranscribe) needs no
+    // runtime in the cache.
+    let runtime_in_cache = search.found.as_ref().is_none_or(|p| {
+        p.starts_with(config.models_dir.join(crate::models::manifest::RUNTIME_DIR))
+    });
+    for name in REQUIRED_MODELS
+        .iter()
+        .filter(|n| **n != crate::models::manifest::RUNTIME_DIR || runtime_in_cache)
+    {
         if !cache.verify(name, Depth::Sizes).is_empty() {
             problems.push(format!("{name} missing or damaged"));
         }

@@ -214,7 +214,13 @@ pub fn doctor(config: anyhow::Result<Config>) -> anyhow::Result<()> {
     println!("models dir: {}", cache.root().display());
     for (name, kind) in DEFAULT_MODELS {
         let problems = cache.verify(name, Depth::Hashes);
-        let required = REQUIRED_MODELS.contains(name);
+        // A runtime found outside the cache (the package's /usr/lib/opentranscribe) is enough.
+        let runtime_elsewhere = *name == crate::models::manifest::RUNTIME_DIR
+            && search
+                .found
+                .as_ref()
+                .is_some_and(|p| !p.starts_with(cache.root().join(name)));
+        let required = REQUIRED_MODELS.contains(name) && !runtime_elsewhere;
         if problems.is_empty() {
             println!("  {name:<28} {:<18} ok", kind.as_str());
         } else {

@@ -144,6 +144,11 @@ impl Runtime {
         Ok(runtime)
     }
 
+    /// The runtime if this process has loaded it already; never loads it.
+    pub fn loaded() -> Option<Runtime> {
+        RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn load(settings: &RuntimeSettings) -> Result<Runtime, RuntimeError> {
         let search = find_library(settings.library.as_deref(), &settings.models_dir);
         let library = search.found.ok_or(RuntimeError::NotFound(search.tried))?;

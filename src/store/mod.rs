@@ -1,6 +1,7 @@
 //! redb storage: the only module that opens the database. All methods block; callers on the
 //! async executor go through `spawn_blocking`.
 
+pub mod backup;
 pub mod library;
 pub mod migrate;
 pub mod records;
@@ -37,7 +38,7 @@ pub enum RegistrationPolicy {
     Closed,
 }
 
-fn db_err(error: impl std::fmt::Display) -> Error {
+pub(crate) fn db_err(error: impl std::fmt::Display) -> Error {
     Error::internal("store", error)
 }
 
@@ -150,6 +151,18 @@ impl Store {
         }
         let db = Database::create(path)
             .map_err(|e| db_err(format!("cannot open database {}: {e}", path.display())))?;
+        // Refuse a newer schema before writing anything; copy the file before migrating it.
+        let pending = migrate::pending(&db)
+            .map_err(|e| Error::new("database-too-new", format!("{}: {e}", path.display())))?;
+        if let Some(from_version) = pending {
+            let copy = backup::copy_before_migration(&db, path, from_version).map_err(|e| {
+                db_err(format!(
+                    "not migrating {}: the pre-migration backup failed: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::info!(backup = %copy.display(), from = from_version, "database copied before migration");
+        }
         let txn = db.begin_write().map_err(db_err)?;
         migrate::run(&txn).map_err(|e| db_err(format!("{}: {e}", path.display())))?;
         txn.commit().map_err(db_err)?;

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod asr;
+mod backup;
 mod cli;
 mod files;
 mod layout;
