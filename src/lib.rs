@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod media;
+pub mod metrics;
 pub mod models;
 pub mod ops;
 pub mod pipeline;

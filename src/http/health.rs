@@ -1,4 +1,5 @@
-//! `/api/health` (liveness, no auth) and `/api/ready` (each dependency checked by name).
+//! `/api/health` (liveness, no auth), `/api/ready` (each dependency checked by name) and
+//! `/metrics` (Prometheus text, for admins and/or from localhost per `[metrics] allow`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,6 +15,55 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/health", get(health))
         .route("/api/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text. Who may read it is configured; anyone else gets 404, as if it did not exist.
+async fn metrics(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    request: axum::extract::Request,
+) -> Result<Response, crate::error::Error> {
+    use axum::extract::FromRequestParts;
+    let allow = state.config.metrics.allow.as_str();
+    let local = peer.ip().is_loopback();
+    let permitted = match allow {
+        "off" => false,
+        "localhost" => local,
+        "admins-and-localhost" if local => true,
+        _ => {
+            let (mut parts, _) = request.into_parts();
+            super::extract::AdminUser::from_request_parts(&mut parts, &state)
+                .await
+                .is_ok()
+        }
+    };
+    if !permitted {
+        return Err(crate::error::Error::not_found("route"));
+    }
+    let store = state.store.clone();
+    let (jobs, depth) = blocking(move || {
+        let mut by_state = std::collections::BTreeMap::new();
+        for state in ["queued", "running", "done", "failed", "cancelled"] {
+            by_state.insert(state.to_owned(), 0u64);
+        }
+        let mut depth = 0;
+        for job in store.list_jobs()? {
+            if job.state == "queued" {
+                depth += 1;
+            }
+            *by_state.entry(job.state).or_insert(0) += 1;
+        }
+        Ok((by_state, depth))
+    })
+    .await?;
+    let body = crate::metrics::METRICS.render(&jobs, depth);
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
 }
 
 pub async fn health() -> Json<serde_json::Value> {

@@ -28,6 +28,21 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// JSON bodies are small; uploads lift this limit on their own route.
 const JSON_BODY_LIMIT: usize = 1024 * 1024;
 
+async fn count_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    crate::metrics::METRICS.http_request(&method, &route, response.status().as_u16());
+    response
+}
+
 /// The whole HTTPS application.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -37,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .merge(transcripts::routes())
         .merge(openai::routes())
         .merge(library::routes())
+        // Counted per matched route (the pattern, never the concrete path with its ids).
+        .route_layer(axum::middleware::from_fn(count_request))
         .route(
             "/api/{*rest}",
             axum::routing::any(|| async { Error::not_found("route") }),

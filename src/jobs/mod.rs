@@ -251,6 +251,11 @@ impl Worker {
                     progress,
                     error: if status == "error" { error } else { None },
                 });
+                crate::metrics::METRICS.job_finished(
+                    &status,
+                    file.duration_secs,
+                    started.elapsed().as_secs_f64(),
+                );
                 tracing::info!(
                     file_id = %file.id,
                     %status,
@@ -270,8 +275,11 @@ impl Worker {
         file: &FileRecord,
     ) -> Result<crate::transcript::Transcript, PipelineError> {
         if self.engine.is_none() {
+            let started = Instant::now();
             let loaded =
                 Engine::load(&self.config, &self.config.jobs.model, self.config.jobs.int8)?;
+            crate::metrics::METRICS
+                .model_load(&self.config.jobs.model, started.elapsed().as_secs_f64());
             self.engine = Some(loaded);
         }
         let Some(engine) = self.engine.as_mut() else {

@@ -344,3 +344,71 @@ async fn orphan_blobs_and_temp_files_are_swept_at_start() {
     assert!(server.temp_files().is_empty());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_for_localhost_by_default_and_only_admins_when_configured() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    // A request for a concrete file id is counted under its route pattern.
+    let (status, _) = server
+        .call(
+            reqwest::Method::GET,
+            "/api/files/no-such-file",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let response = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "localhost reads without signing in");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("route=\"/api/files/{id}\",status=\"404\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("no-such-file"),
+        "paths with ids never become labels"
+    );
+    assert!(text.contains("opentranscribe_queue_depth 0"), "{text}");
+    assert!(
+        text.contains("opentranscribe_jobs{state=\"queued\"} 0"),
+        "{text}"
+    );
+    server.stop().await;
+
+    let server = TestServer::start_with(|c| c.metrics.allow = "admins".to_owned()).await;
+    let admin = server.admin().await;
+    let user = server.user(&admin, "someone").await;
+    let anonymous = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 404);
+    let (status, _) = server
+        .call(reqwest::Method::GET, "/metrics", &user, None)
+        .await;
+    assert_eq!(status, 404, "a normal user does not see metrics");
+    let response = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.stop().await;
+}
