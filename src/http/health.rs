@@ -16,6 +16,18 @@ pub fn routes() -> Router<AppState> {
         .route("/api/health", get(health))
         .route("/api/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/admin/status", get(admin_status))
+}
+
+/// What `opentranscribe status` shows, for the admin page: version, uptime, readiness, jobs by
+/// state, disk, models and the execution provider.
+async fn admin_status(
+    State(state): State<AppState>,
+    _admin: super::extract::AdminUser,
+) -> Result<Json<crate::ops::status::StatusReport>, crate::error::Error> {
+    let gathered = state.clone();
+    let report = blocking(move || Ok(crate::ops::status::gather(&gathered))).await?;
+    Ok(Json(report))
 }
 
 /// Prometheus text. Who may read it is configured; anyone else gets 404, as if it did not exist.

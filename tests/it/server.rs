@@ -412,3 +412,29 @@ async fn metrics_for_localhost_by_default_and_only_admins_when_configured() {
     assert_eq!(response.status(), 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn admin_status_reports_for_admins_only() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let user = server.user(&admin, "someone").await;
+    let (status, report) = server
+        .call(reqwest::Method::GET, "/api/admin/status", &admin, None)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    assert!(report["uptime_secs"].is_u64());
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "database")
+    );
+    assert!(report["disk"]["free_bytes"].as_u64().unwrap() > 0);
+    let (status, _) = server
+        .call(reqwest::Method::GET, "/api/admin/status", &user, None)
+        .await;
+    assert_eq!(status, 403);
+    server.stop().await;
+}
