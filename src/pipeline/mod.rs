@@ -393,6 +393,7 @@ pub fn transcribe_media(
                     end: chunk_time_to_source(chunk, w.end, true),
                     text: w.text.clone(),
                     probability: w.probability,
+                    speaker: None,
                 })
                 .collect();
             segments.push(Segment {
