@@ -96,7 +96,9 @@ impl Default for Binarisation {
             onset: 0.5,
             offset: 0.4,
             min_duration_on: 0.2,
-            min_duration_off: 0.1,
+            // Measured on the synthetic corpus: 0.1 s left pauses between a speaker's sentences
+            // as missed speech (conv2a DER 7.3 %); 0.5 s fills them (3.7 %).
+            min_duration_off: 0.5,
         }
     }
 }
