@@ -56,6 +56,15 @@ pub enum Command {
     /// Prepare a data dir (TLS certificate, secrets) without starting; used by the package.
     #[command(hide = true)]
     Init(CommonArgs),
+    /// Diarize a media file (no transcription) and print RTTM; for benchmarks.
+    #[command(hide = true)]
+    Diarize(DiarizeArgs),
+    /// Score an RTTM hypothesis against a reference: DER as JSON; for benchmarks.
+    #[command(hide = true)]
+    DiarizeScore {
+        reference: PathBuf,
+        hypothesis: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +100,46 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DiarizeArgs {
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub speakers: SpeakerArgs,
+    /// Seconds between 10 s segmentation windows.
+    #[arg(long)]
+    pub step: Option<f64>,
+    /// Clustering threshold (cosine distance).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Activity at which a speaker turn starts.
+    #[arg(long)]
+    pub onset: Option<f32>,
+    /// Activity below which it ends.
+    #[arg(long)]
+    pub offset: Option<f32>,
+    /// Pauses shorter than this (seconds) inside one speaker's speech are filled.
+    #[arg(long)]
+    pub min_off: Option<f64>,
+    /// Print one JSON line per speaker with its centroid to standard error.
+    #[arg(long)]
+    pub centroids: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SpeakerArgs {
+    /// Number of speakers, when known.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub speakers: Option<u32>,
+    /// At least this many speakers.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub min_speakers: Option<u32>,
+    /// At most this many speakers.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub max_speakers: Option<u32>,
+}
+
+#[derive(Debug, Args)]
 pub struct TranscribeArgs {
     /// Audio or video file.
     pub file: PathBuf,
@@ -100,7 +149,7 @@ pub struct TranscribeArgs {
     #[arg(long, default_value = "whisper-base")]
     pub model: String,
     /// Output format.
-    #[arg(long, default_value = "json", value_parser = ["json", "srt", "vtt", "txt", "csv"])]
+    #[arg(long, default_value = "json", value_parser = ["json", "srt", "vtt", "txt", "csv", "rttm"])]
     pub format: String,
     /// Language code (e.g. `en`); detected when absent.
     #[arg(long)]
@@ -126,9 +175,8 @@ pub struct TranscribeArgs {
     /// Transcribe everything, silence included, without voice activity detection.
     #[arg(long)]
     pub no_vad: bool,
-    /// Number of speakers, when known.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
-    pub speakers: Option<u32>,
+    #[command(flatten)]
+    pub speakers: SpeakerArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +352,39 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init("warn");
             run_transcribe(&config, &args)
         }
+        Command::Diarize(args) => {
+            let config = load_config(&args.common, FlagOverrides::default())?;
+            crate::telemetry::init("warn");
+            run_diarize(&config, &args)
+        }
+        Command::DiarizeScore {
+            reference,
+            hypothesis,
+        } => {
+            use crate::diarize::metrics::{der, parse_rttm};
+            let read = |p: &PathBuf| -> anyhow::Result<_> {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                parse_rttm(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            };
+            let (r, h) = (read(&reference)?, read(&hypothesis)?);
+            let plain = der(&r, &h, 0.0);
+            let collared = der(&r, &h, 0.25);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "der": plain.der,
+                    "der_collar": collared.der,
+                    "missed": plain.missed,
+                    "false_alarm": plain.false_alarm,
+                    "confusion": plain.confusion,
+                    "reference_speech": plain.reference_speech,
+                    "hypothesis_speakers": h.iter().map(|t| t.speaker.as_str()).collect::<std::collections::BTreeSet<_>>().len(),
+                    "mapping": plain.mapping,
+                })
+            );
+            Ok(())
+        }
         Command::Doctor(common) => {
             let config = load_config(&common, FlagOverrides::default());
             crate::models::cli::doctor(config)
@@ -341,12 +422,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> {
-    use crate::pipeline::{Engine, FileOptions, Stage, transcribe_file};
+    use crate::pipeline::{Engine, FileOptions, process_file};
     use crate::transcript::export::{Format, render};
     if !args.file.is_file() {
         bail!("{}: no such file", args.file.display());
     }
-    let format = Format::parse(&args.format).context("unknown format")?;
+    let rttm = args.format == "rttm";
+    if rttm && args.no_diarize {
+        bail!("--format rttm needs diarization; drop --no-diarize");
+    }
+    let format = if rttm {
+        Format::Json
+    } else {
+        Format::parse(&args.format).context("unknown format")?
+    };
     let mut engine = Engine::load(config, &args.model, args.int8)?;
     let options = FileOptions {
         model: args.model.clone(),
@@ -357,33 +446,111 @@ fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> 
         beam_size: args.beam as usize,
         initial_prompt: args.initial_prompt.clone(),
         hotwords: args.hotwords.clone(),
+        diarize: !args.no_diarize,
+        num_speakers: args.speakers.speakers.map(|n| n as usize),
+        min_speakers: args.speakers.min_speakers.map(|n| n as usize),
+        max_speakers: args.speakers.max_speakers.map(|n| n as usize),
     };
+    options
+        .diarize_options()
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bar = progress_bar();
+    let processed = process_file(&mut engine, &args.file, &options, &mut |stage| {
+        show_stage(&bar, stage, options.diarize)
+    });
+    bar.finish_and_clear();
+    let processed = processed?;
+    if rttm {
+        print!("{}", rttm_of(&args.file, &processed.diarization));
+    } else {
+        print!(
+            "{}",
+            render(&processed.transcript, format, !args.no_diarize)
+        );
+    }
+    Ok(())
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(1000);
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{msg:12} [{bar:30}] {percent}% {elapsed}")
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    let transcript = transcribe_file(
-        &mut engine,
-        &args.file,
-        &options,
-        &mut |stage| match stage {
-            Stage::Decode(f) => {
-                bar.set_message("decoding");
-                bar.set_position((f * 100.0) as u64);
-                std::ops::ControlFlow::Continue(())
-            }
-            Stage::Transcribe(f) => {
-                bar.set_message("transcribing");
-                bar.set_position(100 + (f * 900.0) as u64);
-                std::ops::ControlFlow::Continue(())
-            }
-        },
-    );
+    bar
+}
+
+/// Decoding takes the first 10 %, transcription the next 75 % (90 % without diarization).
+fn show_stage(
+    bar: &indicatif::ProgressBar,
+    stage: crate::pipeline::Stage,
+    diarize: bool,
+) -> std::ops::ControlFlow<()> {
+    use crate::pipeline::Stage;
+    let transcribe_share = if diarize { 750.0 } else { 900.0 };
+    let (message, position) = match stage {
+        Stage::Decode(f) => ("decoding", f * 100.0),
+        Stage::Transcribe(f) => ("transcribing", 100.0 + f * transcribe_share),
+        Stage::Diarize(f) => ("speakers", 850.0 + f * 150.0),
+    };
+    bar.set_message(message);
+    bar.set_position(position as u64);
+    std::ops::ControlFlow::Continue(())
+}
+
+fn rttm_of(file: &std::path::Path, diarization: &crate::diarize::Diarization) -> String {
+    let id = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_owned());
+    crate::diarize::metrics::write_rttm(&id, &diarization.turns)
+}
+
+fn run_diarize(config: &Config, args: &DiarizeArgs) -> anyhow::Result<()> {
+    if !args.file.is_file() {
+        bail!("{}: no such file", args.file.display());
+    }
+    let mut options = crate::diarize::DiarizeOptions {
+        num_speakers: args.speakers.speakers.map(|n| n as usize),
+        min_speakers: args.speakers.min_speakers.map(|n| n as usize),
+        max_speakers: args.speakers.max_speakers.map(|n| n as usize),
+        ..crate::diarize::DiarizeOptions::default()
+    };
+    if let Some(step) = args.step {
+        options.step_seconds = step;
+    }
+    if let Some(threshold) = args.threshold {
+        options.threshold = threshold;
+    }
+    if let Some(onset) = args.onset {
+        options.binarisation.onset = onset;
+    }
+    if let Some(offset) = args.offset {
+        options.binarisation.offset = offset;
+    }
+    if let Some(min_off) = args.min_off {
+        options.binarisation.min_duration_off = min_off;
+    }
+    options.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut diarizer = crate::pipeline::load_diarizer(config)?;
+    let bar = progress_bar();
+    let diarization =
+        crate::pipeline::diarize_file(&mut diarizer, &args.file, &options, &mut |stage| {
+            show_stage(&bar, stage, true)
+        });
     bar.finish_and_clear();
-    let transcript = transcript?;
-    print!("{}", render(&transcript, format, !args.no_diarize));
+    let diarization = diarization?;
+    if args.centroids {
+        for speaker in &diarization.speakers {
+            eprintln!(
+                "{}",
+                serde_json::json!({"speaker": speaker.id, "speech_seconds": speaker.speech_seconds, "centroid": speaker.centroid})
+            );
+        }
+    }
+    print!("{}", rttm_of(&args.file, &diarization));
     Ok(())
 }
 

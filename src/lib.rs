@@ -6,6 +6,7 @@ pub mod auth;
 pub mod blobs;
 pub mod cli;
 pub mod config;
+pub mod diarize;
 pub mod error;
 pub mod http;
 pub mod jobs;

@@ -408,6 +408,7 @@ mod tests {
             end: start + 0.4,
             text: text.to_owned(),
             probability: p,
+            speaker: None,
         };
         Transcript {
             language: "en".to_owned(),

@@ -302,6 +302,10 @@ impl Worker {
             beam_size: self.config.jobs.beam_size,
             initial_prompt: None,
             hotwords: None,
+            diarize: file.options.diarize,
+            num_speakers: file.options.num_speakers.map(|n| n as usize),
+            min_speakers: file.options.min_speakers.map(|n| n as usize),
+            max_speakers: file.options.max_speakers.map(|n| n as usize),
         };
         let store = self.store.clone();
         let jobs = self.jobs.clone();
@@ -316,7 +320,8 @@ impl Worker {
             // Decoding is cheap and transcription the bulk of the work: weigh them 10 / 90.
             let (name, fraction) = match stage {
                 Stage::Decode(f) => ("decode", 0.1 * f),
-                Stage::Transcribe(f) => ("transcribe", 0.1 + 0.9 * f),
+                Stage::Transcribe(f) => ("transcribe", 0.1 + 0.75 * f),
+                Stage::Diarize(f) => ("diarize", 0.85 + 0.15 * f),
             };
             if last_report.elapsed() < HEARTBEAT_EVERY && name == last_stage {
                 return ControlFlow::Continue(());

@@ -3,7 +3,8 @@
 //!
 //! Memory stays bounded for any length: decoding streams 16 kHz samples to a temporary file
 //! while Silero VAD scores them; then only the speech chunks (at most 30 s each) are read
-//! back, one at a time, and transcribed independently.
+//! back, one at a time, and transcribed independently. Diarization then reads the same spool
+//! window by window (10 s at a time) and labels words and segments with speakers.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -17,10 +18,13 @@ use crate::asr::vad::{
 };
 use crate::asr::whisper::WhisperModel;
 use crate::config::Config;
+use crate::diarize::{
+    Diarization, DiarizeError, DiarizeOptions, Diarizer, SampleSource, SpeakerInfo,
+};
 use crate::media::decode::{DecodeError, decode_to_mono_16k};
 use crate::models::cache::{Depth, ModelCache};
 use crate::models::runtime::Runtime;
-use crate::transcript::{Segment, Transcript, Word};
+use crate::transcript::{Segment, Speaker, Transcript, Word};
 use symphonia::core::io::MediaSource;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,8 @@ pub enum PipelineError {
     Runtime(#[from] crate::models::runtime::RuntimeError),
     #[error("{0}")]
     Asr(#[from] crate::asr::whisper::AsrError),
+    #[error("{0}")]
+    Diarize(DiarizeError),
     #[error("temporary audio file: {0}")]
     Scratch(std::io::Error),
     #[error("cancelled")]
@@ -46,6 +52,7 @@ impl PipelineError {
             PipelineError::Model { .. } => "model-missing",
             PipelineError::Runtime(e) => e.code(),
             PipelineError::Asr(e) => e.code(),
+            PipelineError::Diarize(e) => e.code(),
             PipelineError::Scratch(_) => "scratch-io",
             PipelineError::Cancelled => "cancelled",
         }
@@ -58,6 +65,8 @@ pub enum Stage {
     /// Decoding and voice activity detection, fraction done when the duration is known.
     Decode(f32),
     Transcribe(f32),
+    /// Speaker diarization after transcription.
+    Diarize(f32),
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +83,12 @@ pub struct FileOptions {
     pub initial_prompt: Option<String>,
     /// Words to favour in every window.
     pub hotwords: Option<String>,
+    /// Label speakers (diarization after transcription).
+    pub diarize: bool,
+    /// Exact number of speakers, when known (1..=20).
+    pub num_speakers: Option<usize>,
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
 }
 
 impl Default for FileOptions {
@@ -87,6 +102,21 @@ impl Default for FileOptions {
             beam_size: 5,
             initial_prompt: None,
             hotwords: None,
+            diarize: true,
+            num_speakers: None,
+            min_speakers: None,
+            max_speakers: None,
+        }
+    }
+}
+
+impl FileOptions {
+    pub fn diarize_options(&self) -> DiarizeOptions {
+        DiarizeOptions {
+            num_speakers: self.num_speakers,
+            min_speakers: self.min_speakers,
+            max_speakers: self.max_speakers,
+            ..DiarizeOptions::default()
         }
     }
 }
@@ -95,6 +125,9 @@ impl Default for FileOptions {
 pub struct Engine {
     pub whisper: WhisperModel,
     pub vad: SileroVad,
+    /// The diarization models, or why they could not be loaded (reported when a file asks for
+    /// speakers, so a cache without them still transcribes with `diarize = false`).
+    pub diarizer: Result<Diarizer, String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -132,8 +165,21 @@ impl Engine {
         let whisper = WhisperModel::load(&runtime, &dir, &manifest, quantized)?;
         let (vad_dir, vad_manifest) = checked_model(config, "silero-vad")?;
         let vad = SileroVad::load(&runtime, &vad_dir, &vad_manifest)?;
-        Ok(Self { whisper, vad })
+        let diarizer = load_diarizer(config).map_err(|e| e.to_string());
+        Ok(Self {
+            whisper,
+            vad,
+            diarizer,
+        })
     }
+}
+
+/// Loads the segmentation and speaker-embedding models from the cache.
+pub fn load_diarizer(config: &Config) -> Result<Diarizer, PipelineError> {
+    let runtime = Runtime::get_or_init(&config.runtime_settings())?;
+    let (segmentation_dir, _) = checked_model(config, "pyannote-segmentation-3.0")?;
+    let (embedding_dir, _) = checked_model(config, "campplus-zh-en")?;
+    Diarizer::load(&runtime, &segmentation_dir, &embedding_dir).map_err(PipelineError::Diarize)
 }
 
 /// Lets symphonia read a stored blob (plain or encrypted) as a seekable source.
@@ -205,6 +251,19 @@ impl Spool {
     }
 }
 
+impl SampleSource for Spool {
+    fn total_samples(&self) -> usize {
+        self.file
+            .metadata()
+            .map(|m| (m.len() / 4) as usize)
+            .unwrap_or(0)
+    }
+
+    fn read_into(&mut self, start: usize, end: usize, out: &mut Vec<f32>) -> std::io::Result<()> {
+        self.read(start, end, out)
+    }
+}
+
 impl Drop for Spool {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
@@ -243,17 +302,7 @@ pub fn transcribe_file(
     options: &FileOptions,
     progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
 ) -> Result<Transcript, PipelineError> {
-    let mut opener = || -> Result<Box<dyn MediaSource>, PipelineError> {
-        let file = File::open(path).map_err(|e| {
-            PipelineError::Media(DecodeError::Io {
-                container: "file".to_owned(),
-                codec: "unknown".to_owned(),
-                source: e,
-            })
-        })?;
-        Ok(Box::new(file))
-    };
-    transcribe_media(engine, &mut opener, options, progress)
+    process_file(engine, path, options, progress).map(|p| p.transcript)
 }
 
 /// As [`transcribe_file`] for any seekable source (a blob from the store, say). `progress`
@@ -264,6 +313,101 @@ pub fn transcribe_media(
     options: &FileOptions,
     progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
 ) -> Result<Transcript, PipelineError> {
+    process_media(engine, open, options, progress).map(|p| p.transcript)
+}
+
+/// A transcript with what diarization found beyond it.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub transcript: Transcript,
+    /// Speaker turns and per-speaker centroids (192-d, L2-normalised; for voice profiles).
+    /// Empty when diarization was off.
+    pub diarization: Diarization,
+}
+
+/// As [`process_media`] for a file on disk.
+pub fn process_file(
+    engine: &mut Engine,
+    path: &Path,
+    options: &FileOptions,
+    progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
+) -> Result<Processed, PipelineError> {
+    let mut opener = file_opener(path);
+    process_media(engine, &mut opener, options, progress)
+}
+
+fn file_opener(path: &Path) -> impl FnMut() -> Result<Box<dyn MediaSource>, PipelineError> + '_ {
+    move || {
+        let file = File::open(path).map_err(|e| {
+            PipelineError::Media(DecodeError::Io {
+                container: "file".to_owned(),
+                codec: "unknown".to_owned(),
+                source: e,
+            })
+        })?;
+        Ok(Box::new(file) as Box<dyn MediaSource>)
+    }
+}
+
+/// Decodes to a spool and diarizes it, without transcription (`opentranscribe diarize`).
+pub fn diarize_file(
+    diarizer: &mut Diarizer,
+    path: &Path,
+    options: &DiarizeOptions,
+    progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
+) -> Result<Diarization, PipelineError> {
+    options.validate().map_err(PipelineError::Diarize)?;
+    let mut open = file_opener(path);
+    let mut spool = Spool::create().map_err(PipelineError::Scratch)?;
+    let mut failure: Option<PipelineError> = None;
+    {
+        let mut writer = BufWriter::with_capacity(1 << 20, &spool.file);
+        decode_to_mono_16k(open()?, SAMPLE_RATE, |chunk| {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
+            if let Err(e) = writer.write_all(&bytes) {
+                failure = Some(PipelineError::Scratch(e));
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        writer.flush().map_err(PipelineError::Scratch)?;
+    }
+    if progress(Stage::Decode(1.0)).is_break() {
+        return Err(PipelineError::Cancelled);
+    }
+    diarizer
+        .diarize(&mut spool, options, &mut |f| progress(Stage::Diarize(f)))
+        .map_err(diarize_error)
+}
+
+fn diarize_error(e: DiarizeError) -> PipelineError {
+    match e {
+        DiarizeError::Cancelled => PipelineError::Cancelled,
+        other => PipelineError::Diarize(other),
+    }
+}
+
+/// Decodes, finds speech, transcribes chunk by chunk, then (unless `options.diarize` is off)
+/// diarizes and labels every word and segment with its speaker.
+pub fn process_media(
+    engine: &mut Engine,
+    open: &mut Opener<'_>,
+    options: &FileOptions,
+    progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
+) -> Result<Processed, PipelineError> {
+    let diarize_options = options.diarize_options();
+    if options.diarize {
+        diarize_options.validate().map_err(PipelineError::Diarize)?;
+        if let Err(reason) = &engine.diarizer {
+            return Err(PipelineError::Model {
+                name: "diarization".to_owned(),
+                reason: reason.clone(),
+            });
+        }
+    }
     let expected_samples = crate::media::probe::probe(open()?)
         .ok()
         .and_then(|info| info.duration_secs)
@@ -393,6 +537,7 @@ pub fn transcribe_media(
                     end: chunk_time_to_source(chunk, w.end, true),
                     text: w.text.clone(),
                     probability: w.probability,
+                    speaker: None,
                 })
                 .collect();
             segments.push(Segment {
@@ -411,12 +556,39 @@ pub fn transcribe_media(
         }
     }
     let _ = language_probability;
-    Ok(Transcript {
+    let mut transcript = Transcript {
         language: language.unwrap_or_else(|| "en".to_owned()),
         duration,
         speakers: Vec::new(),
         segments,
+    };
+    let mut diarization = Diarization::default();
+    if options.diarize
+        && let Ok(diarizer) = engine.diarizer.as_mut()
+    {
+        diarization = diarizer
+            .diarize(&mut spool, &diarize_options, &mut |f| {
+                progress(Stage::Diarize(f))
+            })
+            .map_err(diarize_error)?;
+        crate::diarize::assign::label_transcript(&mut transcript, &diarization.turns);
+        transcript.speakers = speakers_of(&diarization.speakers);
+    }
+    Ok(Processed {
+        transcript,
+        diarization,
     })
+}
+
+fn speakers_of(speakers: &[SpeakerInfo]) -> Vec<Speaker> {
+    speakers
+        .iter()
+        .map(|s| Speaker {
+            id: s.id.clone(),
+            label: s.id.clone(),
+            name: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ pub struct Word {
     pub end: f64,
     pub text: String,
     pub probability: f32,
+    /// Set by diarization; absent from older transcripts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +71,7 @@ impl From<crate::asr::transcribe::Transcript> for Transcript {
                             end: w.end,
                             text: w.text,
                             probability: w.probability,
+                            speaker: None,
                         })
                         .collect(),
                     edited: false,
