@@ -3,6 +3,7 @@
 mod accounts;
 mod asr;
 mod cli;
+mod diarize;
 mod files;
 mod layout;
 mod models;
