@@ -200,19 +200,17 @@ pub fn cluster(
             k = centres.len();
         }
     }
-    // Final reassignment: a few rounds of nearest-centroid updates (k-means on the sphere).
+    // Final reassignment: a few rounds of nearest-centroid updates (k-means on the sphere),
+    // stopped before a round that would leave a speaker without any embedding.
     for _ in 0..3 {
         let labels: Vec<usize> = embeddings
             .iter()
             .map(|e| nearest_centroid(e, &centres))
             .collect();
-        let updated = centroids(embeddings, weights, &labels, k);
-        // A centroid that lost every member keeps its place rather than vanishing silently.
-        for (c, u) in centres.iter_mut().zip(updated) {
-            if u.iter().any(|x| *x != 0.0) {
-                *c = u;
-            }
+        if (0..k).any(|c| !labels.contains(&c)) {
+            break;
         }
+        centres = centroids(embeddings, weights, &labels, k);
     }
     centres
 }

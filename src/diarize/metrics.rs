@@ -141,10 +141,10 @@ pub fn best_assignment(weights: &[Vec<f64>]) -> Vec<Option<usize>> {
                 best[r + 1][mask] = here;
                 choice[r + 1][mask] = usize::MAX;
             }
-            for c in 0..cols {
+            for (c, weight) in weights[r].iter().enumerate() {
                 if mask & (1 << c) == 0 {
                     let next = mask | (1 << c);
-                    let value = here + weights[r][c];
+                    let value = here + weight;
                     if value > best[r + 1][next] {
                         best[r + 1][next] = value;
                         choice[r + 1][next] = c;

@@ -308,9 +308,9 @@ impl Diarizer {
         let k = centroids.len();
         let mut labels = vec![0usize; embeddings.len()];
         for (w, a) in windows.iter().zip(&assignments) {
-            for s in 0..LOCAL_SPEAKERS {
-                if let (Some(e), Some(c)) = (w.embedding[s], a[s]) {
-                    labels[e] = c;
+            for (e, c) in w.embedding.iter().zip(a) {
+                if let (Some(e), Some(c)) = (e, c) {
+                    labels[*e] = *c;
                 }
             }
         }
@@ -355,9 +355,9 @@ impl Diarizer {
                 let (sums, count) = &mut pending[slot];
                 *count += 1;
                 let mut best = vec![0f32; k];
-                for s in 0..LOCAL_SPEAKERS {
-                    if let Some(c) = a[s] {
-                        best[c] = best[c].max(w.activity[f][s] as f32 / 255.0);
+                for (s, c) in a.iter().enumerate() {
+                    if let Some(c) = c {
+                        best[*c] = best[*c].max(w.activity[f][s] as f32 / 255.0);
                     }
                 }
                 for (sum, b) in sums.iter_mut().zip(best) {

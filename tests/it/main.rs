@@ -4,6 +4,7 @@ mod accounts;
 mod asr;
 mod backup;
 mod cli;
+mod diarize;
 mod files;
 mod layout;
 mod library;

@@ -1,0 +1,331 @@
+//! Speaker diarization on generated conversations (espeak-ng voices mixed with sox, reference
+//! RTTM and words per speaker): DER bounds, word-level speaker accuracy through the real
+//! binary, speaker-count flags, and cross-file voice matching.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use opentranscribe::config::Config;
+use opentranscribe::diarize::metrics::{Turn, best_assignment, der, parse_rttm};
+use opentranscribe::diarize::profiles::{MatchDecision, MatchThresholds, match_profiles};
+use opentranscribe::diarize::{Diarization, DiarizeOptions};
+use opentranscribe::pipeline::Stage;
+use serde_json::Value;
+
+/// Generates the corpus once per test run (the script skips files that are up to date).
+fn corpus() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join("opentranscribe-diarize-corpus");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-diarize-corpus");
+        let status = Command::new(script)
+            .arg("--out")
+            .arg(&dir)
+            .status()
+            .expect("scripts/make-diarize-corpus runs (needs python3, espeak-ng, sox)");
+        assert!(status.success());
+        dir
+    })
+}
+
+fn reference(name: &str) -> Vec<Turn> {
+    parse_rttm(&std::fs::read_to_string(corpus().join(format!("{name}.rttm"))).unwrap()).unwrap()
+}
+
+fn config() -> Config {
+    Config {
+        models_dir: crate::models::models_dir(),
+        ..Config::default()
+    }
+}
+
+fn diarize(name: &str, options: &DiarizeOptions) -> Diarization {
+    let mut diarizer = opentranscribe::pipeline::load_diarizer(&config()).unwrap();
+    opentranscribe::pipeline::diarize_file(
+        &mut diarizer,
+        &corpus().join(format!("{name}.wav")),
+        options,
+        &mut |_: Stage| std::ops::ControlFlow::Continue(()),
+    )
+    .unwrap()
+}
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opentranscribe"));
+    command.env_remove("OPENTRANSCRIBE_CONFIG");
+    command
+}
+
+fn transcribe(file: &Path, extra: &[&str]) -> String {
+    let output = binary()
+        .arg("transcribe")
+        .arg(file)
+        .args([
+            "--model",
+            "whisper-tiny.en",
+            "--language",
+            "en",
+            "--beam",
+            "1",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// DER bounds per file, from measurements (scripts/bench-diarize, 2026-11-29): conv2a 3.7 %,
+/// conv2b 2.8 %, conv3 19.7 %, conv4 37.8 % without collar. Two-voice files must stay near
+/// their figure; the bounds for 3 and 4 voices record today's weaker clustering so that a
+/// regression shows, not a goal.
+#[test]
+fn der_on_the_synthetic_corpus_stays_within_measured_bounds() {
+    for (name, bound, voices) in [
+        ("conv2a", 0.08, 2),
+        ("conv2b", 0.08, 2),
+        ("conv3", 0.30, 3),
+        ("conv4", 0.50, 4),
+    ] {
+        let result = diarize(name, &DiarizeOptions::default());
+        let report = der(&reference(name), &result.turns, 0.0);
+        eprintln!(
+            "{name}: DER {:.3} with {} speakers",
+            report.der,
+            result.speakers.len()
+        );
+        assert!(report.der <= bound, "{name}: DER {} > {bound}", report.der);
+        assert!(result.speakers.len() >= 2 && result.speakers.len() <= voices);
+        for speaker in &result.speakers {
+            assert_eq!(speaker.centroid.len(), 192);
+            let norm: f32 = speaker.centroid.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-3);
+        }
+    }
+}
+
+#[test]
+fn a_fixed_speaker_count_is_honoured() {
+    // conv4 has four voices; left alone the clustering finds three (DER 0.378); told four it
+    // finds them (measured DER 0.148).
+    for (name, n, bound) in [("conv2b", 1, 1.0), ("conv4", 2, 1.0), ("conv4", 4, 0.25)] {
+        let options = DiarizeOptions {
+            num_speakers: Some(n),
+            ..DiarizeOptions::default()
+        };
+        let result = diarize(name, &options);
+        assert_eq!(result.speakers.len(), n, "{name} --speakers {n}");
+        let report = der(&reference(name), &result.turns, 0.0);
+        assert!(
+            report.der <= bound,
+            "{name} --speakers {n}: DER {}",
+            report.der
+        );
+    }
+}
+
+#[test]
+fn the_same_voice_in_two_files_matches_its_profile_and_other_voices_do_not() {
+    // conv2a has voices v0 and v1; conv3 has v0, v4 and v1.
+    let first = diarize("conv2a", &DiarizeOptions::default());
+    let second = diarize("conv3", &DiarizeOptions::default());
+    let voice_of = |name: &str, result: &Diarization| {
+        let mapping = der(&reference(name), &result.turns, 0.0).mapping;
+        result
+            .speakers
+            .iter()
+            .map(|s| mapping.get(&s.id).cloned().unwrap_or_default())
+            .collect::<Vec<String>>()
+    };
+    let profiles: Vec<(String, Vec<f32>)> = voice_of("conv2a", &first)
+        .into_iter()
+        .zip(&first.speakers)
+        .map(|(voice, s)| (voice, s.centroid.clone()))
+        .collect();
+    let centroids: Vec<Vec<f32>> = second.speakers.iter().map(|s| s.centroid.clone()).collect();
+    let matches = match_profiles(&centroids, &profiles, MatchThresholds::default());
+    let voices = voice_of("conv3", &second);
+    let mut matched_known = 0;
+    for (m, voice) in matches.iter().zip(&voices) {
+        eprintln!(
+            "{voice}: {:?} {:.3} {:?}",
+            m.profile_id, m.cosine, m.decision
+        );
+        if voice == "v0" || voice == "v1" {
+            assert_eq!(m.decision, MatchDecision::Assigned, "{voice}: {m:?}");
+            assert_eq!(m.profile_id.as_deref(), Some(voice.as_str()));
+            matched_known += 1;
+        } else {
+            assert_ne!(m.decision, MatchDecision::Assigned, "{voice}: {m:?}");
+        }
+    }
+    assert_eq!(matched_known, 2);
+}
+
+/// The speaker each reference utterance gives a time (several when utterances overlap; the
+/// nearest when the time falls in a pause).
+fn reference_speakers_at(utterances: &[Value], time: f64) -> Vec<String> {
+    let inside: Vec<String> = utterances
+        .iter()
+        .filter(|u| u["start"].as_f64().unwrap() <= time && time <= u["end"].as_f64().unwrap())
+        .map(|u| u["speaker"].as_str().unwrap().to_owned())
+        .collect();
+    if !inside.is_empty() {
+        return inside;
+    }
+    let nearest = utterances
+        .iter()
+        .min_by(|a, b| {
+            let gap = |u: &Value| {
+                (u["start"].as_f64().unwrap() - time)
+                    .abs()
+                    .min((u["end"].as_f64().unwrap() - time).abs())
+            };
+            gap(a).total_cmp(&gap(b))
+        })
+        .unwrap();
+    vec![nearest["speaker"].as_str().unwrap().to_owned()]
+}
+
+#[test]
+fn transcribe_labels_words_with_the_right_speaker_on_two_voice_files() {
+    for name in ["conv2a", "conv2b"] {
+        let json: Value =
+            serde_json::from_str(&transcribe(&corpus().join(format!("{name}.wav")), &[])).unwrap();
+        let speakers = json["speakers"].as_array().unwrap();
+        assert_eq!(speakers.len(), 2, "{name}");
+        assert!(
+            speakers
+                .iter()
+                .all(|s| s["id"] == s["label"] && s["name"].is_null())
+        );
+        let reference: Value = serde_json::from_str(
+            &std::fs::read_to_string(corpus().join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        let utterances = reference["utterances"].as_array().unwrap();
+        let mut words: Vec<(String, Vec<String>)> = Vec::new();
+        for segment in json["segments"].as_array().unwrap() {
+            let segment_speaker = segment["speaker"].as_str().expect("segment speaker");
+            for word in segment["words"].as_array().unwrap() {
+                let speaker = word["speaker"].as_str().expect("word speaker");
+                assert_eq!(
+                    speaker, segment_speaker,
+                    "segments split at speaker changes"
+                );
+                let middle =
+                    (word["start"].as_f64().unwrap() + word["end"].as_f64().unwrap()) / 2.0;
+                words.push((
+                    speaker.to_owned(),
+                    reference_speakers_at(utterances, middle),
+                ));
+            }
+        }
+        assert!(words.len() > 100, "{name}: only {} words", words.len());
+        // Optimal one-to-one mapping of our labels to voices, then the share of words right.
+        let ours: Vec<String> = speakers
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        let mut voices: Vec<String> = words.iter().flat_map(|(_, r)| r.clone()).collect();
+        voices.sort();
+        voices.dedup();
+        let weights: Vec<Vec<f64>> = ours
+            .iter()
+            .map(|o| {
+                voices
+                    .iter()
+                    .map(|v| {
+                        words
+                            .iter()
+                            .filter(|(h, r)| h == o && r.contains(v))
+                            .count() as f64
+                    })
+                    .collect()
+            })
+            .collect();
+        let assignment = best_assignment(&weights);
+        let right = words
+            .iter()
+            .filter(|(h, r)| {
+                let index = ours.iter().position(|o| o == h).unwrap();
+                assignment[index].is_some_and(|v| r.contains(&voices[v]))
+            })
+            .count();
+        let accuracy = right as f64 / words.len() as f64;
+        eprintln!(
+            "{name}: {right}/{} words with the right speaker ({accuracy:.3})",
+            words.len()
+        );
+        assert!(accuracy >= 0.95, "{name}: word speaker accuracy {accuracy}");
+    }
+}
+
+#[test]
+fn transcribe_flags_rttm_speaker_count_and_no_diarize() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.wav");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-i"])
+        .arg(corpus().join("conv2b.wav"))
+        .args(["-t", "30"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let rttm = transcribe(&clip, &["--format", "rttm"]);
+    let turns = parse_rttm(&rttm).unwrap();
+    assert!(
+        rttm.lines().all(|l| l.starts_with("SPEAKER clip 1 ")),
+        "{rttm}"
+    );
+    let found: std::collections::BTreeSet<&str> =
+        turns.iter().map(|t| t.speaker.as_str()).collect();
+    assert_eq!(found.len(), 2, "{rttm}");
+    let reference: Vec<Turn> = reference("conv2b")
+        .into_iter()
+        .filter(|t| t.start < 30.0)
+        .map(|t| Turn {
+            end: t.end.min(30.0),
+            ..t
+        })
+        .collect();
+    assert!(der(&reference, &turns, 0.0).der < 0.1);
+
+    let fixed = transcribe(&clip, &["--format", "rttm", "--speakers", "1"]);
+    let found: std::collections::BTreeSet<String> = parse_rttm(&fixed)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.speaker)
+        .collect();
+    assert_eq!(found.len(), 1, "{fixed}");
+
+    let plain: Value = serde_json::from_str(&transcribe(&clip, &["--no-diarize"])).unwrap();
+    assert!(plain["speakers"].as_array().unwrap().is_empty());
+    assert!(!plain["segments"].as_array().unwrap().is_empty());
+    assert!(plain["segments"].as_array().unwrap().iter().all(|s| {
+        s["speaker"].is_null()
+            && s["words"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w.get("speaker").is_none())
+    }));
+
+    let refused = binary()
+        .arg("transcribe")
+        .arg(&clip)
+        .arg("--models-dir")
+        .arg(crate::models::models_dir())
+        .args(["--min-speakers", "4", "--max-speakers", "2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("min_speakers"));
+}
