@@ -36,6 +36,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/files/{id}/segments/{segment}", patch(edit_segment))
         .route("/api/files/{id}/speakers/{speaker}", patch(rename_speaker))
+        .route(
+            "/api/files/{id}/segments/{segment}/words/{word}",
+            patch(edit_word),
+        )
         .route("/api/files/{id}/tags", put(set_tags))
         .route("/api/tags", get(list_tags))
         .route("/api/files/{id}/analytics", get(analytics))
@@ -193,6 +197,49 @@ async fn edit_segment(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct WordEdit {
+    /// A speaker id of this transcript.
+    speaker: String,
+}
+
+/// Reassigns one word's speaker (for a word labelled wrongly at a speaker change).
+async fn edit_word(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((id, segment, word)): Path<(String, usize, usize)>,
+    ApiJson(body): ApiJson<WordEdit>,
+) -> Result<Json<Value>> {
+    let (_, edited) = edit_transcript(
+        &state,
+        &user,
+        id,
+        "speaker.updated",
+        move |t: &mut Transcript| {
+            if !t.speakers.iter().any(|s| s.id == body.speaker) {
+                return Err(Error::bad_request(format!(
+                    "speaker `{}` is not in this transcript",
+                    body.speaker
+                )));
+            }
+            let seg = t
+                .segments
+                .iter_mut()
+                .find(|s| s.id == segment)
+                .ok_or_else(|| Error::not_found("segment"))?;
+            let w = seg
+                .words
+                .get_mut(word)
+                .ok_or_else(|| Error::not_found("word"))?;
+            w.speaker = Some(body.speaker);
+            Ok(w.clone())
+        },
+    )
+    .await?;
+    Ok(Json(json!(edited)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SpeakerRename {
     name: Option<String>,
 }
@@ -211,6 +258,39 @@ async fn rename_speaker(
         }
         None => None,
     };
+    // A speaker assigned to a voice profile is renamed through its profile, everywhere.
+    let (file, access) = load_file(&state, &user, id.clone(), Access::Editor).await?;
+    let store = state.store.clone();
+    let file_id = file.id.clone();
+    let current = blocking(move || store.transcript_of::<Transcript>(&file_id)).await?;
+    let profile = current.as_ref().and_then(|t| {
+        t.speakers
+            .iter()
+            .find(|s| s.id == speaker)
+            .and_then(|s| s.profile_id.clone())
+    });
+    if let (Some(profile_id), Some(name)) = (profile, name.clone()) {
+        if access != Access::Owner {
+            return Err(Error::new(
+                "forbidden",
+                "this speaker is a voice profile of the file's owner; only they may rename it",
+            ));
+        }
+        let store = state.store.clone();
+        let owner = user.user.id.clone();
+        let files = blocking(move || store.rename_profile(&owner, &profile_id, &name)).await?;
+        state.files_changed(files);
+        let store = state.store.clone();
+        let transcript = blocking(move || store.transcript_of::<Transcript>(&file.id))
+            .await?
+            .ok_or_else(|| Error::not_found("transcript"))?;
+        let renamed = transcript
+            .speakers
+            .into_iter()
+            .find(|s| s.id == speaker)
+            .ok_or_else(|| Error::not_found("speaker"))?;
+        return Ok(Json(json!(renamed)));
+    }
     let (_, renamed) = edit_transcript(
         &state,
         &user,

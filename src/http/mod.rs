@@ -10,6 +10,7 @@ pub mod health;
 pub mod library;
 pub mod openai;
 pub mod server;
+pub mod speakers;
 pub mod tls;
 pub mod transcripts;
 pub mod ui;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(transcripts::routes())
         .merge(openai::routes())
         .merge(library::routes())
+        .merge(speakers::routes())
         // Counted per matched route (the pattern, never the concrete path with its ids).
         .route_layer(axum::middleware::from_fn(count_request))
         .route(

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blobs::BlobStore;
 use crate::config::Config;
-use crate::pipeline::{BlobSource, Engine, FileOptions, PipelineError, Stage, transcribe_media};
+use crate::pipeline::{BlobSource, Engine, FileOptions, PipelineError, Stage, process_media};
 use crate::store::records::{FileRecord, JobRecord};
 use crate::store::{JobControl, JobOutcome, Store, now_secs};
 
@@ -177,10 +177,13 @@ impl Worker {
         self.event("file.status", &file, "processing", "starting", 0.0);
         let outcome = self.run_pipeline(&file);
         let (outcome, kind, error) = match outcome {
-            Ok(transcript) => match serde_json::to_vec(&transcript) {
+            Ok((transcript, embeddings)) => match serde_json::to_vec(&transcript) {
                 Ok(json) => (
                     JobOutcome::Completed {
                         transcript_json: json,
+                        speaker_embeddings: (!embeddings.is_empty())
+                            .then(|| serde_json::to_vec(&embeddings).ok())
+                            .flatten(),
                     },
                     "file.completed",
                     None,
@@ -270,10 +273,19 @@ impl Worker {
         }
     }
 
+    /// Runs the stages of one file: decode, VAD, transcription, diarization, then matching of
+    /// its speakers against the owner's voice profiles. Returns the transcript and the speakers'
+    /// embeddings (saved with it, for profile operations later).
     fn run_pipeline(
         &mut self,
         file: &FileRecord,
-    ) -> Result<crate::transcript::Transcript, PipelineError> {
+    ) -> Result<
+        (
+            crate::transcript::Transcript,
+            crate::store::profiles::SpeakerEmbeddings,
+        ),
+        PipelineError,
+    > {
         if self.engine.is_none() {
             let started = Instant::now();
             let loaded =
@@ -313,6 +325,7 @@ impl Worker {
         let lease = self.config.jobs.lease_secs;
         let mut last_report = Instant::now() - HEARTBEAT_EVERY;
         let mut last_stage = "";
+        let mut stage_started = Instant::now();
         let mut progress = |stage: Stage| -> ControlFlow<()> {
             if shutdown.is_cancelled() {
                 return ControlFlow::Break(());
@@ -325,6 +338,13 @@ impl Worker {
             };
             if last_report.elapsed() < HEARTBEAT_EVERY && name == last_stage {
                 return ControlFlow::Continue(());
+            }
+            if name != last_stage {
+                if !last_stage.is_empty() {
+                    crate::metrics::METRICS
+                        .stage(last_stage, stage_started.elapsed().as_secs_f64());
+                }
+                stage_started = Instant::now();
             }
             last_report = Instant::now();
             last_stage = name;
@@ -348,8 +368,39 @@ impl Worker {
                 }
             }
         };
-        let transcript = transcribe_media(engine, &mut opener, &options, &mut progress)?;
-        // Search indexing and waveform peaks plug in here when those stages land.
-        Ok(transcript)
+        let processed = process_media(engine, &mut opener, &options, &mut progress)?;
+        if !last_stage.is_empty() {
+            crate::metrics::METRICS.stage(last_stage, stage_started.elapsed().as_secs_f64());
+        }
+        let mut transcript = processed.transcript;
+        let embeddings: crate::store::profiles::SpeakerEmbeddings = processed
+            .diarization
+            .speakers
+            .iter()
+            .map(|s| (s.id.clone(), s.centroid.clone()))
+            .collect();
+        if !embeddings.is_empty() {
+            let matching = Instant::now();
+            match self.store.list_profiles(&file.owner_id) {
+                Ok(profiles) if !profiles.is_empty() => {
+                    let thresholds = crate::diarize::profiles::MatchThresholds {
+                        auto_assign: self.config.speakers.match_threshold,
+                        suggest: self.config.speakers.suggest_threshold,
+                    };
+                    crate::store::profiles::match_speakers(
+                        &mut transcript,
+                        &embeddings,
+                        &profiles,
+                        thresholds,
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read voice profiles; speakers stay unmatched")
+                }
+            }
+            crate::metrics::METRICS.stage("match", matching.elapsed().as_secs_f64());
+        }
+        Ok((transcript, embeddings))
     }
 }

@@ -587,6 +587,7 @@ fn speakers_of(speakers: &[SpeakerInfo]) -> Vec<Speaker> {
             id: s.id.clone(),
             label: s.id.clone(),
             name: None,
+            ..Speaker::default()
         })
         .collect()
 }

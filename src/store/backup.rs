@@ -136,6 +136,10 @@ fn copy_catalogue(
     copy_table(source, target, FILE_COLLECTIONS, out)?;
     copy_table(source, target, USER_COLLECTIONS, out)?;
     copy_table(source, target, COMMENTS, out)?;
+    copy_table(source, target, PROFILES, out)?;
+    copy_table(source, target, USER_PROFILES, out)?;
+    copy_table(source, target, PROFILE_FILES, out)?;
+    copy_table(source, target, SPEAKER_EMBEDDINGS, out)?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod library;
 pub mod migrate;
+pub mod profiles;
 pub mod records;
 pub mod tables;
 
@@ -82,6 +83,10 @@ pub(crate) fn create_all_tables(txn: &WriteTransaction) -> std::result::Result<(
     txn.open_table(FILE_COLLECTIONS)?;
     txn.open_table(USER_COLLECTIONS)?;
     txn.open_table(COMMENTS)?;
+    txn.open_table(PROFILES)?;
+    txn.open_table(USER_PROFILES)?;
+    txn.open_table(PROFILE_FILES)?;
+    txn.open_table(SPEAKER_EMBEDDINGS)?;
     Ok(())
 }
 
@@ -122,6 +127,8 @@ pub enum JobControl {
 pub enum JobOutcome {
     Completed {
         transcript_json: Vec<u8>,
+        /// JSON speaker id → embedding, when the file was diarized.
+        speaker_embeddings: Option<Vec<u8>>,
     },
     /// A failure that will not go away by retrying (bad media): the file ends in `error`.
     Failed {
@@ -521,9 +528,14 @@ impl Store {
                         queue.remove(job.queue_key.as_str()).map_err(db_err)?;
                     }
                     let mut transcripts = txn.open_table(TRANSCRIPTS).map_err(db_err)?;
-                    transcripts.remove(file_id).map_err(db_err)?;
+                    let old: Option<crate::transcript::Transcript> =
+                        match transcripts.remove(file_id).map_err(db_err)? {
+                            Some(value) => decode(value.value()).ok(),
+                            None => None,
+                        };
                     drop(transcripts);
                     library::forget_file(&txn, file_id)?;
+                    profiles::forget_file(&txn, file_id, old.as_ref())?;
                     Some((record, remaining))
                 }
             }
@@ -668,11 +680,20 @@ impl Store {
                         outcome
                     };
                     match outcome {
-                        JobOutcome::Completed { transcript_json } => {
+                        JobOutcome::Completed {
+                            transcript_json,
+                            speaker_embeddings,
+                        } => {
                             let mut transcripts = txn.open_table(TRANSCRIPTS).map_err(db_err)?;
                             transcripts
                                 .insert(file_id, transcript_json.as_slice())
                                 .map_err(db_err)?;
+                            profiles::save_speaker_data(
+                                &txn,
+                                file_id,
+                                &transcript_json,
+                                speaker_embeddings.as_deref(),
+                            )?;
                             job.state = "done".to_owned();
                             job.stage = "done".to_owned();
                             job.progress = 1.0;

@@ -36,3 +36,12 @@ pub const FILE_COLLECTIONS: TableDefinition<&str, u64> = TableDefinition::new("f
 pub const USER_COLLECTIONS: TableDefinition<&str, &str> = TableDefinition::new("user_collections");
 /// `file_id/comment_id` → JSON `CommentRecord`; ids are UUIDv7, so a file's comments list in order.
 pub const COMMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("comments");
+/// profile id → JSON `ProfileRecord` (name, centroid of speaker embeddings).
+pub const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+/// `user_id/profile_id` → created-at seconds: a user's profiles.
+pub const USER_PROFILES: TableDefinition<&str, u64> = TableDefinition::new("user_profiles");
+/// `profile_id/file_id` → seconds: files with a speaker assigned to the profile.
+pub const PROFILE_FILES: TableDefinition<&str, u64> = TableDefinition::new("profile_files");
+/// file id → JSON map of speaker id → embedding (192 floats) of a diarized file.
+pub const SPEAKER_EMBEDDINGS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("speaker_embeddings");

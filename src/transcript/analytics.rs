@@ -201,6 +201,7 @@ mod tests {
                 id: "A".into(),
                 label: "A".into(),
                 name: Some("Ann".into()),
+                ..Default::default()
             }],
             segments: vec![
                 segment(0, 0.0, 4.0, "A", "Hello, how are you today?"),

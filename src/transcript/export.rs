@@ -161,6 +161,7 @@ mod tests {
                 id: "S0".into(),
                 label: "SPEAKER_00".into(),
                 name: Some("Ada".into()),
+                ..Default::default()
             }],
             segments: vec![
                 Segment {

@@ -32,11 +32,28 @@ pub struct Segment {
     pub original_text: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Speaker {
     pub id: String,
     pub label: String,
     pub name: Option<String>,
+    /// The voice profile this speaker is assigned to; its name is the speaker's name.
+    #[serde(default)]
+    pub profile_id: Option<String>,
+    /// True cosine similarity of this speaker's voice to the assigned profile.
+    #[serde(default)]
+    pub similarity: Option<f32>,
+    /// A profile that sounds similar but not enough to assign without asking.
+    #[serde(default)]
+    pub suggestion: Option<Suggestion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suggestion {
+    pub profile_id: String,
+    pub name: String,
+    /// True cosine similarity.
+    pub similarity: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use opentranscribe::pipeline::Stage;
 use serde_json::Value;
 
 /// Generates the corpus once per test run (the script skips files that are up to date).
-fn corpus() -> &'static Path {
+pub fn corpus() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join("opentranscribe-diarize-corpus");

@@ -11,6 +11,7 @@ mod library;
 mod models;
 mod openai;
 mod pipeline;
+mod profiles;
 mod server;
 mod support;
 mod watch;
