@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod media;
 pub mod models;
 pub mod pipeline;
+pub mod search;
 pub mod store;
 pub mod telemetry;
 pub mod transcript;
