@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+pub mod search;
 pub mod store;
 pub mod telemetry;
 pub mod transcript;

@@ -1,0 +1,736 @@
+//! Unit tests of search against a real tantivy index in a temp dir and the real MiniLM model
+//! from the model cache (`OT_TEST_MODELS_DIR`, default `~/.cache/opentranscribe/models`).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::embed::{Embedder, MODEL_NAME, WordPiece};
+use super::query::edit_distance;
+use super::vectors::{chunk_segments, dot_i8, quantize};
+use super::*;
+use crate::models::runtime::{Device, Runtime, RuntimeSettings};
+
+fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OT_TEST_MODELS_DIR") {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").expect("HOME");
+    PathBuf::from(home).join(".cache/opentranscribe/models")
+}
+
+fn model_dir() -> PathBuf {
+    let dir = models_dir().join(MODEL_NAME);
+    assert!(
+        dir.join("model.onnx").is_file() && dir.join("vocab.txt").is_file(),
+        "the {MODEL_NAME} model is missing from {} (run scripts/fetch-models or set OT_TEST_MODELS_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+fn runtime() -> Runtime {
+    Runtime::get_or_init(&RuntimeSettings {
+        library: None,
+        models_dir: models_dir(),
+        device: Device::Cpu,
+        device_id: 0,
+        threads: 1,
+        spin: false,
+    })
+    .expect("ONNX Runtime from the model cache")
+}
+
+fn embedder() -> Embedder {
+    Embedder::load(&runtime(), &model_dir()).expect("MiniLM loads")
+}
+
+fn segment(id: usize, speaker: &str, text: &str) -> SegmentDoc {
+    SegmentDoc {
+        segment_id: id,
+        start: id as f64 * 5.0,
+        end: id as f64 * 5.0 + 4.5,
+        speaker: Some(speaker.to_owned()),
+        text: text.to_owned(),
+    }
+}
+
+fn file(id: &str, owner: &str, texts: &[&str]) -> FileDoc {
+    FileDoc {
+        file_id: id.to_owned(),
+        version: 1,
+        owner_id: owner.to_owned(),
+        readers: vec![owner.to_owned()],
+        collections: Vec::new(),
+        filename: format!("{id}.mp3"),
+        language: "en".to_owned(),
+        tags: Vec::new(),
+        uploaded_at: 1_700_000_000,
+        media_type: "audio/mpeg".to_owned(),
+        duration: 600.0,
+        segments: texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| segment(i, if i % 2 == 0 { "Alice Smith" } else { "Bob" }, t))
+            .collect(),
+    }
+}
+
+fn keyword(service: &SearchService, q: &str, viewer: &str) -> SearchResponse {
+    service
+        .search(&SearchRequest::new(q, Mode::Keyword), viewer)
+        .unwrap()
+}
+
+fn ids(response: &SearchResponse) -> Vec<String> {
+    let mut ids: Vec<String> = response.hits.iter().map(|h| h.file_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn wordpiece_matches_the_reference_tokenizer() {
+    // Ids from PyPI `tokenizers` 0.23 with the cache's tokenizer.json on the same sentences.
+    let tokenizer = WordPiece::from_vocab_file(&model_dir().join("vocab.txt")).unwrap();
+    let cases: &[(&str, &[i64])] = &[
+        (
+            "The quarterly budget review is scheduled for Tuesday.",
+            &[
+                101, 1996, 12174, 5166, 3319, 2003, 5115, 2005, 9857, 1012, 102,
+            ],
+        ),
+        (
+            "Café déjà-vu: naïve résumé, Zürich & São Paulo!",
+            &[
+                101, 7668, 2139, 3900, 1011, 24728, 1024, 15743, 13746, 1010, 10204, 1004, 7509,
+                9094, 999, 102,
+            ],
+        ),
+        (
+            "He said \"don't\" -- well, I'm not sure... (maybe) 3.14 $50 #tag",
+            &[
+                101, 2002, 2056, 1000, 2123, 1005, 1056, 1000, 1011, 1011, 2092, 1010, 1045, 1005,
+                1049, 2025, 2469, 1012, 1012, 1012, 1006, 2672, 1007, 1017, 1012, 2403, 1002, 2753,
+                1001, 6415, 102,
+            ],
+        ),
+        (
+            "unbelievably antidisestablishmentarianism xyzzyq",
+            &[
+                101, 4895, 8671, 2666, 3567, 6321, 3424, 10521, 4355, 7875, 13602, 3672, 12199,
+                2964, 1060, 2100, 28753, 4160, 102,
+            ],
+        ),
+        (
+            "日本語 テキスト and 中文",
+            &[
+                101, 1864, 1876, 1950, 1713, 30227, 30233, 30240, 1998, 1746, 1861, 102,
+            ],
+        ),
+        (
+            "  tabs\tand\nnewlines\u{a0}nbsp \u{200b} zero-width",
+            &[
+                101, 21628, 2015, 1998, 2047, 12735, 1050, 5910, 2361, 5717, 1011, 9381, 102,
+            ],
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(&tokenizer.encode(text), expected, "{text:?}");
+    }
+    let long = "word ".repeat(1000);
+    let encoded = tokenizer.encode(&long);
+    assert_eq!(encoded.len(), embed::MAX_TOKENS);
+    assert_eq!(encoded.last(), Some(&102));
+}
+
+#[test]
+fn int8_dot_and_edit_distance() {
+    let a: Vec<f32> = (0..384)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
+    let b: Vec<f32> = (0..384)
+        .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+        .collect();
+    let (mut qa, mut qb) = (Vec::new(), Vec::new());
+    let (sa, sb) = (quantize(&a, &mut qa), quantize(&b, &mut qb));
+    let naive: i32 = qa.iter().zip(&qb).map(|(x, y)| *x as i32 * *y as i32).sum();
+    assert_eq!(dot_i8(&qa, &qb), naive);
+    let exact: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    let approx = naive as f32 * sa * sb;
+    assert!(
+        (exact - approx).abs() < 0.01 * exact.abs().max(1.0),
+        "{exact} vs {approx}"
+    );
+    assert_eq!(edit_distance("budget", "budget"), 0);
+    assert_eq!(edit_distance("budgte", "budget"), 1);
+    assert_eq!(edit_distance("bugdet", "budget"), 1);
+    assert_eq!(edit_distance("bdgt", "budget"), 2);
+}
+
+#[test]
+fn chunks_follow_speaker_turns_and_overlap() {
+    let sentence = "one two three four five six seven eight nine ten eleven twelve";
+    let mut segments = Vec::new();
+    // 30 segments of 12 words by Alice, then 5 by Bob, then 30 by Alice.
+    for i in 0..65 {
+        let speaker = if (30..35).contains(&i) {
+            "Bob"
+        } else {
+            "Alice"
+        };
+        segments.push(segment(i, speaker, sentence));
+    }
+    let chunks = chunk_segments(&segments);
+    assert!(chunks.len() >= 4, "{}", chunks.len());
+    for chunk in &chunks {
+        let words = chunk.text.split_whitespace().count();
+        assert!(words <= vectors::CHUNK_WORDS + 12, "{words}");
+    }
+    // Every segment is in some chunk.
+    for i in 0..65 {
+        assert!(
+            chunks
+                .iter()
+                .any(|c| (c.first_segment..=c.last_segment).contains(&i))
+        );
+    }
+    // The first cut inside Alice's turn overlaps; a chunk starts at Bob's turn.
+    assert!(chunks[1].first_segment <= chunks[0].last_segment);
+    assert!(chunks.iter().any(|c| c.first_segment == 30));
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.speakers.contains(&"Bob".to_owned()))
+    );
+}
+
+#[test]
+fn keyword_syntax_phrases_prefix_fuzzy_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = SearchService::open(dir.path(), None).unwrap();
+    assert_eq!(service.opened(), &Opened::Created);
+    service
+        .upsert(file(
+            "f1",
+            "alice",
+            &[
+                "The quarterly budget review is on Tuesday.",
+                "Budget cuts were discussed at length, and the review followed.",
+                "We talked about the marketing meetings in Paris.",
+                "Unrelated chatter about the weather <script>alert(1)</script> & budget",
+            ],
+        ))
+        .unwrap();
+    service.flush().unwrap();
+
+    let r = keyword(&service, "budget", "alice");
+    assert_eq!(r.total, 3);
+    assert_eq!(r.files.len(), 1);
+    assert_eq!(r.files[0].count, 3);
+    assert_eq!(r.files[0].filename, "f1.mp3");
+    assert!(r.hits.iter().all(|h| h.highlight.contains("<mark>")));
+
+    let r = keyword(&service, "\"quarterly budget\"", "alice");
+    assert_eq!(r.total, 1);
+    assert_eq!(r.hits[0].segment_id, 0);
+    assert_eq!(r.hits[0].start, 0.0);
+    assert_eq!(
+        r.hits[0].highlight,
+        "The <mark>quarterly</mark> <mark>budget</mark> review is on Tuesday."
+    );
+    assert_eq!(keyword(&service, "\"budget quarterly\"", "alice").total, 0);
+
+    // Stemming: "meeting" finds "meetings"; prefix; boolean operators.
+    assert_eq!(keyword(&service, "meeting", "alice").total, 1);
+    assert_eq!(keyword(&service, "marke*", "alice").total, 1);
+    assert_eq!(keyword(&service, "mark*", "alice").total, 1);
+    assert_eq!(keyword(&service, "\"marketing meet\"*", "alice").total, 1);
+    assert_eq!(keyword(&service, "budget AND review", "alice").total, 2);
+    assert_eq!(keyword(&service, "budget -review", "alice").total, 1);
+    assert_eq!(keyword(&service, "budget AND NOT cuts", "alice").total, 2);
+    assert_eq!(keyword(&service, "+paris +marketing", "alice").total, 1);
+    assert_eq!(keyword(&service, "NOT budget", "alice").total, 1);
+
+    // A typo finds the word by fuzzy matching, and the highlight marks the real word.
+    let r = keyword(&service, "budgte", "alice");
+    assert_eq!(r.total, 3, "{r:?}");
+    assert!(r.hits.iter().all(|h| h.highlight.contains("<mark>")));
+    let r = keyword(&service, "quartrly", "alice");
+    assert_eq!(r.total, 1);
+    assert!(r.hits[0].highlight.contains("<mark>quarterly</mark>"));
+    assert_eq!(keyword(&service, "tusday~1", "alice").total, 1);
+    assert_eq!(keyword(&service, "tusday~", "alice").total, 1);
+    assert_eq!(keyword(&service, "tusday~0", "alice").total, 0);
+    // An exact match elsewhere disables automatic fuzziness for that word.
+    assert_eq!(keyword(&service, "review", "alice").total, 2);
+
+    // Markup in a transcript comes back escaped.
+    let r = keyword(&service, "weather", "alice");
+    assert_eq!(
+        r.hits[0].highlight,
+        "Unrelated chatter about the <mark>weather</mark> &lt;script&gt;alert(1)&lt;/script&gt; &amp; budget"
+    );
+    assert!(r.hits[0].text.contains("<script>"));
+
+    // Syntax errors are errors, not panics or empty results.
+    for bad in [
+        "\"unclosed phrase",
+        "(budget",
+        "speaker:alice",
+        "[a TO b]",
+        "budget)",
+    ] {
+        match service.search(&SearchRequest::new(bad, Mode::Keyword), "alice") {
+            Err(e @ SearchError::Query(_)) => assert_eq!(e.code(), "search-query"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    // Odd but valid input does not panic.
+    for odd in [
+        "-",
+        "+",
+        "AND",
+        "OR OR",
+        "\"\"",
+        "*",
+        "!!!",
+        "a^",
+        "~",
+        "NOT NOT x",
+    ] {
+        let _ = service.search(&SearchRequest::new(odd, Mode::Keyword), "alice");
+    }
+    // Pagination.
+    let mut request = SearchRequest::new("budget", Mode::Keyword);
+    request.per_page = 2;
+    request.page = 2;
+    let r = service.search(&request, "alice").unwrap();
+    assert_eq!((r.hits.len(), r.total), (1, 3));
+    request.page = 0;
+    assert!(matches!(
+        service.search(&request, "alice"),
+        Err(SearchError::Request(_))
+    ));
+}
+
+#[test]
+fn filters_each_narrow_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = SearchService::open(dir.path(), None).unwrap();
+    let mut a = file("fa", "alice", &["the launch plan", "the launch budget"]);
+    a.tags = vec!["Finance".to_owned()];
+    a.collections = vec!["c1".to_owned()];
+    a.uploaded_at = 1_000;
+    a.duration = 100.0;
+    a.media_type = "video/mp4".to_owned();
+    let mut b = file("fb", "alice", &["the launch party", "launch again"]);
+    b.language = "fr".to_owned();
+    b.uploaded_at = 2_000;
+    b.duration = 4000.0;
+    b.segments[0].speaker = Some("Carol".to_owned());
+    b.segments[1].speaker = Some("Carol".to_owned());
+    service.upsert(a).unwrap();
+    service.upsert(b).unwrap();
+    service.flush().unwrap();
+    let run = |edit: &dyn Fn(&mut SearchRequest)| {
+        let mut request = SearchRequest::new("launch", Mode::Keyword);
+        edit(&mut request);
+        let r = service.search(&request, "alice").unwrap();
+        (ids(&r), r.total)
+    };
+    assert_eq!(run(&|_| {}).1, 4);
+    let fa = vec!["fa".to_owned()];
+    let fb = vec!["fb".to_owned()];
+    assert_eq!(run(&|r| r.speaker = Some("carol".into())).0, fb);
+    assert_eq!(
+        run(&|r| r.speaker = Some("Alice Smith".into())),
+        (fa.clone(), 1)
+    );
+    assert_eq!(run(&|r| r.tag = Some("finance".into())).0, fa);
+    assert_eq!(run(&|r| r.collection = Some("c1".into())).0, fa);
+    assert_eq!(run(&|r| r.language = Some("fr".into())).0, fb);
+    assert_eq!(run(&|r| r.media_type = Some("video".into())).0, fa);
+    assert_eq!(run(&|r| r.media_type = Some("audio".into())).0, fb);
+    assert_eq!(run(&|r| r.media_type = Some("video/mp4".into())).0, fa);
+    assert_eq!(run(&|r| r.date_from = Some(1_500)).0, fb);
+    assert_eq!(run(&|r| r.date_to = Some(1_000)).0, fa);
+    assert_eq!(run(&|r| r.min_duration = Some(3600.0)).0, fb);
+    assert_eq!(run(&|r| r.max_duration = Some(3600.0)).0, fa);
+    assert_eq!(run(&|r| r.file_id = Some("fb".into())).0, fb);
+    assert_eq!(run(&|r| r.tag = Some("nope".into())).1, 0);
+    // An empty query lists every segment that passes the filters.
+    let mut request = SearchRequest::new("", Mode::Keyword);
+    request.file_id = Some("fa".into());
+    assert_eq!(service.search(&request, "alice").unwrap().total, 2);
+}
+
+#[test]
+fn per_language_stemming() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = SearchService::open(dir.path(), None).unwrap();
+    let mut fr = file("fr", "alice", &["Les chanteuses chantaient des chansons."]);
+    fr.language = "fr".to_owned();
+    let mut de = file("de", "alice", &["Die Häuser wurden gebaut."]);
+    de.language = "de-DE".to_owned();
+    service.upsert(fr).unwrap();
+    service.upsert(de).unwrap();
+    service.flush().unwrap();
+    assert_eq!(ids(&keyword(&service, "chanteuse", "alice")), vec!["fr"]);
+    // ASCII folding: "hauser" finds "Häuser"; German stemming: "Haus" finds it too.
+    assert_eq!(ids(&keyword(&service, "hauser", "alice")), vec!["de"]);
+    assert_eq!(ids(&keyword(&service, "Hauses", "alice")), vec!["de"]);
+}
+
+#[test]
+fn access_control_edits_deletes_and_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = SearchService::open(dir.path(), None).unwrap();
+    service
+        .upsert(file("alice1", "alice", &["secret merger talks with Acme"]))
+        .unwrap();
+    let mut shared = file("bob1", "bob", &["the merger is confidential"]);
+    shared.readers = vec!["bob".to_owned(), "alice".to_owned()];
+    shared.version = 7;
+    service.upsert(shared.clone()).unwrap();
+    service
+        .upsert(file("carol1", "carol", &["merger merger merger"]))
+        .unwrap();
+    service.flush().unwrap();
+
+    let r = keyword(&service, "merger", "alice");
+    assert_eq!(ids(&r), vec!["alice1", "bob1"]);
+    assert_eq!(r.total, 2);
+    assert_eq!(r.files.len(), 2);
+    let r = keyword(&service, "merger", "bob");
+    assert_eq!(ids(&r), vec!["bob1"]);
+    assert_eq!(keyword(&service, "acme", "bob").total, 0);
+    assert_eq!(keyword(&service, "", "bob").total, 1);
+    // A typo of a word only someone else has stays a typo (no fuzzy probe leaks).
+    assert_eq!(keyword(&service, "acme", "mallory").total, 0);
+    assert_eq!(keyword(&service, "merger", "mallory").total, 0);
+
+    // The collection is unshared: alice loses bob's file.
+    shared.readers = vec!["bob".to_owned()];
+    shared.version = 8;
+    service.upsert(shared.clone()).unwrap();
+    service.flush().unwrap();
+    assert_eq!(ids(&keyword(&service, "merger", "alice")), vec!["alice1"]);
+    assert_eq!(ids(&keyword(&service, "confidential", "alice")).len(), 0);
+
+    // An edit is searchable within a second without a flush.
+    let mut edited = shared.clone();
+    edited.segments[0].text = "the acquisition is confidential".to_owned();
+    edited.version = 9;
+    service.upsert(edited).unwrap();
+    let started = Instant::now();
+    loop {
+        let r = keyword(&service, "acquisition", "bob");
+        if r.total == 1 {
+            assert_eq!(keyword(&service, "merger", "bob").total, 0);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "edit not visible after 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let versions = service.indexed_files().unwrap();
+    assert_eq!(versions.get("bob1"), Some(&9));
+    assert_eq!(versions.len(), 3);
+
+    service.delete("alice1").unwrap();
+    service.flush().unwrap();
+    assert_eq!(keyword(&service, "merger", "alice").total, 0);
+    assert!(!service.indexed_files().unwrap().contains_key("alice1"));
+
+    // Rebuild replaces everything and reports progress.
+    let mut seen = Vec::new();
+    service
+        .rebuild(
+            vec![
+                file("n1", "alice", &["fresh start"]),
+                file("n2", "bob", &["fresh"]),
+            ]
+            .into_iter(),
+            |done, total| seen.push((done, total)),
+        )
+        .unwrap();
+    assert_eq!(seen, vec![(1, 2), (2, 2)]);
+    assert_eq!(keyword(&service, "confidential", "bob").total, 0);
+    assert_eq!(keyword(&service, "fresh", "alice").total, 1);
+    assert_eq!(service.indexed_files().unwrap().len(), 2);
+}
+
+#[test]
+fn missing_or_corrupt_index_is_recreated() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("index");
+    {
+        let service = SearchService::open(&dir, None).unwrap();
+        assert_eq!(service.opened(), &Opened::Created);
+        service
+            .upsert(file("f1", "alice", &["persistent words"]))
+            .unwrap();
+        service.flush().unwrap();
+    }
+    {
+        let service = SearchService::open(&dir, None).unwrap();
+        assert_eq!(service.opened(), &Opened::Existing);
+        assert_eq!(keyword(&service, "persistent", "alice").total, 1);
+    }
+    // A second service on the same directory is refused, not wiped.
+    {
+        let _first = SearchService::open(&dir, None).unwrap();
+        assert!(matches!(
+            SearchService::open(&dir, None),
+            Err(SearchError::Locked(_))
+        ));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    {
+        let service = SearchService::open(&dir, None).unwrap();
+        assert_eq!(service.opened(), &Opened::Created);
+        service
+            .upsert(file("f1", "alice", &["persistent words"]))
+            .unwrap();
+        service.flush().unwrap();
+    }
+    // Corrupt a segment file: the checksum catches it.
+    let victim = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "idx"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+    {
+        let service = SearchService::open(&dir, None).unwrap();
+        assert!(
+            matches!(service.opened(), Opened::RecreatedAfterCorruption { .. }),
+            "{:?}",
+            service.opened()
+        );
+        assert_eq!(keyword(&service, "persistent", "alice").total, 0);
+        service
+            .upsert(file("f1", "alice", &["persistent words"]))
+            .unwrap();
+        service.flush().unwrap();
+    }
+    std::fs::write(dir.join("meta.json"), b"{ not json").unwrap();
+    {
+        let service = SearchService::open(&dir, None).unwrap();
+        assert!(matches!(
+            service.opened(),
+            Opened::RecreatedAfterCorruption { .. }
+        ));
+    }
+    // A directory with foreign files is never wiped.
+    let foreign = parent.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("thesis.docx"), b"precious").unwrap();
+    assert!(matches!(
+        SearchService::open(&foreign, None),
+        Err(SearchError::Index(_))
+    ));
+    assert!(foreign.join("thesis.docx").exists());
+}
+
+fn semantic_fixture(dir: &std::path::Path) -> SearchService {
+    let service = SearchService::open(dir, Some(shared_embedder())).unwrap();
+    let mut car = file(
+        "car",
+        "alice",
+        &[
+            "The car would not start this morning because the battery was dead.",
+            "I had to call a tow truck and wait for an hour in the cold.",
+        ],
+    );
+    car.tags = vec!["personal".to_owned()];
+    service.upsert(car).unwrap();
+    service
+        .upsert(file(
+            "cooking",
+            "alice",
+            &[
+                "Add the onions to the pan and fry them until golden brown.",
+                "Then stir in the tomatoes and let the sauce simmer.",
+            ],
+        ))
+        .unwrap();
+    service
+        .upsert(file(
+            "bobcar",
+            "bob",
+            &["My vehicle broke down, its ignition failed and the engine would not turn over."],
+        ))
+        .unwrap();
+    service.flush().unwrap();
+    service
+}
+
+/// One embedder per test process would be ideal, but `Embedder` is moved into a service; the
+/// session is cheap enough to create per test once the runtime is loaded.
+fn shared_embedder() -> Embedder {
+    static LOADED: OnceLock<()> = OnceLock::new();
+    LOADED.get_or_init(|| {
+        runtime();
+    });
+    embedder()
+}
+
+#[test]
+fn semantic_finds_paraphrases_keyword_misses_with_true_cosines() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = semantic_fixture(dir.path());
+    let q = "automobile stalled";
+    assert_eq!(
+        keyword(&service, q, "alice").total,
+        0,
+        "keyword must miss it"
+    );
+    let r = service
+        .search(&SearchRequest::new(q, Mode::Semantic), "alice")
+        .unwrap();
+    assert!(!r.hits.is_empty(), "semantic found nothing");
+    let top = &r.hits[0];
+    assert_eq!(top.file_id, "car");
+    // Bob's near-identical file is never shown to alice.
+    assert!(r.hits.iter().all(|h| h.file_id != "bobcar"));
+    assert!(r.files.iter().all(|f| f.file_id != "bobcar"));
+    // The score is the true cosine of the model's vectors.
+    let embedder = service.embedder().unwrap();
+    let vectors = embedder.embed(&[q, &top.text]).unwrap();
+    let cosine: f32 = vectors[0].iter().zip(&vectors[1]).map(|(a, b)| a * b).sum();
+    assert!(
+        (top.score - cosine).abs() < 1e-4,
+        "{} vs {cosine}",
+        top.score
+    );
+    assert_eq!(top.cosine, Some(top.score));
+    assert!(top.score > 0.3, "{}", top.score);
+    if let Some(cooking) = r.hits.iter().find(|h| h.file_id == "cooking") {
+        assert!(cooking.score < top.score);
+    }
+    assert_eq!(top.start, 0.0);
+    assert!(top.text.contains("battery"));
+
+    // Bob sees his own file, not alice's.
+    let r = service
+        .search(&SearchRequest::new(q, Mode::Semantic), "bob")
+        .unwrap();
+    assert_eq!(ids(&r), vec!["bobcar"]);
+
+    // Filters apply to the scan.
+    let mut request = SearchRequest::new(q, Mode::Semantic);
+    request.tag = Some("personal".to_owned());
+    assert_eq!(
+        ids(&service.search(&request, "alice").unwrap()),
+        vec!["car"]
+    );
+    request.tag = Some("work".to_owned());
+    assert_eq!(service.search(&request, "alice").unwrap().total, 0);
+
+    // Hybrid: the keyword hit and the semantic chunk fuse; semantic-only hits follow.
+    let r = service
+        .search(
+            &SearchRequest::new("tow truck breakdown", Mode::Hybrid),
+            "alice",
+        )
+        .unwrap();
+    assert_eq!(r.hits[0].file_id, "car");
+    assert!(
+        r.hits[0].highlight.contains("<mark>tow</mark>"),
+        "{:?}",
+        r.hits[0]
+    );
+    assert!(r.hits[0].cosine.is_some());
+    assert!(r.hits.iter().all(|h| h.file_id != "bobcar"));
+    let json = serde_json::to_value(&r).unwrap();
+    for key in ["file_id", "start", "end", "speaker", "text", "highlight"] {
+        assert!(json["hits"][0].get(key).is_some(), "{key}");
+    }
+    assert_eq!(json["mode"], "hybrid");
+
+    // Sharing changes reach the semantic side too.
+    let mut unshared = file(
+        "bobcar",
+        "bob",
+        &["My vehicle broke down, its ignition failed and the engine would not turn over."],
+    );
+    unshared.readers = vec!["bob".to_owned(), "alice".to_owned()];
+    service.upsert(unshared.clone()).unwrap();
+    service.flush().unwrap();
+    let r = service
+        .search(&SearchRequest::new(q, Mode::Semantic), "alice")
+        .unwrap();
+    assert!(r.hits.iter().any(|h| h.file_id == "bobcar"));
+    unshared.readers = vec!["bob".to_owned()];
+    service.upsert(unshared).unwrap();
+    service.flush().unwrap();
+    let r = service
+        .search(&SearchRequest::new(q, Mode::Semantic), "alice")
+        .unwrap();
+    assert!(r.hits.iter().all(|h| h.file_id != "bobcar"));
+
+    // Delete removes the vectors with the documents.
+    service.delete("car").unwrap();
+    service.flush().unwrap();
+    let r = service
+        .search(&SearchRequest::new(q, Mode::Semantic), "alice")
+        .unwrap();
+    assert!(r.hits.iter().all(|h| h.file_id != "car"));
+}
+
+#[test]
+fn vectors_survive_a_restart_and_renames_reuse_them() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(semantic_fixture(dir.path()));
+    let service = SearchService::open(dir.path(), Some(shared_embedder())).unwrap();
+    assert_eq!(service.opened(), &Opened::Existing);
+    assert_eq!(service.indexed_files().unwrap().len(), 3);
+    let q = "frying vegetables for a sauce";
+    let r = service
+        .search(&SearchRequest::new(q, Mode::Semantic), "alice")
+        .unwrap();
+    assert_eq!(r.hits[0].file_id, "cooking");
+    let before = r.hits[0].score;
+    // A speaker rename keeps the text: the stored vector is reused and the name changes.
+    let mut renamed = file(
+        "cooking",
+        "alice",
+        &[
+            "Add the onions to the pan and fry them until golden brown.",
+            "Then stir in the tomatoes and let the sauce simmer.",
+        ],
+    );
+    for s in &mut renamed.segments {
+        s.speaker = Some("Chef Dana".to_owned());
+    }
+    service.upsert(renamed).unwrap();
+    service.flush().unwrap();
+    let r = service
+        .search(&SearchRequest::new(q, Mode::Semantic), "alice")
+        .unwrap();
+    assert_eq!(r.hits[0].speaker.as_deref(), Some("Chef Dana"));
+    assert!((r.hits[0].score - before).abs() < 1e-6);
+    let mut request = SearchRequest::new("onions", Mode::Keyword);
+    request.speaker = Some("chef dana".to_owned());
+    assert_eq!(service.search(&request, "alice").unwrap().total, 1);
+
+    // Without an embedder, semantic requests fail loudly and the files count as unembedded.
+    drop(service);
+    let plain = SearchService::open(dir.path(), None).unwrap();
+    assert!(matches!(
+        plain.search(&SearchRequest::new(q, Mode::Semantic), "alice"),
+        Err(SearchError::SemanticUnavailable)
+    ));
+    assert!(matches!(
+        plain.search(&SearchRequest::new(q, Mode::Hybrid), "alice"),
+        Err(SearchError::SemanticUnavailable)
+    ));
+}
