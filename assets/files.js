@@ -169,7 +169,8 @@ function tagEditor(file, cell, refresh) {
   input.focus();
 }
 
-function filesTable(items, progressBars, refresh, filtered) {
+function filesTable(list, progressBars, refresh, filtered) {
+  const items = list.items;
   progressBars.clear();
   const error = errorBox();
   const act = (label, action, attrs = {}) =>
@@ -206,7 +207,8 @@ function filesTable(items, progressBars, refresh, filtered) {
     return el("tr", {}, name, el("td", { class: "status" }, status, " ", bar), el("td", { class: "size" }, formatSize(f.size)), actions);
   });
   if (!rows.length) return el("div", {}, el("p", { class: "muted" }, filtered ? STRINGS.noMatches : STRINGS.noFiles), error);
-  return el("div", {}, error, el("div", { class: "table-wrap" }, el("table", {},
+  const more = list.total > items.length ? el("p", { class: "muted" }, STRINGS.showingOf(items.length, list.total)) : null;
+  return el("div", {}, error, more, el("div", { class: "table-wrap" }, el("table", {},
     el("thead", {}, el("tr", {}, el("th", {}, STRINGS.name), el("th", {}, STRINGS.status),
       el("th", { class: "size" }, STRINGS.size), el("th", {}, el("span", { class: "visually-hidden" }, STRINGS.actions)))),
     el("tbody", {}, ...rows))));
@@ -256,7 +258,7 @@ export async function showFiles(ctx) {
         if (ctx.stale()) return;
         try {
           const list = await api("GET", filesQuery());
-          if (!ctx.stale()) area.replaceChildren(filesTable(list.items, progressBars, refresh, isFiltered()));
+          if (!ctx.stale()) area.replaceChildren(filesTable(list, progressBars, refresh, isFiltered()));
         } catch (e) {
           if (sessionEnded(e)) { hooks.signedOut(); return; }
           const error = errorBox();
@@ -268,7 +270,7 @@ export async function showFiles(ctx) {
     try { await refreshing; } finally { refreshing = null; }
   };
   const list = await api("GET", filesQuery());
-  area.replaceChildren(filesTable(list.items, progressBars, refresh, isFiltered()));
+  area.replaceChildren(filesTable(list, progressBars, refresh, isFiltered()));
   const bar = await filterBar(refresh);
   // Live status: progress bars move; a status change refreshes the table (not the page, so a
   // file being chosen in the upload form is kept).

@@ -151,9 +151,11 @@ export async function showFile(ctx, fileId) {
     }
     const text = el("p", { class: "segment-text" });
     const words = [];
-    if (!segment.edited && segment.words && segment.words.length) {
-      for (const word of segment.words) {
-        const span = el("span", { class: "word", tabindex: "0", role: "button", "data-start": String(word.start) }, word.text);
+    const pieces = timedWords(segment);
+    if (pieces.some((p) => p.word)) {
+      for (const { text: token, word } of pieces) {
+        if (!word) { text.append(token, " "); continue; }
+        const span = el("span", { class: "word", tabindex: "0", role: "button", "data-start": String(word.start) }, token);
         span.addEventListener("click", () => seek(player, word.start));
         span.addEventListener("keydown", (e) => {
           if (e.key === "Enter" || e.key === " ") { e.preventDefault(); seek(player, word.start); }
@@ -162,7 +164,6 @@ export async function showFile(ctx, fileId) {
         text.append(span, " ");
       }
     } else {
-      // Edited text no longer lines up with the word timings: shown whole.
       text.append(segment.text);
     }
     if (segment.edited) {
@@ -266,6 +267,27 @@ export async function showFile(ctx, fileId) {
   ];
 }
 
+const normal = (t) => t.trim().toLowerCase();
+
+/// The segment's text as pieces, each with its word timing where one is known. An edited
+/// segment keeps the timings of the words it still has (matched in order, a few words of
+/// slack), so unchanged words stay clickable; new words are plain text.
+function timedWords(segment) {
+  const words = segment.words || [];
+  if (!segment.edited) return words.map((w) => ({ text: w.text.trim(), word: w }));
+  const pieces = [];
+  let next = 0;
+  for (const token of segment.text.split(/\s+/).filter(Boolean)) {
+    let match = -1;
+    for (let k = next; k < Math.min(words.length, next + 4); k++) {
+      if (normal(words[k].text) === normal(token)) { match = k; break; }
+    }
+    if (match >= 0) { pieces.push({ text: token, word: words[match] }); next = match + 1; }
+    else pieces.push({ text: token, word: null });
+  }
+  return pieces;
+}
+
 function drawWaveform(canvas, player, wave, duration) {
   const peaks = wave.peaks;
   const total = duration || peaks.length * (wave.seconds_per_peak || 0);
@@ -367,7 +389,8 @@ function analyticsSection(id) {
   const details = el("details", { class: "analytics" }, el("summary", {}, STRINGS.analytics), content);
   const pct = (x) => `${Math.round((x || 0) * 100)}%`;
   const num = (x) => (Number.isFinite(x) ? (Math.round(x * 10) / 10).toString() : STRINGS.none);
-  api("GET", `/api/files/${id}/analytics`).then((a) => {
+  // Fetched each time the panel opens, so it reflects edits made since.
+  const load = () => api("GET", `/api/files/${id}/analytics`).then((a) => {
     const overall = [
       [STRINGS.duration, formatTime(a.duration)], [STRINGS.talkTime, formatTime(a.talk_time)],
       [STRINGS.words, num(a.words)], [STRINGS.wordsPerMinute, num(a.words_per_minute)],
@@ -386,5 +409,6 @@ function analyticsSection(id) {
   }).catch((e) => {
     content.replaceChildren(el("p", { class: "muted" }, e.routeMissing ? STRINGS.notAvailable : e.message));
   });
+  details.addEventListener("toggle", () => { if (details.open) load(); });
   return details;
 }

@@ -47,6 +47,7 @@ export const STRINGS = {
   files: "Your files",
   noFiles: "No files yet.",
   noMatches: "No files match these filters.",
+  showingOf: (shown, total) => `Showing the newest ${shown} of ${total} files; use the filters to narrow the list.`,
   name: "Name",
   status: "Status",
   size: "Size",

@@ -84,9 +84,18 @@ async function shoot(name) {
     await page.screenshot({ path: path.join(SHOTS, `${name}-${label}.png`), fullPage: true });
     // Nothing may stick out sideways at either width.
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    assert.ok(overflow <= 0, `${name} at ${label} width scrolls sideways by ${overflow}px`);
+    assert.ok(overflow <= 0, `${name} at ${label} width scrolls sideways by ${overflow}px: ${await wideElements()}`);
   }
   await page.setViewportSize(DESKTOP);
+}
+
+/// The elements that stick out past the right edge (for the message of a failed check).
+function wideElements() {
+  return page.evaluate(() => [...document.querySelectorAll("body *")]
+    .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+    .slice(-5)
+    .map((e) => `${e.tagName.toLowerCase()}${e.className ? `.${String(e.className).replace(/ /g, ".")}` : ""} right=${Math.round(e.getBoundingClientRect().right)}`)
+    .join(", "));
 }
 
 async function csrf() {
@@ -308,8 +317,8 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await panel.locator("summary").click();
     await panel.locator("dl.stats").waitFor();
     const api = await (await page.request.get(`${BASE}/api/files/${fileId}/analytics`)).json();
-    const text = await panel.innerText();
-    assert.match(text, /Words per minute/);
+    const text = await panel.locator("dl.stats").innerText();
+    assert.match(text, /Words per minute/, `analytics panel (open: ${await panel.evaluate((d) => d.open)}): ${text}`);
     assert.match(text, new RegExp(`Words\\s+${api.words}\\b`), `analytics panel: ${text}`);
     await shoot("transcript-full");
   });
@@ -557,7 +566,7 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.setViewportSize(PHONE);
     await page.waitForTimeout(150);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    assert.ok(overflow <= 0, `file view at phone width scrolls sideways by ${overflow}px`);
+    assert.ok(overflow <= 0, `file view at phone width scrolls sideways by ${overflow}px: ${await wideElements()}`);
     // Player above the transcript, each the full width.
     const player = await page.locator("audio, video").boundingBox();
     const text = await page.locator("[data-view=transcript]").boundingBox();
