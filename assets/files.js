@@ -148,7 +148,7 @@ function filesQuery() {
   return `/api/files?${query}`;
 }
 
-function tagEditor(file, cell, refresh) {
+function tagEditor(file, cell, refresh, tagsChanged) {
   const error = errorBox();
   const input = el("input", { value: file.tags.join(", "), autocomplete: "off" });
   const save = el("button", { type: "submit" }, STRINGS.save);
@@ -161,6 +161,8 @@ function tagEditor(file, cell, refresh) {
         await api("PUT", `/api/files/${encodeURIComponent(file.id)}/tags`, { tags });
         announce(STRINGS.saved);
         await refresh();
+        await tagsChanged();
+        document.querySelector(`button[aria-label="${CSS.escape(STRINGS.editTagsOf(file.filename))}"]`)?.focus();
       }, error, save);
     },
   }, field(STRINGS.tagsFor(file.filename), input), save,
@@ -169,7 +171,7 @@ function tagEditor(file, cell, refresh) {
   input.focus();
 }
 
-function filesTable(list, progressBars, refresh, filtered) {
+function filesTable(list, progressBars, refresh, filtered, tagsChanged) {
   const items = list.items;
   progressBars.clear();
   const error = errorBox();
@@ -197,7 +199,7 @@ function filesTable(list, progressBars, refresh, filtered) {
     if (!owner) name.append(el("span", { class: "muted small" }, STRINGS.shared(f.access)));
     if (f.error) name.append(el("div", { class: "error" }, f.error));
     if (owner) {
-      actions.append(act(STRINGS.editTags, () => tagEditor(f, tagCell, refresh), { "aria-label": STRINGS.editTagsOf(f.filename) }), " ");
+      actions.append(act(STRINGS.editTags, () => tagEditor(f, tagCell, refresh, tagsChanged), { "aria-label": STRINGS.editTagsOf(f.filename) }), " ");
       actions.append(act(STRINGS.delete, async () => {
         if (!window.confirm(STRINGS.confirmDelete(f.filename))) return;
         await api("DELETE", `/api/files/${id}`);
@@ -246,6 +248,9 @@ async function filterBar(onChange) {
 export async function showFiles(ctx) {
   const area = el("div", { class: "files" });
   const progressBars = new Map();
+  // The filter bar is rebuilt when tags change (its tag list comes from the server).
+  const barHolder = el("div", {});
+  const rebuildBar = async () => { barHolder.replaceChildren(await filterBar(refresh)); };
   let refreshing = null;
   let again = false;
   const isFiltered = () => !!(filters.status || filters.tag || filters.collection || filters.scope !== "own");
@@ -258,7 +263,7 @@ export async function showFiles(ctx) {
         if (ctx.stale()) return;
         try {
           const list = await api("GET", filesQuery());
-          if (!ctx.stale()) area.replaceChildren(filesTable(list, progressBars, refresh, isFiltered()));
+          if (!ctx.stale()) area.replaceChildren(filesTable(list, progressBars, refresh, isFiltered(), rebuildBar));
         } catch (e) {
           if (sessionEnded(e)) { hooks.signedOut(); return; }
           const error = errorBox();
@@ -270,8 +275,8 @@ export async function showFiles(ctx) {
     try { await refreshing; } finally { refreshing = null; }
   };
   const list = await api("GET", filesQuery());
-  area.replaceChildren(filesTable(list, progressBars, refresh, isFiltered()));
-  const bar = await filterBar(refresh);
+  area.replaceChildren(filesTable(list, progressBars, refresh, isFiltered(), rebuildBar));
+  await rebuildBar();
   // Live status: progress bars move; a status change refreshes the table (not the page, so a
   // file being chosen in the upload form is kept).
   ctx.onEvent((event) => {
@@ -290,6 +295,6 @@ export async function showFiles(ctx) {
     el("h2", { class: "visually-hidden" }, STRINGS.navFiles),
     uploadSection(refresh),
     el("section", { "data-view": "files", "aria-labelledby": "files-heading" },
-      el("h2", { id: "files-heading" }, STRINGS.files), bar, area),
+      el("h2", { id: "files-heading" }, STRINGS.files), barHolder, area),
   ];
 }

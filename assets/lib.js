@@ -172,9 +172,14 @@ export function highlightNodes(highlight) {
   return nodes;
 }
 
-/// A labelled form field: <label>text <input></label>.
+let fieldCount = 0;
+
+/// A labelled form field: <label for> beside its control (not wrapped around it, so a select's
+/// options never become part of its name).
 export function field(labelText, control, hint) {
-  return el("label", {}, el("span", { class: "label" }, labelText), control, hint ? el("span", { class: "muted small" }, hint) : null);
+  if (!control.id) control.id = `f${++fieldCount}`;
+  return el("div", { class: "field" }, el("label", { for: control.id }, labelText), control,
+    hint ? el("span", { class: "muted small" }, hint) : null);
 }
 
 /// A <select> of [value, label] pairs.

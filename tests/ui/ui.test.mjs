@@ -400,8 +400,8 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.getByRole("heading", { name: "Administration" }).waitFor();
     const users = page.locator("[data-view=admin-users]");
     await users.locator(`tr[data-user="${USERNAME}"]`).waitFor();
-    await users.getByLabel("Username").fill(READER);
-    await users.getByLabel("Password").fill("another long password");
+    await users.getByLabel("Username", { exact: true }).fill(READER);
+    await users.getByLabel("Password", { exact: true }).fill("another long password");
     await users.getByRole("button", { name: "Create user" }).click();
     await page.locator(`tr[data-user="${READER}"]`).waitFor();
     // The queue lists the transcribed file's job as done.
@@ -530,7 +530,9 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
   });
 
   step("keyboard: skip link, navigation, and a word played with Enter", async () => {
+    // A fresh load (a goto that only changes the hash would keep the old focus).
     await page.goto(`${BASE}/#/files`);
+    await page.reload();
     await page.locator("[data-view=files]").waitFor();
     await page.keyboard.press("Tab");
     const skip = page.getByRole("link", { name: "Skip to content" });
