@@ -23,6 +23,10 @@ pub struct AppState {
     pub throttle: Arc<LoginThrottle>,
     pub jobs: crate::jobs::Jobs,
     pub started_at: Instant,
+    /// The search index (`None` only if it could not be opened; search then answers 503).
+    pub search: Option<Arc<crate::search::SearchService>>,
+    /// Where changed files are queued for reindexing, once the indexer runs.
+    pub index_queue: Arc<std::sync::OnceLock<crate::indexer::IndexQueue>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -53,8 +57,8 @@ impl AppState {
     /// Files whose searchable content or readers changed (edits, tags, sharing). The search
     /// index re-reads them; until search lands this only logs.
     pub fn files_changed(&self, file_ids: Vec<String>) {
-        if !file_ids.is_empty() {
-            tracing::debug!(count = file_ids.len(), "files changed");
+        if let Some(queue) = self.index_queue.get() {
+            queue.push(file_ids);
         }
     }
 
@@ -88,6 +92,13 @@ impl AppState {
             config.auth.login_ip_max_failures,
             Duration::from_secs(config.auth.login_lockout_secs),
         ));
+        let search = match crate::indexer::open(&config) {
+            Ok(search) => Some(Arc::new(search)),
+            Err(e) => {
+                tracing::error!(error = %e, "search index unavailable; search answers 503");
+                None
+            }
+        };
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -95,6 +106,8 @@ impl AppState {
             throttle,
             jobs: crate::jobs::Jobs::new(),
             started_at: Instant::now(),
+            search,
+            index_queue: Arc::new(std::sync::OnceLock::new()),
         })
     }
 }
@@ -218,6 +231,16 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     .map_err(|e| Error::internal("internal", e))?;
     spawn_housekeeping(state.clone(), shutdown.clone(), &tracker);
     crate::watch::spawn(state.clone(), shutdown.clone(), &tracker);
+    if let Some(search) = state.search.clone() {
+        let queue = crate::indexer::spawn(
+            state.store.clone(),
+            search,
+            state.jobs.events.clone(),
+            shutdown.clone(),
+            &tracker,
+        );
+        let _ = state.index_queue.set(queue);
+    }
     let admin_socket = crate::ops::admin::spawn(state.clone(), shutdown.clone(), &tracker)
         .map_err(|e| Error::internal("internal", format!("admin socket: {e}")))?;
     let workers = crate::jobs::spawn_workers(

@@ -56,6 +56,8 @@ pub enum Command {
     /// Prepare a data dir (TLS certificate, secrets) without starting; used by the package.
     #[command(hide = true)]
     Init(CommonArgs),
+    /// Rebuild the search index from the database (the daemon must be stopped).
+    Reindex(CommonArgs),
     /// Diarize a media file (no transcription) and print RTTM; for benchmarks.
     #[command(hide = true)]
     Diarize(DiarizeArgs),
@@ -392,6 +394,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => run_backup(&args),
         Command::Restore(args) => run_restore(&args),
         Command::Status(args) => run_status(&args),
+        Command::Reindex(common) => {
+            let config = load_config(&common, FlagOverrides::default())?;
+            run_reindex(&config)
+        }
         Command::Init(common) => {
             let config = load_config(&common, FlagOverrides::default())?;
             run_init(&config)
@@ -551,6 +557,33 @@ fn run_diarize(config: &Config, args: &DiarizeArgs) -> anyhow::Result<()> {
         }
     }
     print!("{}", rttm_of(&args.file, &diarization));
+    Ok(())
+}
+
+fn run_reindex(config: &Config) -> anyhow::Result<()> {
+    let store = crate::store::Store::open(&config.db_path()).map_err(|e| {
+        anyhow::anyhow!("{e} (is the daemon running on this data dir? stop it first; it also reindexes what differs at start-up)")
+    })?;
+    let search =
+        crate::indexer::open(config).map_err(|e| anyhow::anyhow!("{}", e.message_for_log()))?;
+    let bar = progress_bar();
+    bar.set_message("reindexing");
+    let started = std::time::Instant::now();
+    let count = crate::indexer::rebuild(&store, &search, |done, total| {
+        bar.set_length(total.max(1) as u64);
+        bar.set_position(done as u64);
+    })
+    .map_err(|e| anyhow::anyhow!("{}", e.message_for_log()))?;
+    bar.finish_and_clear();
+    let semantic = if search.has_embedder() {
+        "with"
+    } else {
+        "WITHOUT (sentence model missing)"
+    };
+    eprintln!(
+        "indexed {count} transcripts {semantic} semantic vectors in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

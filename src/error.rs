@@ -43,6 +43,14 @@ impl Error {
         Self::new("bad-request", message)
     }
 
+    /// The message with the internal cause, for a log line or a CLI error (never for clients).
+    pub fn message_for_log(&self) -> String {
+        match &self.internal_cause {
+            Some(cause) => cause.clone(),
+            None => self.message.clone(),
+        }
+    }
+
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
         self
@@ -97,6 +105,9 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("not-assigned", 409),
     ("no-suggestion", 409),
     ("invalid-speakers", 400),
+    ("search-query", 400),
+    ("search-request", 400),
+    ("search-semantic-unavailable", 503),
     ("payload-too-large", 413),
     ("unsupported-media", 415),
     ("too-many-attempts", 429),

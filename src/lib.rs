@@ -9,6 +9,7 @@ pub mod config;
 pub mod diarize;
 pub mod error;
 pub mod http;
+pub mod indexer;
 pub mod jobs;
 pub mod media;
 pub mod metrics;

@@ -61,16 +61,25 @@ fn piece(
     end: f64,
     speaker: Option<String>,
 ) -> Segment {
-    let text = words.iter().map(|w| w.text.as_str()).collect::<String>();
+    // A segment that is not split keeps its own text. Pieces are rebuilt from their words:
+    // words carry their punctuation and may or may not carry their leading space, so each one is
+    // trimmed and they are joined with single spaces.
+    let whole = words.len() == source.words.len();
+    let text = words
+        .iter()
+        .map(|w| w.text.trim())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     Segment {
         id: 0,
         start,
         end,
         speaker,
-        text: if words.is_empty() {
-            source.text.clone()
+        text: if words.is_empty() || whole {
+            source.text.trim().to_owned()
         } else {
-            text.trim().to_owned()
+            text
         },
         words,
         edited: false,
@@ -195,6 +204,45 @@ mod tests {
         );
         assert_eq!((s[0].id, s[1].id), (0, 1));
         assert_eq!(s[1].words[0].speaker.as_deref(), Some("B"));
+    }
+
+    #[test]
+    fn pieces_keep_spaces_between_words_stored_without_them() {
+        let segment = |words: Vec<Word>| Segment {
+            id: 0,
+            start: 0.0,
+            end: 4.0,
+            speaker: None,
+            text: " Mr. Dashwood spoke. Yes, sir.".into(),
+            words,
+            edited: false,
+            original_text: None,
+        };
+        let words = vec![
+            word(0.1, 0.5, "Mr."),
+            word(0.6, 1.4, "Dashwood"),
+            word(1.5, 2.0, "spoke."),
+            word(2.3, 2.8, "Yes,"),
+            word(2.9, 3.5, "sir."),
+        ];
+        let mut split = Transcript {
+            language: "en".into(),
+            duration: 4.0,
+            speakers: Vec::new(),
+            segments: vec![segment(words.clone())],
+        };
+        label_transcript(&mut split, &[turn(0.0, 2.1, "A"), turn(2.2, 4.0, "B")]);
+        let texts: Vec<&str> = split.segments.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, vec!["Mr. Dashwood spoke.", "Yes, sir."]);
+        // One speaker throughout: the segment keeps its own text.
+        let mut whole = Transcript {
+            language: "en".into(),
+            duration: 4.0,
+            speakers: Vec::new(),
+            segments: vec![segment(words)],
+        };
+        label_transcript(&mut whole, &[turn(0.0, 4.0, "A")]);
+        assert_eq!(whole.segments[0].text, "Mr. Dashwood spoke. Yes, sir.");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod health;
 pub mod library;
 pub mod openai;
+pub mod search;
 pub mod server;
 pub mod speakers;
 pub mod tls;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openai::routes())
         .merge(library::routes())
         .merge(speakers::routes())
+        .merge(search::routes())
         // Counted per matched route (the pattern, never the concrete path with its ids).
         .route_layer(axum::middleware::from_fn(count_request))
         .route(

@@ -116,6 +116,23 @@ impl Store {
         Ok(readers)
     }
 
+    /// Any file by id, without an access check (the indexer and admin paths).
+    pub fn get_file(&self, file_id: &str) -> Result<Option<FileRecord>> {
+        self.get_json(FILES, file_id)
+    }
+
+    /// Every file id, in key order.
+    pub fn all_file_ids(&self) -> Result<Vec<String>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let files = txn.open_table(FILES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in files.iter().map_err(db_err)? {
+            let (key, _) = entry.map_err(db_err)?;
+            out.push(key.value().to_owned());
+        }
+        Ok(out)
+    }
+
     /// Ids of the collections that hold the file.
     pub fn file_collections(&self, file_id: &str) -> Result<Vec<String>> {
         let txn = self.db.begin_read().map_err(db_err)?;

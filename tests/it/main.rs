@@ -12,6 +12,7 @@ mod models;
 mod openai;
 mod pipeline;
 mod profiles;
+mod search;
 mod server;
 mod support;
 mod watch;

@@ -216,6 +216,15 @@ impl TestServer {
             server.shutdown().await;
         }
     }
+
+    /// Stops the server and hands back its data dir, to start another server on it.
+    pub async fn stop_keep(mut self) -> tempfile::TempDir {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data_dir, placeholder)
+    }
 }
 
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
