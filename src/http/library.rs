@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/files/{id}/tags", put(set_tags))
         .route("/api/tags", get(list_tags))
         .route("/api/files/{id}/analytics", get(analytics))
+        .route("/api/files/{id}/waveform", get(waveform))
         .route(
             "/api/files/{id}/comments",
             get(list_comments).post(add_comment),
@@ -371,6 +372,30 @@ async fn analytics(
 ) -> Result<Json<Analytics>> {
     let (_, transcript) = load_transcript(&state, &user, id).await?;
     Ok(Json(analyze(&transcript)))
+}
+
+/// Peaks for the player, computed while the file was decoded.
+async fn waveform(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let (file, _) = load_file(&state, &user, id, Access::Viewer).await?;
+    let store = state.store.clone();
+    let bytes = blocking(move || store.waveform_of(&file.id))
+        .await?
+        .ok_or_else(|| {
+            Error::new(
+                "transcript-not-ready",
+                "the file has not been processed yet",
+            )
+        })?;
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 #[derive(Debug, Serialize)]

@@ -177,13 +177,14 @@ impl Worker {
         self.event("file.status", &file, "processing", "starting", 0.0);
         let outcome = self.run_pipeline(&file);
         let (outcome, kind, error) = match outcome {
-            Ok((transcript, embeddings)) => match serde_json::to_vec(&transcript) {
+            Ok((transcript, embeddings, waveform)) => match serde_json::to_vec(&transcript) {
                 Ok(json) => (
                     JobOutcome::Completed {
                         transcript_json: json,
                         speaker_embeddings: (!embeddings.is_empty())
                             .then(|| serde_json::to_vec(&embeddings).ok())
                             .flatten(),
+                        waveform: serde_json::to_vec(&waveform).ok(),
                     },
                     "file.completed",
                     None,
@@ -283,6 +284,7 @@ impl Worker {
         (
             crate::transcript::Transcript,
             crate::store::profiles::SpeakerEmbeddings,
+            crate::media::waveform::Waveform,
         ),
         PipelineError,
     > {
@@ -401,6 +403,6 @@ impl Worker {
             }
             crate::metrics::METRICS.stage("match", matching.elapsed().as_secs_f64());
         }
-        Ok((transcript, embeddings))
+        Ok((transcript, embeddings, processed.waveform))
     }
 }

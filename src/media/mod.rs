@@ -3,3 +3,4 @@
 pub mod decode;
 pub mod probe;
 pub mod resample;
+pub mod waveform;

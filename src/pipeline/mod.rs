@@ -323,6 +323,8 @@ pub struct Processed {
     /// Speaker turns and per-speaker centroids (192-d, L2-normalised; for voice profiles).
     /// Empty when diarization was off.
     pub diarization: Diarization,
+    /// Peaks for the player's waveform, gathered while decoding.
+    pub waveform: crate::media::waveform::Waveform,
 }
 
 /// As [`process_media`] for a file on disk.
@@ -418,6 +420,7 @@ pub fn process_media(
     let mut probabilities: Vec<f32> = Vec::new();
     let mut total_samples = 0usize;
     let mut failure: Option<PipelineError> = None;
+    let mut peaks = crate::media::waveform::PeakAccumulator::new(SAMPLE_RATE as u32);
     {
         let mut writer = BufWriter::with_capacity(1 << 20, &spool.file);
         let vad = &mut engine.vad;
@@ -431,6 +434,7 @@ pub fn process_media(
                 return ControlFlow::Break(());
             }
             total_samples += chunk.len();
+            peaks.push(chunk);
             if !options.no_vad {
                 match vad.process(chunk) {
                     Ok(p) => probabilities.extend(p),
@@ -577,6 +581,7 @@ pub fn process_media(
     Ok(Processed {
         transcript,
         diarization,
+        waveform: peaks.finish(crate::media::waveform::MAX_PEAKS),
     })
 }
 

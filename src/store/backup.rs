@@ -140,6 +140,7 @@ fn copy_catalogue(
     copy_table(source, target, USER_PROFILES, out)?;
     copy_table(source, target, PROFILE_FILES, out)?;
     copy_table(source, target, SPEAKER_EMBEDDINGS, out)?;
+    copy_table(source, target, WAVEFORMS, out)?;
     Ok(())
 }
 

@@ -121,6 +121,16 @@ impl Store {
         self.get_json(FILES, file_id)
     }
 
+    /// The stored waveform JSON of a file, without an access check (callers check first).
+    pub fn waveform_of(&self, file_id: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(WAVEFORMS).map_err(db_err)?;
+        Ok(table
+            .get(file_id)
+            .map_err(db_err)?
+            .map(|v| v.value().to_vec()))
+    }
+
     /// Every file id, in key order.
     pub fn all_file_ids(&self) -> Result<Vec<String>> {
         let txn = self.db.begin_read().map_err(db_err)?;

@@ -87,6 +87,7 @@ pub(crate) fn create_all_tables(txn: &WriteTransaction) -> std::result::Result<(
     txn.open_table(USER_PROFILES)?;
     txn.open_table(PROFILE_FILES)?;
     txn.open_table(SPEAKER_EMBEDDINGS)?;
+    txn.open_table(WAVEFORMS)?;
     Ok(())
 }
 
@@ -129,6 +130,8 @@ pub enum JobOutcome {
         transcript_json: Vec<u8>,
         /// JSON speaker id → embedding, when the file was diarized.
         speaker_embeddings: Option<Vec<u8>>,
+        /// JSON waveform peaks.
+        waveform: Option<Vec<u8>>,
     },
     /// A failure that will not go away by retrying (bad media): the file ends in `error`.
     Failed {
@@ -536,6 +539,8 @@ impl Store {
                     drop(transcripts);
                     library::forget_file(&txn, file_id)?;
                     profiles::forget_file(&txn, file_id, old.as_ref())?;
+                    let mut waveforms = txn.open_table(WAVEFORMS).map_err(db_err)?;
+                    waveforms.remove(file_id).map_err(db_err)?;
                     Some((record, remaining))
                 }
             }
@@ -683,7 +688,12 @@ impl Store {
                         JobOutcome::Completed {
                             transcript_json,
                             speaker_embeddings,
+                            waveform,
                         } => {
+                            if let Some(waveform) = &waveform {
+                                let mut table = txn.open_table(WAVEFORMS).map_err(db_err)?;
+                                table.insert(file_id, waveform.as_slice()).map_err(db_err)?;
+                            }
                             let mut transcripts = txn.open_table(TRANSCRIPTS).map_err(db_err)?;
                             transcripts
                                 .insert(file_id, transcript_json.as_slice())

@@ -45,3 +45,5 @@ pub const PROFILE_FILES: TableDefinition<&str, u64> = TableDefinition::new("prof
 /// file id → JSON map of speaker id → embedding (192 floats) of a diarized file.
 pub const SPEAKER_EMBEDDINGS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("speaker_embeddings");
+/// file id → JSON waveform peaks of the file's audio, for the player.
+pub const WAVEFORMS: TableDefinition<&str, &[u8]> = TableDefinition::new("waveforms");

@@ -176,12 +176,36 @@ async fn edit_tag_comment_share_and_zip() {
         .collect();
     assert_eq!(texts, vec!["earlier", "later"]);
 
+    // The waveform of the 7 s clip: peaks in 0..1 covering its duration, not all silent.
+    let (status, wave) = server
+        .call(
+            Method::GET,
+            &format!("/api/files/{file}/waveform"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{wave}");
+    let peaks = wave["peaks"].as_array().unwrap();
+    let covered = peaks.len() as f64 * wave["seconds_per_peak"].as_f64().unwrap();
+    assert!((5.0..10.0).contains(&covered), "{covered}");
+    assert!(
+        peaks
+            .iter()
+            .all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap()))
+    );
+    assert!(
+        peaks.iter().any(|p| p.as_f64().unwrap() > 0.1),
+        "speech is audible"
+    );
+
     // Bob and Carol see nothing of Alice's yet: 404 everywhere.
     for path in [
         format!("/api/files/{file}"),
         format!("/api/files/{file}/transcript"),
         format!("/api/files/{file}/comments"),
         format!("/api/files/{file}/analytics"),
+        format!("/api/files/{file}/waveform"),
     ] {
         assert_eq!(
             server.call(Method::GET, &path, &bob, None).await.0,
