@@ -26,6 +26,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/files/{id}/cancel", post(cancel))
         .route("/api/files/{id}/retry", post(retry))
         .route("/api/admin/jobs", get(admin_jobs))
+        .route("/api/admin/jobs/{id}/cancel", post(admin_cancel))
+        .route("/api/admin/jobs/{id}/retry", post(admin_retry))
         .route("/api/ws", get(websocket))
 }
 
@@ -105,15 +107,23 @@ async fn cancel(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
+    cancel_for(&state, user.user.id.clone(), id).await
+}
+
+async fn cancel_for(
+    state: &AppState,
+    owner: String,
+    id: String,
+) -> Result<Json<serde_json::Value>> {
     let store = state.store.clone();
-    let owner = user.user.id.clone();
     let file_id = id.clone();
-    let status = blocking(move || store.cancel_job(&owner, &file_id, now_secs()))
+    let owner_id = owner.clone();
+    let status = blocking(move || store.cancel_job(&owner_id, &file_id, now_secs()))
         .await?
         .ok_or_else(|| Error::not_found("file"))?;
     state.jobs.publish(crate::jobs::FileEvent {
         kind: "file.status",
-        owner_id: user.user.id.clone(),
+        owner_id: owner,
         file_id: id.clone(),
         status: status.clone(),
         stage: "cancelling".to_owned(),
@@ -122,14 +132,16 @@ async fn cancel(
     });
     Ok(Json(json!({"id": id, "status": status})))
 }
-
 async fn retry(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
+    retry_for(&state, user.user.id.clone(), id).await
+}
+
+async fn retry_for(state: &AppState, owner: String, id: String) -> Result<Json<serde_json::Value>> {
     let store = state.store.clone();
-    let owner = user.user.id.clone();
     let file_id = id.clone();
     let status = blocking(move || store.retry_job(&owner, &file_id, now_secs()))
         .await?
@@ -138,17 +150,60 @@ async fn retry(
     Ok(Json(json!({"id": id, "status": status})))
 }
 
+/// The owner of any file, for the admin's queue actions.
+async fn owner_of(state: &AppState, id: &str) -> Result<String> {
+    let store = state.store.clone();
+    let file_id = id.to_owned();
+    blocking(move || store.get_file(&file_id))
+        .await?
+        .map(|f| f.owner_id)
+        .ok_or_else(|| Error::not_found("file"))
+}
+
+async fn admin_cancel(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let owner = owner_of(&state, &id).await?;
+    cancel_for(&state, owner, id).await
+}
+
+async fn admin_retry(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let owner = owner_of(&state, &id).await?;
+    retry_for(&state, owner, id).await
+}
 async fn admin_jobs(
     State(state): State<AppState>,
     _admin: AdminUser,
 ) -> Result<Json<serde_json::Value>> {
     let store = state.store.clone();
-    let jobs = blocking(move || store.list_jobs()).await?;
+    let (jobs, names, users) = blocking(move || {
+        let jobs = store.list_jobs()?;
+        let mut names = std::collections::HashMap::new();
+        for job in &jobs {
+            if let Some(file) = store.get_file(&job.file_id)? {
+                names.insert(job.file_id.clone(), file.filename);
+            }
+        }
+        let users: std::collections::HashMap<String, String> = store
+            .list_users()?
+            .into_iter()
+            .map(|u| (u.id, u.username))
+            .collect();
+        Ok((jobs, names, users))
+    })
+    .await?;
     let items: Vec<serde_json::Value> = jobs
         .iter()
         .map(|j| {
             json!({
                 "file_id": j.file_id, "owner_id": j.owner_id, "state": j.state,
+                "filename": names.get(&j.file_id), "owner_username": users.get(&j.owner_id),
                 "attempts": j.attempts, "stage": j.stage, "progress": j.progress,
                 "error": j.error, "created_at": j.created_at, "updated_at": j.updated_at,
             })

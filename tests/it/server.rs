@@ -438,3 +438,55 @@ async fn admin_status_reports_for_admins_only() {
     assert_eq!(status, 403);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn admins_cancel_and_retry_anyones_job_from_the_queue() {
+    let server = TestServer::start_with(|c| c.jobs.workers = 0).await;
+    let admin = server.admin().await;
+    let user = server.user(&admin, "someone").await;
+    let wav = crate::support::sine_wav(1.0, 16_000, 440.0);
+    let created = crate::support::json(server.upload(&user, "tone.wav", wav).await).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, queue) = server
+        .call(reqwest::Method::GET, "/api/admin/jobs", &admin, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(queue["items"][0]["filename"], "tone.wav");
+    assert_eq!(queue["items"][0]["owner_username"], "someone");
+    let path = format!("/api/admin/jobs/{id}/cancel");
+    assert_eq!(
+        server
+            .call(reqwest::Method::POST, &path, &user, None)
+            .await
+            .0,
+        403
+    );
+    let (status, body) = server
+        .call(reqwest::Method::POST, &path, &admin, None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/admin/jobs/{id}/retry"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "queued");
+    assert_eq!(
+        server
+            .call(
+                reqwest::Method::POST,
+                "/api/admin/jobs/no-such-file/retry",
+                &admin,
+                None
+            )
+            .await
+            .0,
+        404
+    );
+    server.stop().await;
+}
