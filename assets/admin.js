@@ -87,12 +87,12 @@ function jobsSection(ctx, jobs, names) {
     const actions = el("td", { class: "actions" });
     const act = (label, path) => el("button", {
       type: "button", class: "link", "aria-label": `${label} ${j.file_id}`,
-      onclick: (e) => attempt(async () => { await api("POST", `/api/files/${id}/${path}`); ctx.refresh(); }, error, e.currentTarget),
+      onclick: (e) => attempt(async () => { await api("POST", `/api/admin/jobs/${id}/${path}`); ctx.refresh(); }, error, e.currentTarget),
     }, label);
     if (j.state === "queued" || j.state === "running") actions.append(act(STRINGS.cancel, "cancel"));
     if (j.state === "failed" || j.state === "cancelled") actions.append(act(STRINGS.retry, "retry"));
     return el("tr", { "data-job": j.file_id },
-      el("td", { class: "name" }, el("code", {}, j.file_id.slice(0, 8)), " ", el("span", { class: "muted small" }, names.get(j.owner_id) || "")),
+      el("td", { class: "name" }, j.filename ? el("span", {}, j.filename) : el("code", {}, j.file_id.slice(0, 8)), " ", el("span", { class: "muted small" }, j.owner_username || names.get(j.owner_id) || "")),
       el("td", {}, j.state, j.error ? el("div", { class: "error small" }, j.error) : null),
       el("td", {}, j.stage || STRINGS.none, " ", el("progress", { max: "100", value: String(Math.round((j.progress || 0) * 100)), "aria-label": `${STRINGS.progress} ${j.file_id}` })),
       el("td", {}, String(j.attempts ?? 0)), el("td", {}, formatDate(j.updated_at)), actions);
