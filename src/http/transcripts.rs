@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/files/{id}/export", get(export))
         .route("/api/files/{id}/cancel", post(cancel))
         .route("/api/files/{id}/retry", post(retry))
+        .route("/api/files/{id}/reprocess", post(reprocess))
         .route("/api/admin/jobs", get(admin_jobs))
         .route("/api/admin/jobs/{id}/cancel", post(admin_cancel))
         .route("/api/admin/jobs/{id}/retry", post(admin_retry))
@@ -324,4 +325,84 @@ async fn forward_events(
             },
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reprocess {
+    /// `["diarize"]`: find speakers again and relabel the transcript; empty or absent: run
+    /// everything again.
+    #[serde(default)]
+    stages: Vec<String>,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    num_speakers: Option<u32>,
+    #[serde(default)]
+    min_speakers: Option<u32>,
+    #[serde(default)]
+    max_speakers: Option<u32>,
+    #[serde(default)]
+    diarize: Option<bool>,
+}
+
+/// Runs chosen stages of a finished file again with new options, e.g. another speaker count
+/// without transcribing again. Owners only.
+async fn reprocess(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    super::extract::ApiJson(body): super::extract::ApiJson<Reprocess>,
+) -> Result<Json<serde_json::Value>> {
+    for stage in &body.stages {
+        if stage != "diarize" {
+            return Err(Error::bad_request(
+                "stages may be [\"diarize\"] (relabel speakers) or empty (everything)",
+            ));
+        }
+    }
+    let (file, _) = super::files::load_file(&state, &user, id.clone(), Access::Owner).await?;
+    let mut options = file.options.clone();
+    let set = |options: &mut crate::store::records::UploadOptions, name: &str, value: String| {
+        super::files::apply_option(options, name, &value)
+    };
+    if let Some(language) = body.language {
+        set(&mut options, "language", language)?;
+    }
+    for (name, value) in [
+        ("num_speakers", body.num_speakers),
+        ("min_speakers", body.min_speakers),
+        ("max_speakers", body.max_speakers),
+    ] {
+        if let Some(n) = value {
+            set(&mut options, name, n.to_string())?;
+        }
+    }
+    if let Some(diarize) = body.diarize {
+        options.diarize = diarize;
+    }
+    if !body.stages.is_empty() && !options.diarize {
+        return Err(Error::bad_request("re-diarizing needs diarize to be on"));
+    }
+    let store = state.store.clone();
+    let owner = user.user.id.clone();
+    let file_id = id.clone();
+    let stages = body.stages.clone();
+    let status =
+        blocking(move || store.reprocess_job(&owner, &file_id, stages, options, now_secs()))
+            .await?
+            .ok_or_else(|| Error::not_found("file"))?;
+    state.jobs.publish(crate::jobs::FileEvent {
+        kind: "file.status",
+        owner_id: file.owner_id.clone(),
+        file_id: id.clone(),
+        status: status.clone(),
+        stage: "queued".to_owned(),
+        progress: 0.0,
+        error: None,
+    });
+    state.jobs.wake.notify();
+    Ok(Json(
+        json!({"id": id, "status": status, "stages": body.stages}),
+    ))
 }

@@ -175,7 +175,7 @@ impl Worker {
         let started = Instant::now();
         tracing::info!(file_id = %file.id, attempt = job.attempts, "job started");
         self.event("file.status", &file, "processing", "starting", 0.0);
-        let outcome = self.run_pipeline(&file);
+        let outcome = self.run_pipeline(&file, &job.reprocess);
         let (outcome, kind, error) = match outcome {
             Ok((transcript, embeddings, waveform)) => match serde_json::to_vec(&transcript) {
                 Ok(json) => (
@@ -280,6 +280,7 @@ impl Worker {
     fn run_pipeline(
         &mut self,
         file: &FileRecord,
+        reprocess: &[String],
     ) -> Result<
         (
             crate::transcript::Transcript,
@@ -370,7 +371,24 @@ impl Worker {
                 }
             }
         };
-        let processed = process_media(engine, &mut opener, &options, &mut progress)?;
+        let processed = if reprocess.iter().any(|s| s == "diarize") {
+            let existing: crate::transcript::Transcript = self
+                .store
+                .transcript_of(&file.id)
+                .map_err(|e| PipelineError::Scratch(std::io::Error::other(e.to_string())))?
+                .ok_or_else(|| {
+                    PipelineError::Scratch(std::io::Error::other("no transcript to relabel"))
+                })?;
+            crate::pipeline::rediarize_media(
+                engine,
+                &mut opener,
+                existing,
+                &options,
+                &mut progress,
+            )?
+        } else {
+            process_media(engine, &mut opener, &options, &mut progress)?
+        };
         if !last_stage.is_empty() {
             crate::metrics::METRICS.stage(last_stage, stage_started.elapsed().as_secs_f64());
         }

@@ -358,13 +358,25 @@ pub fn diarize_file(
     options: &DiarizeOptions,
     progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
 ) -> Result<Diarization, PipelineError> {
-    options.validate().map_err(PipelineError::Diarize)?;
     let mut open = file_opener(path);
+    diarize_media(diarizer, &mut open, options, progress).map(|(d, _)| d)
+}
+
+/// Decodes to a spool (gathering waveform peaks) and diarizes it, without transcription.
+pub fn diarize_media(
+    diarizer: &mut Diarizer,
+    open: &mut Opener<'_>,
+    options: &DiarizeOptions,
+    progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
+) -> Result<(Diarization, crate::media::waveform::Waveform), PipelineError> {
+    options.validate().map_err(PipelineError::Diarize)?;
     let mut spool = Spool::create().map_err(PipelineError::Scratch)?;
     let mut failure: Option<PipelineError> = None;
+    let mut peaks = crate::media::waveform::PeakAccumulator::new(SAMPLE_RATE as u32);
     {
         let mut writer = BufWriter::with_capacity(1 << 20, &spool.file);
         decode_to_mono_16k(open()?, SAMPLE_RATE, |chunk| {
+            peaks.push(chunk);
             let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
             if let Err(e) = writer.write_all(&bytes) {
                 failure = Some(PipelineError::Scratch(e));
@@ -380,9 +392,44 @@ pub fn diarize_file(
     if progress(Stage::Decode(1.0)).is_break() {
         return Err(PipelineError::Cancelled);
     }
-    diarizer
+    let diarization = diarizer
         .diarize(&mut spool, options, &mut |f| progress(Stage::Diarize(f)))
-        .map_err(diarize_error)
+        .map_err(diarize_error)?;
+    Ok((diarization, peaks.finish(crate::media::waveform::MAX_PEAKS)))
+}
+
+/// Diarizes again (e.g. with another speaker count) and relabels an existing transcript,
+/// without transcribing again. Edited segments keep their text unless a speaker change now
+/// falls inside them.
+pub fn rediarize_media(
+    engine: &mut Engine,
+    open: &mut Opener<'_>,
+    mut transcript: Transcript,
+    options: &FileOptions,
+    progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
+) -> Result<Processed, PipelineError> {
+    let diarizer = engine
+        .diarizer
+        .as_mut()
+        .map_err(|reason| PipelineError::Model {
+            name: "diarization".to_owned(),
+            reason: reason.clone(),
+        })?;
+    let (diarization, waveform) =
+        diarize_media(diarizer, open, &options.diarize_options(), progress)?;
+    for segment in transcript.segments.iter_mut() {
+        segment.speaker = None;
+        for word in segment.words.iter_mut() {
+            word.speaker = None;
+        }
+    }
+    crate::diarize::assign::label_transcript(&mut transcript, &diarization.turns);
+    transcript.speakers = speakers_of(&diarization.speakers);
+    Ok(Processed {
+        transcript,
+        diarization,
+        waveform,
+    })
 }
 
 fn diarize_error(e: DiarizeError) -> PipelineError {

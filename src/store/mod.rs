@@ -112,6 +112,7 @@ pub(crate) fn new_job(file: &FileRecord, priority: u8) -> JobRecord {
         cancel_requested: false,
         queue_key: format!("{priority:03}/{now_ms:020}/{}", file.id),
         priority,
+        reprocess: Vec::new(),
     }
 }
 
@@ -859,6 +860,63 @@ impl Store {
     }
 
     /// Queues a failed or cancelled file again.
+    /// Queues chosen stages of a finished file again with new options (e.g. another speaker
+    /// count). `stages` empty runs everything; `["diarize"]` keeps the transcript's text.
+    pub fn reprocess_job(
+        &self,
+        owner_id: &str,
+        file_id: &str,
+        stages: Vec<String>,
+        options: records::UploadOptions,
+        now: u64,
+    ) -> Result<Option<String>> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let status = {
+            let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
+            let mut files = txn.open_table(FILES).map_err(db_err)?;
+            let file: Option<FileRecord> = read_record(&files, file_id)?;
+            let Some(mut file) = file.filter(|f| f.owner_id == owner_id) else {
+                return Ok(None);
+            };
+            if matches!(file.status.as_str(), "queued" | "processing") {
+                return Err(Error::new(
+                    "not-retryable",
+                    format!("the file is {}; wait until it ends", file.status),
+                ));
+            }
+            if !stages.is_empty() {
+                let transcripts = txn.open_table(TRANSCRIPTS).map_err(db_err)?;
+                if transcripts.get(file_id).map_err(db_err)?.is_none() {
+                    return Err(Error::new(
+                        "transcript-not-ready",
+                        "the file has no transcript to relabel; reprocess everything instead",
+                    ));
+                }
+            }
+            file.options = options;
+            let mut job = new_job(&file, 0);
+            job.reprocess = stages;
+            job.created_at = now;
+            job.updated_at = now;
+            let mut queue = txn.open_table(QUEUE).map_err(db_err)?;
+            queue
+                .insert(job.queue_key.as_str(), file_id)
+                .map_err(db_err)?;
+            jobs.insert(file_id, encode(&job)?.as_slice())
+                .map_err(db_err)?;
+            file.status = "queued".to_owned();
+            file.progress = 0.0;
+            file.error = None;
+            file.updated_at = now;
+            files
+                .insert(file_id, encode(&file)?.as_slice())
+                .map_err(db_err)?;
+            file.status
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(Some(status))
+    }
+
     pub fn retry_job(&self, owner_id: &str, file_id: &str, now: u64) -> Result<Option<String>> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let status = {

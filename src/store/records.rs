@@ -131,6 +131,10 @@ pub struct JobRecord {
     /// Lower runs first.
     #[serde(default)]
     pub priority: u8,
+    /// Empty: the whole pipeline. `["diarize"]`: diarize again and relabel the existing
+    /// transcript (speaker counts may have changed), without transcribing again.
+    #[serde(default)]
+    pub reprocess: Vec<String>,
 }
 
 /// What a user may do with a file: see it, also edit its transcript, or everything.

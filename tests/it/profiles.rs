@@ -283,3 +283,95 @@ async fn a_profile_recognises_its_voice_in_another_file_and_renames_everywhere()
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rediarizing_with_another_speaker_count_keeps_the_transcribed_text() {
+    let server = TestServer::start_with(|c| {
+        c.models_dir = crate::models::models_dir();
+        c.jobs.model = "whisper-tiny.en".to_owned();
+    })
+    .await;
+    let alice = server.admin().await;
+    let file = upload_and_wait(&server, &alice, "conv2a").await;
+    assert_eq!(speakers(&server, &alice, &file).await.len(), 2);
+    // A correction that a new transcription would lose.
+    let (_, transcript) = server
+        .call(
+            Method::GET,
+            &format!("/api/files/{file}/transcript"),
+            &alice,
+            None,
+        )
+        .await;
+    let seg = transcript["segments"][0]["id"].as_u64().unwrap();
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/files/{file}/segments/{seg}"),
+            &alice,
+            Some(serde_json::json!({"text": "A corrected opening line."})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let words_before: usize = transcript["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["words"].as_array().unwrap().len())
+        .sum();
+
+    let path = format!("/api/files/{file}/reprocess");
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &path,
+            &alice,
+            Some(serde_json::json!({"stages": ["transcribe"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &path,
+            &alice,
+            Some(serde_json::json!({"stages": ["diarize"], "num_speakers": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.wait_done(&alice, &file).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["options"]["num_speakers"], 1);
+    let (_, after) = server
+        .call(
+            Method::GET,
+            &format!("/api/files/{file}/transcript"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(
+        after["speakers"].as_array().unwrap().len(),
+        1,
+        "{}",
+        after["speakers"]
+    );
+    let segments = after["segments"].as_array().unwrap();
+    assert!(
+        segments
+            .iter()
+            .any(|s| s["text"] == "A corrected opening line."),
+        "the edit survives: nothing was transcribed again"
+    );
+    let words_after: usize = segments
+        .iter()
+        .map(|s| s["words"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(words_before, words_after);
+    assert!(
+        segments
+            .iter()
+            .all(|s| s["speaker"] == after["speakers"][0]["id"])
+    );
+    server.stop().await;
+}
