@@ -141,13 +141,18 @@ async function statusSection() {
   const rows = [];
   if (status.version) rows.push([STRINGS.version, status.version]);
   if (Number.isFinite(status.uptime_secs)) rows.push([STRINGS.uptime, formatTime(status.uptime_secs)]);
-  if (status.execution_provider) rows.push([STRINGS.executionProvider, String(status.execution_provider)]);
-  if (status.disk) rows.push([STRINGS.diskFree, `${formatSize(status.disk.free_bytes)} / ${formatSize(status.disk.total_bytes)}`]);
+  const provider = status.execution_provider || (status.runtime && (status.runtime.provider || (status.runtime.loaded ? null : STRINGS.modelNotLoaded)));
+  if (provider) rows.push([STRINGS.executionProvider, String(provider)]);
+  if (status.disk) {
+    const total = status.disk.total_bytes ? ` / ${formatSize(status.disk.total_bytes)}` : "";
+    rows.push([STRINGS.diskFree, `${formatSize(status.disk.free_bytes)}${total}`]);
+    if (Number.isFinite(status.disk.blob_bytes)) rows.push([STRINGS.mediaStored, `${formatSize(status.disk.blob_bytes)} (${status.disk.blob_files})`]);
+  }
   if (status.jobs) rows.push([STRINGS.jobsHeading, STRINGS.jobCounts({ queued: 0, running: 0, done: 0, failed: 0, cancelled: 0, ...status.jobs })]);
   section.append(el("dl", { class: "stats" }, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])));
   if (Array.isArray(status.models) && status.models.length) {
     section.append(el("h4", {}, STRINGS.models), el("ul", { class: "plain-list" }, ...status.models.map((m) =>
-      el("li", {}, typeof m === "string" ? m : [m.name, m.loaded === undefined ? null : ` (${m.loaded ? STRINGS.modelLoaded : STRINGS.modelNotLoaded})`, m.size_bytes ? ` ${formatSize(m.size_bytes)}` : null].filter(Boolean).join("")))));
+      el("li", {}, typeof m === "string" ? m : [m.name, m.kind ? ` (${m.kind})` : null, m.size_bytes ? ` ${formatSize(m.size_bytes)}` : null, Array.isArray(m.problems) && m.problems.length ? ` — ${m.problems.join("; ")}` : null].filter(Boolean).join("")))));
   }
   if (Array.isArray(status.checks)) section.append(checksTable(status.checks));
   return section;

@@ -242,6 +242,7 @@ export const STRINGS = {
   uptime: "Up for",
   executionProvider: "Execution provider",
   diskFree: "Disk free",
+  mediaStored: "Media stored",
   models: "Models",
   modelLoaded: "loaded",
   modelNotLoaded: "not loaded",
