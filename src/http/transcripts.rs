@@ -206,6 +206,7 @@ async fn admin_jobs(
                 "file_id": j.file_id, "owner_id": j.owner_id, "state": j.state,
                 "filename": names.get(&j.file_id), "owner_username": users.get(&j.owner_id),
                 "attempts": j.attempts, "stage": j.stage, "progress": j.progress,
+                "stage_seconds": j.stage_seconds,
                 "error": j.error, "created_at": j.created_at, "updated_at": j.updated_at,
             })
         })

@@ -109,6 +109,7 @@ pub fn spawn_workers(
                 jobs: jobs.clone(),
                 shutdown: shutdown.clone(),
                 engine: None,
+                stage_seconds: Vec::new(),
             };
             std::thread::Builder::new()
                 .name(format!("transcribe-{index}"))
@@ -126,6 +127,8 @@ struct Worker {
     jobs: Jobs,
     shutdown: CancellationToken,
     engine: Option<Engine>,
+    /// Seconds each stage of the current job took, in order.
+    stage_seconds: Vec<(String, f64)>,
 }
 
 /// How often progress is written to redb (and the lease renewed) at most.
@@ -185,6 +188,7 @@ impl Worker {
                             .then(|| serde_json::to_vec(&embeddings).ok())
                             .flatten(),
                         waveform: serde_json::to_vec(&waveform).ok(),
+                        stage_seconds: std::mem::take(&mut self.stage_seconds),
                     },
                     "file.completed",
                     None,
@@ -329,6 +333,7 @@ impl Worker {
         let mut last_report = Instant::now() - HEARTBEAT_EVERY;
         let mut last_stage = "";
         let mut stage_started = Instant::now();
+        let mut stage_log: Vec<(String, f64)> = Vec::new();
         let mut progress = |stage: Stage| -> ControlFlow<()> {
             if shutdown.is_cancelled() {
                 return ControlFlow::Break(());
@@ -344,8 +349,9 @@ impl Worker {
             }
             if name != last_stage {
                 if !last_stage.is_empty() {
-                    crate::metrics::METRICS
-                        .stage(last_stage, stage_started.elapsed().as_secs_f64());
+                    let secs = stage_started.elapsed().as_secs_f64();
+                    crate::metrics::METRICS.stage(last_stage, secs);
+                    stage_log.push((last_stage.to_owned(), secs));
                 }
                 stage_started = Instant::now();
             }
@@ -390,7 +396,9 @@ impl Worker {
             process_media(engine, &mut opener, &options, &mut progress)?
         };
         if !last_stage.is_empty() {
-            crate::metrics::METRICS.stage(last_stage, stage_started.elapsed().as_secs_f64());
+            let secs = stage_started.elapsed().as_secs_f64();
+            crate::metrics::METRICS.stage(last_stage, secs);
+            stage_log.push((last_stage.to_owned(), secs));
         }
         let mut transcript = processed.transcript;
         let embeddings: crate::store::profiles::SpeakerEmbeddings = processed
@@ -419,8 +427,11 @@ impl Worker {
                     tracing::warn!(error = %e, "cannot read voice profiles; speakers stay unmatched")
                 }
             }
-            crate::metrics::METRICS.stage("match", matching.elapsed().as_secs_f64());
+            let secs = matching.elapsed().as_secs_f64();
+            crate::metrics::METRICS.stage("match", secs);
+            stage_log.push(("match".to_owned(), secs));
         }
+        self.stage_seconds = stage_log;
         Ok((transcript, embeddings, processed.waveform))
     }
 }

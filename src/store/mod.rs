@@ -113,6 +113,7 @@ pub(crate) fn new_job(file: &FileRecord, priority: u8) -> JobRecord {
         queue_key: format!("{priority:03}/{now_ms:020}/{}", file.id),
         priority,
         reprocess: Vec::new(),
+        stage_seconds: Vec::new(),
     }
 }
 
@@ -133,6 +134,8 @@ pub enum JobOutcome {
         speaker_embeddings: Option<Vec<u8>>,
         /// JSON waveform peaks.
         waveform: Option<Vec<u8>>,
+        /// Seconds per stage, kept on the job record.
+        stage_seconds: Vec<(String, f64)>,
     },
     /// A failure that will not go away by retrying (bad media): the file ends in `error`.
     Failed {
@@ -690,7 +693,9 @@ impl Store {
                             transcript_json,
                             speaker_embeddings,
                             waveform,
+                            stage_seconds,
                         } => {
+                            job.stage_seconds = stage_seconds;
                             if let Some(waveform) = &waveform {
                                 let mut table = txn.open_table(WAVEFORMS).map_err(db_err)?;
                                 table.insert(file_id, waveform.as_slice()).map_err(db_err)?;

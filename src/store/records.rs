@@ -135,6 +135,10 @@ pub struct JobRecord {
     /// transcript (speaker counts may have changed), without transcribing again.
     #[serde(default)]
     pub reprocess: Vec<String>,
+    /// Seconds each stage took in the last completed run, in order (`decode`, `transcribe`,
+    /// `diarize`, `match`).
+    #[serde(default)]
+    pub stage_seconds: Vec<(String, f64)>,
 }
 
 /// What a user may do with a file: see it, also edit its transcript, or everything.

@@ -123,6 +123,31 @@ async fn upload_follow_events_read_and_export() {
     .await;
     assert_eq!(file["status"], "completed");
     assert_eq!(file["progress"], 1.0);
+    // Each stage was recorded with its duration.
+    let (_, queue) = server
+        .call(reqwest::Method::GET, "/api/admin/jobs", &token, None)
+        .await;
+    let job = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["file_id"] == file_id.as_str())
+        .unwrap();
+    let stages: Vec<&str> = job["stage_seconds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_str().unwrap())
+        .collect();
+    assert_eq!(stages.first(), Some(&"decode"), "{job}");
+    assert!(stages.contains(&"transcribe"), "{job}");
+    assert!(
+        job["stage_seconds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s[1].as_f64().unwrap() >= 0.0)
+    );
 
     let transcript: Value = json(
         server
