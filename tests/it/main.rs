@@ -1,7 +1,9 @@
 //! The one integration-test binary: the real server over TLS on 127.0.0.1, real clients.
 
+mod abuse;
 mod accounts;
 mod asr;
+mod authz;
 mod backup;
 mod cli;
 mod diarize;
