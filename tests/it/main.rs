@@ -7,6 +7,7 @@ mod authz;
 mod backup;
 mod cli;
 mod diarize;
+mod disk_full;
 mod files;
 mod layout;
 mod library;
