@@ -11,6 +11,7 @@ mod disk_full;
 mod files;
 mod layout;
 mod library;
+mod malformed_media;
 mod models;
 mod openai;
 mod pipeline;
