@@ -238,6 +238,13 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            // An oversized body is 413, not a syntax error.
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::new(
+                    "payload-too-large",
+                    "the JSON body is over the 1 MiB limit",
+                ))
+            }
             Err(rejection) => Err(Error::new("invalid-json", rejection.body_text())),
         }
     }

@@ -93,12 +93,18 @@ impl From<&FileRecord> for FileView {
     }
 }
 
-/// Keeps the last path component, drops control characters, caps the length.
+/// Bidirectional overrides and isolates: they make `evil\u{202E}vaw.exe` display as
+/// `evilexe.wav`.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Keeps the last path component, drops control and bidi-override characters, caps the length.
 pub fn sanitize_filename(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !c.is_control() && !is_bidi_control(*c))
         .take(200)
         .collect::<String>()
         .trim()
@@ -854,6 +860,7 @@ mod tests {
         assert_eq!(sanitize_filename("C:\\x\\a.wav"), "a.wav");
         assert_eq!(sanitize_filename("a\r\nb.wav"), "ab.wav");
         assert_eq!(sanitize_filename(".."), "upload");
+        assert_eq!(sanitize_filename("evil\u{202E}vaw.exe"), "evilvaw.exe");
         let header = content_disposition("a\"b\r\nc é.wav");
         assert!(!header.contains('\r') && !header.contains('\n'));
         assert!(header.contains("filename=\"a_b__c _.wav\""), "{header}");

@@ -142,7 +142,24 @@ impl DecodeError {
 /// Decodes the first audio track (also of video files), downmixes any channel count to mono
 /// by the mean of the channels, and resamples with rubato. Undecodable packets are skipped and
 /// counted in the report; a stream where nothing decodes is an error.
+///
+/// A panic inside symphonia on hostile input is reported as `CorruptHeader`.
 pub fn decode_to_mono_16k(
+    source: Box<dyn MediaSource>,
+    chunk_samples: usize,
+    sink: impl FnMut(&[f32]) -> ControlFlow<()>,
+) -> Result<(StreamInfo, DecodeReport), DecodeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_unguarded(source, chunk_samples, sink)
+    }))
+    .unwrap_or_else(|_| {
+        Err(DecodeError::CorruptHeader {
+            reason: "the demuxer or decoder failed on malformed data".to_owned(),
+        })
+    })
+}
+
+fn decode_unguarded(
     source: Box<dyn MediaSource>,
     chunk_samples: usize,
     mut sink: impl FnMut(&[f32]) -> ControlFlow<()>,

@@ -48,7 +48,19 @@ const PACKETS_TO_TRY: usize = 8;
 
 /// Probes the container, finds the first audio track and decodes its first packets.
 /// Opus is accepted by its parameters: it is decoded by a separate decoder, not symphonia.
+/// A demuxer or decoder that panics on hostile input (symphonia's RIFF reader overflows on a
+/// 65535-channel header) is reported as corrupt media, never unwound into the caller.
 pub fn probe(source: Box<dyn MediaSource>) -> Result<MediaInfo, ProbeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| probe_unguarded(source)))
+        .unwrap_or_else(|_| {
+            Err(ProbeError::Corrupt {
+                container: "unknown".to_owned(),
+                reason: "the demuxer failed on malformed data".to_owned(),
+            })
+        })
+}
+
+fn probe_unguarded(source: Box<dyn MediaSource>) -> Result<MediaInfo, ProbeError> {
     let stream = MediaSourceStream::new(source, Default::default());
     let mut format = symphonia::default::get_probe()
         .probe(

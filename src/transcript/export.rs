@@ -75,9 +75,11 @@ pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> S
         Format::Srt => {
             let mut out = String::new();
             for (index, segment) in transcript.segments.iter().enumerate() {
-                let text = cue_text(&segment.text);
+                // SRT has no escapes: a line holding `-->` inside a cue reads as a new cue's
+                // timing to many parsers, so the arrow is broken.
+                let text = cue_text(&segment.text).replace("-->", "->");
                 let text = match label(segment.speaker.as_deref()) {
-                    Some(name) => format!("[{name}] {text}"),
+                    Some(name) => format!("[{}] {text}", cue_text(&name).replace("-->", "->")),
                     None => text,
                 };
                 out.push_str(&format!(
@@ -186,6 +188,18 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn srt_text_cannot_forge_a_cue() {
+        let mut transcript = sample();
+        transcript.segments[0].text = "a\n\n2\n00:00:00,000 --> 00:09:00,000\nforged".to_owned();
+        let srt = render(&transcript, Format::Srt, true);
+        assert_eq!(
+            srt.lines().filter(|l| l.contains("-->")).count(),
+            transcript.segments.len(),
+            "{srt}"
+        );
     }
 
     #[test]

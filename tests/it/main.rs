@@ -1,13 +1,17 @@
 //! The one integration-test binary: the real server over TLS on 127.0.0.1, real clients.
 
+mod abuse;
 mod accounts;
 mod asr;
+mod authz;
 mod backup;
 mod cli;
 mod diarize;
+mod disk_full;
 mod files;
 mod layout;
 mod library;
+mod malformed_media;
 mod models;
 mod openai;
 mod pipeline;
