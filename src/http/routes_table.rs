@@ -64,7 +64,10 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (get(), "/api/files/{id}/export", Owner),
         (post(), "/api/files/{id}/cancel", Owner),
         (post(), "/api/files/{id}/retry", Owner),
+        (post(), "/api/files/{id}/reprocess", Owner),
         (get(), "/api/admin/jobs", Admin),
+        (post(), "/api/admin/jobs/{id}/cancel", Admin),
+        (post(), "/api/admin/jobs/{id}/retry", Admin),
         (get(), "/api/ws", User),
         // openai.rs
         (post(), "/v1/audio/transcriptions", User),
@@ -80,6 +83,7 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (put(), "/api/files/{id}/tags", Owner),
         (get(), "/api/tags", User),
         (get(), "/api/files/{id}/analytics", Owner),
+        (get(), "/api/files/{id}/waveform", Owner),
         (get(), "/api/files/{id}/comments", Owner),
         (post(), "/api/files/{id}/comments", Owner),
         (delete(), "/api/files/{id}/comments/{comment}", Owner),

@@ -183,6 +183,7 @@ fn body(method: &Method, path: &str, ids: &Ids) -> Option<Value> {
         }
         ("POST", "/api/files/{id}/speakers/{speaker}/suggestion") => json!({"accept": true}),
         ("PATCH", "/api/profiles/{pid}") => json!({"name": "Renamed"}),
+        ("POST", "/api/files/{id}/reprocess") => json!({"stages": ["diarize"], "num_speakers": 1}),
         _ => return None,
     };
     Some(value)
