@@ -285,6 +285,16 @@ fn spawn_housekeeping(state: AppState, shutdown: CancellationToken, tracker: &Ta
                     if let Err(e) = purged {
                         tracing::warn!(error = %e, "session purge failed");
                     }
+                    let days = state.config.jobs.history_days;
+                    if days > 0 {
+                        let store = state.store.clone();
+                        let cutoff = crate::store::now_secs().saturating_sub(days * 86_400);
+                        match blocking(move || store.purge_job_history(cutoff)).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(jobs = n, "finished job records past their history time removed"),
+                            Err(e) => tracing::warn!(error = %e, "job history purge failed"),
+                        }
+                    }
                 }
             }
         }

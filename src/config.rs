@@ -111,6 +111,9 @@ pub struct JobsConfig {
     pub lease_secs: u64,
     /// Attempts before a job that keeps failing for a transient reason ends in `error`.
     pub max_attempts: u32,
+    /// Days the records of finished jobs (stages, durations, errors) are kept; files and
+    /// transcripts are not affected. 0 keeps them for ever.
+    pub history_days: u64,
 }
 
 impl Default for JobsConfig {
@@ -122,6 +125,7 @@ impl Default for JobsConfig {
             beam_size: 5,
             lease_secs: 120,
             max_attempts: 3,
+            history_days: 30,
         }
     }
 }
@@ -708,6 +712,8 @@ beam_size = {beam}
 lease_secs = {lease}
 # Attempts before a job that keeps failing for a transient reason ends in error.
 max_attempts = {attempts}
+# Days the records of finished jobs (stage durations, errors) are kept; 0 = for ever.
+history_days = {history_days}
 
 [speakers]
 # A speaker whose true cosine similarity to one of the user's voice profiles reaches
@@ -761,6 +767,7 @@ level = "{level}"
         beam = defaults.jobs.beam_size,
         lease = defaults.jobs.lease_secs,
         attempts = defaults.jobs.max_attempts,
+        history_days = defaults.jobs.history_days,
         match_threshold = defaults.speakers.match_threshold,
         suggest_threshold = defaults.speakers.suggest_threshold,
         watch_dir = defaults.watch.dir,

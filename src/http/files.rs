@@ -178,7 +178,8 @@ async fn upload(
                 let info = stream_to_blob(&state, field, limit).await?;
                 stored = Some((filename, info));
             }
-            "language" | "num_speakers" | "min_speakers" | "max_speakers" | "diarize" => {
+            "language" | "num_speakers" | "min_speakers" | "max_speakers" | "diarize"
+            | "priority" => {
                 let text = read_small_field(field).await?;
                 apply_option(&mut options, &name, text.trim())?;
             }
@@ -287,6 +288,14 @@ pub(crate) fn apply_option(options: &mut UploadOptions, name: &str, value: &str)
         "num_speakers" => options.num_speakers = speakers(value)?,
         "min_speakers" => options.min_speakers = speakers(value)?,
         "max_speakers" => options.max_speakers = speakers(value)?,
+        "priority" => {
+            options.priority = match value {
+                "" | "normal" => 5,
+                "high" => 1,
+                "low" => 9,
+                _ => return Err(Error::bad_request("`priority` must be high, normal or low")),
+            }
+        }
         "diarize" => {
             options.diarize = match value {
                 "" | "true" | "1" | "yes" | "on" => true,

@@ -130,8 +130,10 @@ async fn transcriptions(
     if declared.is_some_and(|len| len > limit.saturating_add(MULTIPART_OVERHEAD)) {
         return Err(too_large(limit).into());
     }
+    // Someone is waiting on the answer: ahead of library uploads in the queue.
     let mut options = UploadOptions {
         diarize: false,
+        priority: 1,
         ..UploadOptions::default()
     };
     let mut request = Request {

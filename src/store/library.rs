@@ -655,6 +655,44 @@ mod tests {
     }
 
     #[test]
+    fn priorities_order_the_queue_and_old_job_records_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let mut low = file("low", "alice");
+        low.options.priority = 9;
+        let normal = file("normal", "alice");
+        let mut high = file("high", "alice");
+        high.options.priority = 1;
+        for f in [&low, &normal, &high] {
+            store.insert_file(f).unwrap();
+        }
+        let order: Vec<String> = (0..3)
+            .map(|_| store.claim_job(10, 60).unwrap().unwrap().0.file_id)
+            .collect();
+        assert_eq!(order, vec!["high", "normal", "low"]);
+        for id in ["high", "normal", "low"] {
+            store
+                .finish_job(
+                    id,
+                    crate::store::JobOutcome::Failed {
+                        message: "x".into(),
+                    },
+                    100,
+                )
+                .unwrap();
+        }
+        assert_eq!(
+            store.purge_job_history(50).unwrap(),
+            0,
+            "ended after the cutoff"
+        );
+        assert_eq!(store.purge_job_history(101).unwrap(), 3);
+        assert!(store.get_job("high").unwrap().is_none());
+        let kept = store.get_file("high").unwrap().unwrap();
+        assert_eq!(kept.status, "error", "the file keeps its outcome");
+    }
+
+    #[test]
     fn tags_are_cleaned_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db.redb")).unwrap();

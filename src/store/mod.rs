@@ -449,7 +449,7 @@ impl Store {
             refs.insert(record.sha256.as_str(), count + 1)
                 .map_err(db_err)?;
             // The job is created in the same transaction: no file without its job.
-            let job = new_job(record, 0);
+            let job = new_job(record, record.options.priority);
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
             jobs.insert(record.id.as_str(), encode(&job)?.as_slice())
                 .map_err(db_err)?;
@@ -960,6 +960,31 @@ impl Store {
         };
         txn.commit().map_err(db_err)?;
         Ok(Some(status))
+    }
+
+    /// Removes the records of jobs that ended (`done`, `failed`, `cancelled`) before `cutoff`;
+    /// their files keep their status and transcript. Returns how many went.
+    pub fn purge_job_history(&self, cutoff: u64) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let removed = {
+            let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
+            let mut doomed = Vec::new();
+            for entry in jobs.iter().map_err(db_err)? {
+                let (key, value) = entry.map_err(db_err)?;
+                let job: JobRecord = decode(value.value())?;
+                if matches!(job.state.as_str(), "done" | "failed" | "cancelled")
+                    && job.updated_at < cutoff
+                {
+                    doomed.push(key.value().to_owned());
+                }
+            }
+            for key in &doomed {
+                jobs.remove(key.as_str()).map_err(db_err)?;
+            }
+            doomed.len()
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(removed)
     }
 
     pub fn get_job(&self, file_id: &str) -> Result<Option<JobRecord>> {

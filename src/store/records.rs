@@ -57,7 +57,7 @@ pub struct ApiTokenRecord {
     pub last_used_at: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UploadOptions {
     #[serde(default)]
     pub language: Option<String>,
@@ -69,6 +69,26 @@ pub struct UploadOptions {
     pub max_speakers: Option<u32>,
     #[serde(default = "default_true")]
     pub diarize: bool,
+    /// Queue order: 1 (high) before 5 (normal) before 9 (low); equal ones run oldest first.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+}
+
+fn default_priority() -> u8 {
+    5
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            language: None,
+            num_speakers: None,
+            min_speakers: None,
+            max_speakers: None,
+            diarize: true,
+            priority: default_priority(),
+        }
+    }
 }
 
 fn default_true() -> bool {
