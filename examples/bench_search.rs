@@ -27,6 +27,8 @@ struct Args {
     reuse: bool,
     /// Only query kinds whose name contains one of these.
     only: Vec<String>,
+    /// Threads per search (default: the service's default).
+    search_threads: Option<usize>,
 }
 
 fn parse_args() -> Args {
@@ -42,6 +44,7 @@ fn parse_args() -> Args {
         keep: false,
         reuse: false,
         only: Vec::new(),
+        search_threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +60,7 @@ fn parse_args() -> Args {
                 args.reuse = true;
                 args.keep = true;
             }
+            "--search-threads" => args.search_threads = Some(value().parse().expect("a number")),
             "--only" => args.only.extend(value().split(',').map(str::to_owned)),
             other => panic!("unknown flag {other}"),
         }
@@ -248,7 +252,10 @@ fn main() {
     let phrases_path = args.dir.with_extension("phrases");
     if args.reuse && args.dir.join("meta.json").exists() && phrases_path.exists() {
         let started = Instant::now();
-        let service = SearchService::open(&args.dir, Some(embedder)).expect("open index");
+        let mut service = SearchService::open(&args.dir, Some(embedder)).expect("open index");
+        if let Some(threads) = args.search_threads {
+            service.set_search_threads(threads);
+        }
         assert_eq!(
             *service.opened(),
             opentranscribe::search::Opened::Existing,
@@ -276,7 +283,10 @@ fn main() {
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir).expect("remove the old bench index");
     }
-    let service = SearchService::open(&args.dir, Some(embedder)).expect("open index");
+    let mut service = SearchService::open(&args.dir, Some(embedder)).expect("open index");
+    if let Some(threads) = args.search_threads {
+        service.set_search_threads(threads);
+    }
     service.set_bulk(true).unwrap();
     let target = args.hours * 3600.0;
     let mut total_seconds = 0.0;
@@ -517,7 +527,7 @@ fn run_queries(
         );
     }
     println!(
-        "latency over {} queries each (single thread, after 10 warm-up queries); 'sees all files' is a user every file is shared with",
+        "latency over {} queries each (one at a time, after 10 warm-up queries); 'sees all files' is a user every file is shared with",
         args.queries
     );
     println!(

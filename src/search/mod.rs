@@ -21,8 +21,12 @@
 //! # Semantics
 //!
 //! - A viewer sees a document only if their id is in the file's `readers` (the owner is always a
-//!   reader). The condition is a term clause inside every query and the semantic scan, so hits,
-//!   `total` and `files` never count what the viewer may not see.
+//!   reader). The condition is a clause inside every query and the semantic scan, so hits,
+//!   `total` and `files` never count what the viewer may not see. It never adds to a score.
+//!   For most viewers it is the `kind` and `readers` term clauses; for a viewer who may read at
+//!   least 1/32 of the documents (the homelab owner), the same condition as per-segment bitsets
+//!   cached per viewer and segment (`acl`), since intersecting with two posting lists as long as
+//!   the index costs more than the query itself.
 //! - Keyword mode: words are analysed like the index (lower case, ASCII folding, the stemmer of
 //!   the file's language, English when none is given, no stemming for languages without one).
 //!   `"a phrase"`, `"a phrase"~2` (slop), `word*`, `word~1` / `word~2` (explicit fuzzy), `AND`,
@@ -31,15 +35,19 @@
 //!   from 6). An empty `q` matches every segment (filters still apply). `field:` syntax and
 //!   ranges are errors (filters are request parameters).
 //! - Semantic mode: the query is embedded, every visible chunk that passes the filters is
-//!   scored (int8 scan, then the best 4× candidates rescored with the stored f32 vectors); hits
+//!   scored (int8 scan, AVX2 when the CPU has it, on up to [`MAX_SCAN_THREADS`] threads from
+//!   [`PARALLEL_SCAN_ROWS`] vectors; then the best 4× candidates rescored with the stored f32
+//!   vectors); hits
 //!   with cosine ≥ [`MIN_COSINE`], at most [`SEMANTIC_RESULTS`], best first; `score` is the
 //!   true cosine. A hit is a chunk: `segment_id`/`start` of its first segment, `end` of its
 //!   last, `speaker` the one with most words, `highlight` the escaped text (no marks).
 //! - Hybrid mode: the best [`HYBRID_KEYWORD`] keyword hits and the semantic hits fused by
 //!   reciprocal rank (k = 60). A keyword hit inside a semantic chunk gets both contributions
 //!   (and absorbs the chunk); `score` is the fused score and `cosine` the chunk's true cosine.
-//! - `total` counts all keyword matches (keyword mode) or the fused/semantic list; `files`
-//!   groups the same set by file, most matches first, at most [`MAX_FILE_GROUPS`].
+//! - `total` counts all keyword matches exactly (keyword mode) or the fused/semantic list;
+//!   `files` groups the same set by file, most matches first, at most [`MAX_FILE_GROUPS`]
+//!   (file ids and names are read with one sorted pass over each segment's dictionary, so
+//!   thousands of files cost about as much as a few).
 //! - `page` starts at 1; `per_page` is 1..=100; `page × per_page` ≤ 10 000.
 //! - Without an embedder, semantic and hybrid requests fail with
 //!   [`SearchError::SemanticUnavailable`]; they never fall back to keywords silently.
@@ -63,15 +71,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::columnar::StrColumn;
 use tantivy::query::{
     AllQuery, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption, Value};
 use tantivy::{
-    DocAddress, DocId, Index, IndexReader, ReloadPolicy, Searcher, TERMINATED, TantivyDocument,
-    Term,
+    DocAddress, DocId, Executor, Index, IndexReader, ReloadPolicy, Searcher, TERMINATED,
+    TantivyDocument, Term,
 };
 
 pub use embed::Embedder;
@@ -93,9 +101,10 @@ pub const RRF_K: f32 = 60.0;
 pub const MAX_FILE_GROUPS: usize = 200;
 pub const MAX_PER_PAGE: usize = 100;
 pub const MAX_RESULT_WINDOW: usize = 10_000;
-/// The semantic scan runs on several threads (up to [`MAX_SCAN_THREADS`], no more than the
-/// machine's cores) once the index holds this many chunk vectors.
+/// The semantic scan runs on the search threads (see [`SearchService::set_search_threads`])
+/// once the index holds this many chunk vectors; below, on one.
 pub const PARALLEL_SCAN_ROWS: usize = 50_000;
+/// Most threads one search uses by default.
 pub const MAX_SCAN_THREADS: usize = 4;
 
 /// One file and its transcript, as indexed.
@@ -300,6 +309,9 @@ pub struct SearchService {
     embedder: Option<Embedder>,
     vectors: Arc<VectorCache>,
     access: Arc<acl::AccessCache>,
+    /// Threads of one search: segments collected in parallel, the vector scan split.
+    search_threads: usize,
+    executor: Executor,
     opened: Opened,
 }
 
@@ -374,8 +386,42 @@ impl SearchService {
             embedder,
             vectors,
             access: Arc::new(acl::AccessCache::default()),
+            search_threads: 1,
+            executor: Executor::single_thread(),
             opened,
-        })
+        }
+        .with_search_threads(default_search_threads()))
+    }
+
+    /// Runs each search on `threads` threads (at least 1; the default is the machine's cores,
+    /// at most [`MAX_SCAN_THREADS`]): segments are collected in parallel and the vector scan
+    /// is split.
+    pub fn set_search_threads(&mut self, threads: usize) {
+        let threads = threads.max(1);
+        self.executor = search_executor(threads);
+        self.search_threads = threads;
+    }
+
+    fn with_search_threads(mut self, threads: usize) -> Self {
+        self.set_search_threads(threads);
+        self
+    }
+
+    /// Collects `query` over every segment on the search threads.
+    fn collect<C: Collector>(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        collector: &C,
+    ) -> Result<C::Fruit, SearchError> {
+        let scoring = if collector.requires_scoring() {
+            EnableScoring::enabled_from_searcher(searcher)
+        } else {
+            EnableScoring::disabled_from_searcher(searcher)
+        };
+        searcher
+            .search_with_executor(query, collector, &self.executor, scoring)
+            .map_err(SearchError::index)
     }
 
     pub fn opened(&self) -> &Opened {
@@ -781,9 +827,8 @@ impl SearchService {
         let top = TopDocs::with_limit(request.per_page)
             .and_offset(offset)
             .order_by_score();
-        let (top, total, counts) = searcher
-            .search(&query, &(top, Count, collect::FileCounts))
-            .map_err(SearchError::index)?;
+        let (top, total, counts) =
+            self.collect(searcher, &query, &(top, Count, collect::FileCounts))?;
         let hits = top
             .into_iter()
             .map(|(score, address)| self.hit(searcher, address, score, None, Some(&highlighter)))
@@ -874,7 +919,7 @@ impl SearchService {
         let parts = parts.unwrap_or_else(|| {
             let rows: usize = segments.iter().map(|s| s.rows()).sum();
             if rows >= PARALLEL_SCAN_ROWS {
-                scan_threads()
+                self.search_threads
             } else {
                 1
             }
@@ -988,12 +1033,11 @@ impl SearchService {
         let semantic = self.semantic_ranked(searcher, request, viewer_id)?;
         let keyword = match self.keyword_query(searcher, request, viewer_id)? {
             Some((query, keyword_highlighter)) => {
-                let top = searcher
-                    .search(
-                        &query,
-                        &TopDocs::with_limit(HYBRID_KEYWORD).order_by_score(),
-                    )
-                    .map_err(SearchError::index)?;
+                let top = self.collect(
+                    searcher,
+                    &query,
+                    &TopDocs::with_limit(HYBRID_KEYWORD).order_by_score(),
+                )?;
                 Some((top, keyword_highlighter))
             }
             None => None,
@@ -1241,10 +1285,21 @@ impl<'a> FastLookup<'a> {
     }
 }
 
-fn scan_threads() -> usize {
+fn default_search_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_SCAN_THREADS)
+}
+
+/// A pool of `threads` (single-threaded for 1, or if the pool cannot be made).
+fn search_executor(threads: usize) -> Executor {
+    if threads <= 1 {
+        return Executor::single_thread();
+    }
+    Executor::multi_thread(threads, "search-").unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot start the search threads; searching on one");
+        Executor::single_thread()
+    })
 }
 
 fn file_groups(counts: collect::FileCountsFruit) -> Vec<FileGroup> {

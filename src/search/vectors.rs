@@ -4,8 +4,9 @@
 //! The f32 vectors live in the tantivy index itself (a bytes fast field on chunk documents), so
 //! they are committed, deleted and merged together with the documents they belong to and can
 //! never disagree with them. For the scan each tantivy segment's vectors are loaded once into
-//! an int8 matrix (per-vector scale); candidates from the scan are rescored with the stored
-//! f32 vectors, so every score shown is the true cosine.
+//! an int8 matrix (per-vector scale, rows in document order so that a scan reads memory
+//! sequentially); candidates from the scan are rescored with the stored f32 vectors, so every
+//! score shown is the true cosine.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
