@@ -37,9 +37,8 @@
 //! - Semantic mode: the query is embedded, every visible chunk that passes the filters is
 //!   scored (int8 scan, AVX2 when the CPU has it, on up to [`MAX_SCAN_THREADS`] threads from
 //!   [`PARALLEL_SCAN_ROWS`] vectors; then the best 4× candidates rescored with the stored f32
-//!   vectors); hits
-//!   with cosine ≥ [`MIN_COSINE`], at most [`SEMANTIC_RESULTS`], best first; `score` is the
-//!   true cosine. A hit is a chunk: `segment_id`/`start` of its first segment, `end` of its
+//!   vectors); hits with cosine ≥ [`MIN_COSINE`], at most [`SEMANTIC_RESULTS`], best first;
+//!   `score` is the true cosine. A hit is a chunk: `segment_id`/`start` of its first segment, `end` of its
 //!   last, `speaker` the one with most words, `highlight` the escaped text (no marks).
 //! - Hybrid mode: the best [`HYBRID_KEYWORD`] keyword hits and the semantic hits fused by
 //!   reciprocal rank (k = 60). A keyword hit inside a semantic chunk gets both contributions
