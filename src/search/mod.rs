@@ -21,8 +21,12 @@
 //! # Semantics
 //!
 //! - A viewer sees a document only if their id is in the file's `readers` (the owner is always a
-//!   reader). The condition is a term clause inside every query and the semantic scan, so hits,
-//!   `total` and `files` never count what the viewer may not see.
+//!   reader). The condition is a clause inside every query and the semantic scan, so hits,
+//!   `total` and `files` never count what the viewer may not see. It never adds to a score.
+//!   For most viewers it is the `kind` and `readers` term clauses; for a viewer who may read at
+//!   least 1/32 of the documents (the homelab owner), the same condition as per-segment bitsets
+//!   cached per viewer and segment (`acl`), since intersecting with two posting lists as long as
+//!   the index costs more than the query itself.
 //! - Keyword mode: words are analysed like the index (lower case, ASCII folding, the stemmer of
 //!   the file's language, English when none is given, no stemming for languages without one).
 //!   `"a phrase"`, `"a phrase"~2` (slop), `word*`, `word~1` / `word~2` (explicit fuzzy), `AND`,
@@ -31,19 +35,23 @@
 //!   from 6). An empty `q` matches every segment (filters still apply). `field:` syntax and
 //!   ranges are errors (filters are request parameters).
 //! - Semantic mode: the query is embedded, every visible chunk that passes the filters is
-//!   scored (int8 scan, then the best 4× candidates rescored with the stored f32 vectors); hits
-//!   with cosine ≥ [`MIN_COSINE`], at most [`SEMANTIC_RESULTS`], best first; `score` is the
-//!   true cosine. A hit is a chunk: `segment_id`/`start` of its first segment, `end` of its
+//!   scored (int8 scan, AVX2 when the CPU has it, on up to [`MAX_SCAN_THREADS`] threads from
+//!   [`PARALLEL_SCAN_ROWS`] vectors; then the best 4× candidates rescored with the stored f32
+//!   vectors); hits with cosine ≥ [`MIN_COSINE`], at most [`SEMANTIC_RESULTS`], best first;
+//!   `score` is the true cosine. A hit is a chunk: `segment_id`/`start` of its first segment, `end` of its
 //!   last, `speaker` the one with most words, `highlight` the escaped text (no marks).
 //! - Hybrid mode: the best [`HYBRID_KEYWORD`] keyword hits and the semantic hits fused by
 //!   reciprocal rank (k = 60). A keyword hit inside a semantic chunk gets both contributions
 //!   (and absorbs the chunk); `score` is the fused score and `cosine` the chunk's true cosine.
-//! - `total` counts all keyword matches (keyword mode) or the fused/semantic list; `files`
-//!   groups the same set by file, most matches first, at most [`MAX_FILE_GROUPS`].
+//! - `total` counts all keyword matches exactly (keyword mode) or the fused/semantic list;
+//!   `files` groups the same set by file, most matches first, at most [`MAX_FILE_GROUPS`]
+//!   (file ids and names are read with one sorted pass over each segment's dictionary, so
+//!   thousands of files cost about as much as a few).
 //! - `page` starts at 1; `per_page` is 1..=100; `page × per_page` ≤ 10 000.
 //! - Without an embedder, semantic and hybrid requests fail with
 //!   [`SearchError::SemanticUnavailable`]; they never fall back to keywords silently.
 
+mod acl;
 mod collect;
 pub mod embed;
 mod query;
@@ -62,12 +70,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::columnar::StrColumn;
-use tantivy::query::{AllQuery, BooleanQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery,
+};
 use tantivy::schema::{Field, IndexRecordOption, Value};
 use tantivy::{
-    DocAddress, Index, IndexReader, ReloadPolicy, Searcher, TERMINATED, TantivyDocument, Term,
+    DocAddress, DocId, Executor, Index, IndexReader, ReloadPolicy, Searcher, TERMINATED,
+    TantivyDocument, Term,
 };
 
 pub use embed::Embedder;
@@ -89,6 +100,11 @@ pub const RRF_K: f32 = 60.0;
 pub const MAX_FILE_GROUPS: usize = 200;
 pub const MAX_PER_PAGE: usize = 100;
 pub const MAX_RESULT_WINDOW: usize = 10_000;
+/// The semantic scan runs on the search threads (see [`SearchService::set_search_threads`])
+/// once the index holds this many chunk vectors; below, on one.
+pub const PARALLEL_SCAN_ROWS: usize = 50_000;
+/// Most threads one search uses by default.
+pub const MAX_SCAN_THREADS: usize = 4;
 
 /// One file and its transcript, as indexed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -291,6 +307,10 @@ pub struct SearchService {
     thread: Mutex<Option<JoinHandle<()>>>,
     embedder: Option<Embedder>,
     vectors: Arc<VectorCache>,
+    access: Arc<acl::AccessCache>,
+    /// Threads of one search: segments collected in parallel, the vector scan split.
+    search_threads: usize,
+    executor: Executor,
     opened: Opened,
 }
 
@@ -364,8 +384,43 @@ impl SearchService {
             thread: Mutex::new(Some(thread)),
             embedder,
             vectors,
+            access: Arc::new(acl::AccessCache::default()),
+            search_threads: 1,
+            executor: Executor::single_thread(),
             opened,
-        })
+        }
+        .with_search_threads(default_search_threads()))
+    }
+
+    /// Runs each search on `threads` threads (at least 1; the default is the machine's cores,
+    /// at most [`MAX_SCAN_THREADS`]): segments are collected in parallel and the vector scan
+    /// is split.
+    pub fn set_search_threads(&mut self, threads: usize) {
+        let threads = threads.max(1);
+        self.executor = search_executor(threads);
+        self.search_threads = threads;
+    }
+
+    fn with_search_threads(mut self, threads: usize) -> Self {
+        self.set_search_threads(threads);
+        self
+    }
+
+    /// Collects `query` over every segment on the search threads.
+    fn collect<C: Collector>(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        collector: &C,
+    ) -> Result<C::Fruit, SearchError> {
+        let scoring = if collector.requires_scoring() {
+            EnableScoring::enabled_from_searcher(searcher)
+        } else {
+            EnableScoring::disabled_from_searcher(searcher)
+        };
+        searcher
+            .search_with_executor(query, collector, &self.executor, scoring)
+            .map_err(SearchError::index)
     }
 
     pub fn opened(&self) -> &Opened {
@@ -511,6 +566,14 @@ impl SearchService {
     ) -> Result<SearchResponse, SearchError> {
         validate_request(request)?;
         let searcher = self.reader.searcher();
+        if self.access.memory_bytes() > 0 {
+            let live: Vec<_> = searcher
+                .segment_readers()
+                .iter()
+                .map(|r| r.segment_id())
+                .collect();
+            self.access.retain(&live);
+        }
         let offset = (request.page - 1) * request.per_page;
         let (hits, files, total) = match request.mode {
             Mode::Keyword => self.keyword(&searcher, request, viewer_id, offset)?,
@@ -605,18 +668,56 @@ impl SearchService {
         ))
     }
 
+    /// Documents of `kind` that `viewer_id` may read, as non-scoring clauses: the `kind` and
+    /// `readers` terms, or for a viewer who may read a large share of the index the same
+    /// condition as cached per-segment bitsets ([`acl`]).
+    fn access_clauses(
+        &self,
+        searcher: &Searcher,
+        viewer_id: &str,
+        kind: &'static str,
+    ) -> Vec<(Occur, Box<dyn Query>)> {
+        let readers = Term::from_field_text(self.fields.readers, viewer_id);
+        let documents: u64 = searcher
+            .segment_readers()
+            .iter()
+            .map(|r| u64::from(r.max_doc()))
+            .sum();
+        let readable = searcher.doc_freq(&readers).unwrap_or(0);
+        if documents > 0 && readable.saturating_mul(acl::DENSE_VIEWER_RATIO) >= documents {
+            return vec![(
+                Occur::Must,
+                Box::new(acl::AccessQuery {
+                    cache: self.access.clone(),
+                    kind_field: self.fields.kind,
+                    readers_field: self.fields.readers,
+                    viewer: viewer_id.to_owned(),
+                    kind,
+                }),
+            )];
+        }
+        let unscored = |query: Box<dyn Query>| -> Box<dyn Query> {
+            Box::new(ConstScoreQuery::new(query, 0.0))
+        };
+        vec![
+            (Occur::Must, unscored(self.term(self.fields.kind, kind))),
+            (
+                Occur::Must,
+                unscored(self.term(self.fields.readers, viewer_id)),
+            ),
+        ]
+    }
+
     /// Access control and the request's filters, for documents of `kind`.
     fn filter_clauses(
         &self,
+        searcher: &Searcher,
         request: &SearchRequest,
         viewer_id: &str,
-        kind: &str,
+        kind: &'static str,
     ) -> Vec<(Occur, Box<dyn Query>)> {
         let f = &self.fields;
-        let mut clauses = vec![
-            (Occur::Must, self.term(f.kind, kind)),
-            (Occur::Must, self.term(f.readers, viewer_id)),
-        ];
+        let mut clauses = self.access_clauses(searcher, viewer_id, kind);
         let mut exact = |field: Field, value: &Option<String>, lower: bool| {
             if let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
                 let value = if lower {
@@ -697,10 +798,7 @@ impl SearchService {
         viewer_id: &str,
     ) -> Result<Option<(BooleanQuery, Highlighter)>, SearchError> {
         let fields = self.text_fields(searcher, request);
-        let visibility = BooleanQuery::new(vec![
-            (Occur::Must, self.term(self.fields.kind, KIND_SEGMENT)),
-            (Occur::Must, self.term(self.fields.readers, viewer_id)),
-        ]);
+        let visibility = BooleanQuery::new(self.access_clauses(searcher, viewer_id, KIND_SEGMENT));
         let mut builder = QueryBuilder::new(searcher, fields, Box::new(visibility));
         let user_query: Box<dyn Query> = if request.q.trim().is_empty() {
             Box::new(AllQuery)
@@ -711,7 +809,7 @@ impl SearchService {
             }
         };
         let mut clauses = vec![(Occur::Must, user_query)];
-        clauses.extend(self.filter_clauses(request, viewer_id, KIND_SEGMENT));
+        clauses.extend(self.filter_clauses(searcher, request, viewer_id, KIND_SEGMENT));
         Ok(Some((BooleanQuery::new(clauses), builder.highlighter)))
     }
 
@@ -728,9 +826,8 @@ impl SearchService {
         let top = TopDocs::with_limit(request.per_page)
             .and_offset(offset)
             .order_by_score();
-        let (top, total, counts) = searcher
-            .search(&query, &(top, Count, collect::FileCounts))
-            .map_err(SearchError::index)?;
+        let (top, total, counts) =
+            self.collect(searcher, &query, &(top, Count, collect::FileCounts))?;
         let hits = top
             .into_iter()
             .map(|(score, address)| self.hit(searcher, address, score, None, Some(&highlighter)))
@@ -781,6 +878,19 @@ impl SearchService {
         viewer_id: &str,
         query_vector: &[f32],
     ) -> Result<Vec<(f32, DocAddress)>, SearchError> {
+        self.scan_parts(searcher, request, viewer_id, query_vector, None)
+    }
+
+    /// The scan on `parts` threads (`None`: one below [`PARALLEL_SCAN_ROWS`] vectors, else
+    /// up to [`MAX_SCAN_THREADS`]).
+    fn scan_parts(
+        &self,
+        searcher: &Searcher,
+        request: &SearchRequest,
+        viewer_id: &str,
+        query_vector: &[f32],
+        parts: Option<usize>,
+    ) -> Result<Vec<(f32, DocAddress)>, SearchError> {
         let dimension = self
             .embedder
             .as_ref()
@@ -794,34 +904,86 @@ impl SearchService {
         }
         let mut codes = Vec::with_capacity(dimension);
         let query_scale = quantize(query_vector, &mut codes);
-        let filter = BooleanQuery::new(self.filter_clauses(request, viewer_id, KIND_CHUNK));
+        let filter =
+            BooleanQuery::new(self.filter_clauses(searcher, request, viewer_id, KIND_CHUNK));
         let weight = filter
             .weight(EnableScoring::disabled_from_searcher(searcher))
             .map_err(SearchError::index)?;
-        let mut top = TopCandidates::new(SEMANTIC_RESULTS * 4);
-        let mut segments = Vec::with_capacity(searcher.segment_readers().len());
-        for (ord, reader) in searcher.segment_readers().iter().enumerate() {
-            let vectors = self
-                .vectors
-                .get(reader, dimension)
-                .map_err(SearchError::index)?;
-            let mut scorer = weight.scorer(reader, 1.0).map_err(SearchError::index)?;
-            let alive = reader.alive_bitset();
-            let mut doc = scorer.doc();
-            while doc != TERMINATED {
-                if alive.is_none_or(|a| a.is_alive(doc))
-                    && let Some(score) = vectors.approx(doc, &codes, query_scale)
-                {
-                    top.push(Candidate {
-                        score,
-                        segment_ord: ord as u32,
-                        doc,
-                    });
-                }
-                doc = scorer.advance();
+        let readers = searcher.segment_readers();
+        let segments = readers
+            .iter()
+            .map(|reader| self.vectors.get(reader, dimension))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SearchError::index)?;
+        let parts = parts.unwrap_or_else(|| {
+            let rows: usize = segments.iter().map(|s| s.rows()).sum();
+            if rows >= PARALLEL_SCAN_ROWS {
+                self.search_threads
+            } else {
+                1
             }
-            segments.push(vectors);
-        }
+        });
+        let parts = parts.max(1);
+        // Part `part` of `parts` scans the same share of every segment's documents.
+        let scan_part = |part: usize| -> tantivy::Result<TopCandidates> {
+            let mut top = TopCandidates::new(SEMANTIC_RESULTS * 4);
+            for (ord, reader) in readers.iter().enumerate() {
+                let max_doc = u64::from(reader.max_doc());
+                let from = (max_doc * part as u64 / parts as u64) as DocId;
+                let to = (max_doc * (part as u64 + 1) / parts as u64) as DocId;
+                if from >= to {
+                    continue;
+                }
+                let vectors = &segments[ord];
+                let mut scorer = weight.scorer(reader, 1.0)?;
+                let alive = reader.alive_bitset();
+                let mut doc = scorer.doc();
+                if doc < from {
+                    doc = scorer.seek(from);
+                }
+                while doc < to {
+                    if alive.is_none_or(|a| a.is_alive(doc))
+                        && let Some(score) = vectors.approx(doc, &codes, query_scale)
+                    {
+                        top.push(Candidate {
+                            score,
+                            segment_ord: ord as u32,
+                            doc,
+                        });
+                    }
+                    doc = scorer.advance();
+                }
+            }
+            Ok(top)
+        };
+        let top = if parts == 1 {
+            scan_part(0).map_err(SearchError::index)?
+        } else {
+            let results = std::thread::scope(|scope| {
+                let others: Vec<_> = (1..parts)
+                    .map(|part| {
+                        let scan_part = &scan_part;
+                        scope.spawn(move || scan_part(part))
+                    })
+                    .collect();
+                let mut results = vec![scan_part(0)];
+                for handle in others {
+                    results.push(handle.join().unwrap_or_else(|_| {
+                        Err(tantivy::TantivyError::InternalError(
+                            "a vector scan thread panicked".to_owned(),
+                        ))
+                    }));
+                }
+                results
+            });
+            let mut merged = TopCandidates::new(SEMANTIC_RESULTS * 4);
+            for result in results {
+                for candidate in result.map_err(SearchError::index)?.into_vec() {
+                    merged.push(candidate);
+                }
+            }
+            merged
+        };
         let mut ranked: Vec<(f32, DocAddress)> = top
             .into_vec()
             .into_iter()
@@ -845,6 +1007,7 @@ impl SearchService {
     ) -> Result<(Vec<Hit>, Vec<FileGroup>, usize), SearchError> {
         let ranked = self.semantic_ranked(searcher, request, viewer_id)?;
         let mut lookup = FastLookup::new(searcher);
+        lookup.prefetch(ranked.iter().map(|(_, address)| *address));
         let mut counts = collect::FileCountsFruit::new();
         for (_, address) in &ranked {
             let (file_id, filename) = lookup.file(*address);
@@ -867,8 +1030,25 @@ impl SearchService {
         offset: usize,
     ) -> Result<(Vec<Hit>, Vec<FileGroup>, usize), SearchError> {
         let semantic = self.semantic_ranked(searcher, request, viewer_id)?;
-        let keyword = self.keyword_query(searcher, request, viewer_id)?;
+        let keyword = match self.keyword_query(searcher, request, viewer_id)? {
+            Some((query, keyword_highlighter)) => {
+                let top = self.collect(
+                    searcher,
+                    &query,
+                    &TopDocs::with_limit(HYBRID_KEYWORD).order_by_score(),
+                )?;
+                Some((top, keyword_highlighter))
+            }
+            None => None,
+        };
         let mut lookup = FastLookup::new(searcher);
+        lookup.prefetch(
+            semantic.iter().map(|(_, address)| *address).chain(
+                keyword
+                    .iter()
+                    .flat_map(|(top, _)| top.iter().map(|(_, address)| *address)),
+            ),
+        );
         // Semantic chunks: (file, first segment, last segment), and whether a keyword hit
         // inside already carries them.
         let chunks: Vec<(String, u64, u64)> = semantic
@@ -882,13 +1062,7 @@ impl SearchService {
         // (fused score, address, cosine, is a keyword segment hit)
         let mut fused: Vec<(f32, DocAddress, Option<f32>, bool)> = Vec::new();
         let mut highlighter = None;
-        if let Some((query, keyword_highlighter)) = keyword {
-            let top = searcher
-                .search(
-                    &query,
-                    &TopDocs::with_limit(HYBRID_KEYWORD).order_by_score(),
-                )
-                .map_err(SearchError::index)?;
+        if let Some((top, keyword_highlighter)) = keyword {
             for (rank, (_, address)) in top.into_iter().enumerate() {
                 let mut score = 1.0 / (RRF_K + rank as f32 + 1.0);
                 let mut cosine = None;
@@ -991,11 +1165,15 @@ impl Drop for SearchService {
 
 type U64Column = tantivy::columnar::Column<u64>;
 
-/// Fast-field reads by document address, with columns opened once per segment.
+/// Fast-field reads by document address, with columns opened once per segment and strings
+/// cached by (segment, column, ordinal); [`FastLookup::prefetch`] resolves many addresses with
+/// one pass over each dictionary (a single lookup decompresses a dictionary block).
 struct FastLookup<'a> {
     searcher: &'a Searcher,
     columns: HashMap<u32, (Option<StrColumn>, Option<StrColumn>)>,
     segment_ids: HashMap<u32, (Option<U64Column>, Option<U64Column>)>,
+    /// (segment, 0 for file id / 1 for filename, ordinal) → string.
+    strings: HashMap<(u32, u8, u64), String>,
 }
 
 impl<'a> FastLookup<'a> {
@@ -1004,23 +1182,81 @@ impl<'a> FastLookup<'a> {
             searcher,
             columns: HashMap::new(),
             segment_ids: HashMap::new(),
+            strings: HashMap::new(),
         }
     }
 
-    /// (file id, filename).
-    fn file(&mut self, address: DocAddress) -> (String, String) {
-        let searcher = self.searcher;
-        let (ids, names) = self.columns.entry(address.segment_ord).or_insert_with(|| {
-            let fast = searcher.segment_reader(address.segment_ord).fast_fields();
+    fn columns(&mut self, segment_ord: u32) -> &(Option<StrColumn>, Option<StrColumn>) {
+        Self::open_columns(&mut self.columns, self.searcher, segment_ord)
+    }
+
+    fn open_columns<'c>(
+        columns: &'c mut HashMap<u32, (Option<StrColumn>, Option<StrColumn>)>,
+        searcher: &Searcher,
+        segment_ord: u32,
+    ) -> &'c (Option<StrColumn>, Option<StrColumn>) {
+        columns.entry(segment_ord).or_insert_with(|| {
+            let fast = searcher.segment_reader(segment_ord).fast_fields();
             (
                 fast.str("file_id").ok().flatten(),
                 fast.str("filename").ok().flatten(),
             )
-        });
-        (
-            collect::fast_str(ids.as_ref(), address.doc_id),
-            collect::fast_str(names.as_ref(), address.doc_id),
-        )
+        })
+    }
+
+    /// Resolves the file ids and filenames of `addresses` in one sorted pass per dictionary.
+    fn prefetch(&mut self, addresses: impl Iterator<Item = DocAddress>) {
+        let mut wanted: HashMap<(u32, u8), Vec<u64>> = HashMap::new();
+        for address in addresses {
+            let (ids, names) = self.columns(address.segment_ord);
+            for (which, column) in [(0u8, ids), (1u8, names)] {
+                if let Some(ord) = column.as_ref().and_then(|c| c.ords().first(address.doc_id)) {
+                    wanted
+                        .entry((address.segment_ord, which))
+                        .or_default()
+                        .push(ord);
+                }
+            }
+        }
+        for ((segment_ord, which), mut ords) in wanted {
+            ords.sort_unstable();
+            ords.dedup();
+            let (ids, names) = self.columns(segment_ord);
+            let column = if which == 0 { ids } else { names };
+            if let Some(terms) = column
+                .as_ref()
+                .and_then(|c| collect::sorted_terms(c, &ords))
+            {
+                for (ord, term) in ords.into_iter().zip(terms) {
+                    self.strings.insert((segment_ord, which, ord), term);
+                }
+            }
+        }
+    }
+
+    fn string(&mut self, address: DocAddress, which: u8) -> String {
+        let (ids, names) =
+            Self::open_columns(&mut self.columns, self.searcher, address.segment_ord);
+        let column = if which == 0 { ids } else { names };
+        let Some(column) = column.as_ref() else {
+            return String::new();
+        };
+        let Some(ord) = column.ords().first(address.doc_id) else {
+            return String::new();
+        };
+        let key = (address.segment_ord, which, ord);
+        if let Some(found) = self.strings.get(&key) {
+            return found.clone();
+        }
+        let mut out = String::new();
+        let _ = column.ord_to_str(ord, &mut out);
+        self.strings.insert(key, out.clone());
+        out
+    }
+
+    /// (file id, filename).
+    fn file(&mut self, address: DocAddress) -> (String, String) {
+        (self.string(address, 0), self.string(address, 1))
     }
 
     /// (first, last) segment id of a segment or chunk document.
@@ -1046,6 +1282,23 @@ impl<'a> FastLookup<'a> {
             .unwrap_or(first);
         (first, last)
     }
+}
+
+fn default_search_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_SCAN_THREADS)
+}
+
+/// A pool of `threads` (single-threaded for 1, or if the pool cannot be made).
+fn search_executor(threads: usize) -> Executor {
+    if threads <= 1 {
+        return Executor::single_thread();
+    }
+    Executor::multi_thread(threads, "search-").unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot start the search threads; searching on one");
+        Executor::single_thread()
+    })
 }
 
 fn file_groups(counts: collect::FileCountsFruit) -> Vec<FileGroup> {

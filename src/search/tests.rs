@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::embed::{Embedder, MODEL_NAME, WordPiece};
 use super::query::edit_distance;
-use super::vectors::{chunk_segments, dot_i8, quantize};
+use super::vectors::{chunk_segments, dot_i8, dot_i8_portable, quantize};
 use super::*;
 use crate::models::runtime::{Device, Runtime, RuntimeSettings};
 
@@ -733,4 +733,185 @@ fn vectors_survive_a_restart_and_renames_reuse_them() {
         plain.search(&SearchRequest::new(q, Mode::Hybrid), "alice"),
         Err(SearchError::SemanticUnavailable)
     ));
+}
+
+#[test]
+fn int8_dot_is_exact_at_the_extremes_and_any_length() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for len in [0, 1, 15, 16, 17, 31, 32, 33, 47, 384, 385, 1000] {
+        let a: Vec<i8> = (0..len).map(|_| next() as i8).collect();
+        let b: Vec<i8> = (0..len).map(|_| next() as i8).collect();
+        let naive: i32 = a.iter().zip(&b).map(|(x, y)| *x as i32 * *y as i32).sum();
+        assert_eq!(dot_i8(&a, &b), naive, "len {len}");
+        assert_eq!(dot_i8_portable(&a, &b), naive, "len {len}");
+        let low = vec![i8::MIN; len];
+        let high = vec![i8::MAX; len];
+        assert_eq!(dot_i8(&low, &low), 16384 * len as i32, "len {len}");
+        assert_eq!(dot_i8(&low, &high), -16256 * len as i32, "len {len}");
+        assert_eq!(dot_i8_portable(&low, &low), 16384 * len as i32);
+    }
+    // A longer slice is cut to the shorter one.
+    assert_eq!(dot_i8(&[1, 2, 3], &[4, 5]), 14);
+}
+
+/// 60 files of one owner in two commits; `guest` reads 6 of them (a large share: the cached
+/// per-segment bitsets), `visitor` one (the `readers` term clause).
+fn many_files(service: &SearchService) {
+    for i in 0..60 {
+        let mut doc = file(
+            &format!("f{i:02}"),
+            "owner",
+            &["common alpha words", "common beta words", "other gamma"],
+        );
+        if i % 10 == 0 {
+            doc.readers.push("guest".to_owned());
+        }
+        if i == 7 {
+            doc.readers.push("visitor".to_owned());
+        }
+        service.upsert(doc).unwrap();
+        if i == 29 {
+            service.flush().unwrap();
+        }
+    }
+    service.flush().unwrap();
+}
+
+#[test]
+fn dense_and_sparse_viewers_see_exactly_their_files_with_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = SearchService::open(dir.path(), None).unwrap();
+    many_files(&service);
+    assert!(service.reader.searcher().segment_readers().len() >= 2);
+
+    let r = keyword(&service, "common", "visitor");
+    assert_eq!(
+        service.access.memory_bytes(),
+        0,
+        "visitor is a sparse viewer"
+    );
+    assert_eq!(r.total, 2);
+    assert_eq!(ids(&r), vec!["f07"]);
+
+    let r = keyword(&service, "common", "owner");
+    assert!(service.access.memory_bytes() > 0, "owner is a dense viewer");
+    assert_eq!(r.total, 120);
+    assert_eq!(r.files.len(), 60);
+    for group in &r.files {
+        assert_eq!(group.count, 2);
+        assert_eq!(group.filename, format!("{}.mp3", group.file_id));
+    }
+    // Ties are ordered by filename.
+    let names: Vec<&str> = r.files.iter().map(|g| g.filename.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+
+    let guest_files = |r: &SearchResponse| {
+        let mut files: Vec<String> = r.files.iter().map(|g| g.file_id.clone()).collect();
+        files.sort();
+        files
+    };
+    let r = keyword(&service, "common", "guest");
+    assert_eq!(r.total, 12);
+    assert_eq!(
+        guest_files(&r),
+        vec!["f00", "f10", "f20", "f30", "f40", "f50"]
+    );
+    assert!(
+        r.hits
+            .iter()
+            .all(|h| h.highlight.contains("<mark>common</mark>"))
+    );
+    // The same ranking rule for both kinds of viewer: access control adds no score (every
+    // matching segment here has the same text statistics, so the same BM25).
+    let owner_score = keyword(&service, "common", "owner").hits[0].score;
+    let visitor = keyword(&service, "common", "visitor");
+    assert!(
+        visitor
+            .hits
+            .iter()
+            .all(|h| (h.score - owner_score).abs() < 1e-4)
+    );
+    // An unknown word is not fuzzily matched against files the guest cannot read.
+    assert_eq!(keyword(&service, "gama", "guest").total, 6);
+    assert_eq!(keyword(&service, "gamma", "nobody").total, 0);
+
+    // A deletion and an unshare take effect with the cached bitsets in place.
+    service.delete("f10").unwrap();
+    let mut unshared = file(
+        "f20",
+        "owner",
+        &["common alpha words", "common beta words", "other gamma"],
+    );
+    unshared.version = 2;
+    service.upsert(unshared).unwrap();
+    service.flush().unwrap();
+    let r = keyword(&service, "common", "guest");
+    assert_eq!(r.total, 8);
+    assert_eq!(guest_files(&r), vec!["f00", "f30", "f40", "f50"]);
+    assert_eq!(keyword(&service, "common", "owner").total, 118);
+}
+
+#[test]
+fn the_threaded_scan_finds_what_the_single_scan_finds_within_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = SearchService::open(dir.path(), Some(shared_embedder())).unwrap();
+    let dimension = service.embedder().unwrap().dimension();
+    // Deterministic unit vectors, one chunk per file.
+    let vector = |i: usize| {
+        let v: Vec<f32> = (0..dimension)
+            .map(|d| (((i * 131 + d * 29) % 97) as f32 - 48.0) / 48.0)
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / norm).collect::<Vec<f32>>()
+    };
+    for i in 0..40 {
+        let mut doc = file(&format!("v{i:02}"), "owner", &["one short segment"]);
+        if i % 4 == 0 {
+            doc.readers.push("guest".to_owned());
+        }
+        service.upsert_with_vectors(doc, vec![vector(i)]).unwrap();
+        if i == 19 {
+            service.flush().unwrap();
+        }
+    }
+    service.flush().unwrap();
+    let searcher = service.reader.searcher();
+    let request = SearchRequest::new("x", Mode::Semantic);
+    for viewer in ["owner", "guest", "nobody"] {
+        for probe in [0, 5, 8, 33] {
+            let query = vector(probe);
+            let single = service
+                .scan_parts(&searcher, &request, viewer, &query, Some(1))
+                .unwrap();
+            for parts in [2, 3, 7] {
+                let threaded = service
+                    .scan_parts(&searcher, &request, viewer, &query, Some(parts))
+                    .unwrap();
+                assert_eq!(single, threaded, "{viewer}, {parts} parts");
+            }
+            let visible = match viewer {
+                "owner" => true,
+                "guest" => probe % 4 == 0,
+                _ => false,
+            };
+            // The probe's own chunk is found with cosine 1 exactly when it is visible.
+            let top = single.first().map(|(cosine, _)| *cosine);
+            if visible {
+                assert!(top.is_some_and(|c| c > 0.999), "{viewer} {probe}: {top:?}");
+            } else {
+                assert!(top.is_none_or(|c| c < 0.999), "{viewer} {probe}: {top:?}");
+            }
+            if viewer == "nobody" {
+                assert!(single.is_empty());
+            }
+        }
+    }
 }
