@@ -117,13 +117,34 @@ export async function showFile(ctx, fileId) {
     return row;
   }
 
+  // The owner may find speakers again with another count, without transcribing again.
+  function rediarizeForm() {
+    if (file.access !== "owner") return null;
+    const error = errorBox();
+    const count = el("input", { type: "number", min: "1", max: "20", id: "rediarize-count", inputmode: "numeric" });
+    const form = el("form", {
+      class: "inline-form", "data-view": "rediarize",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const body = { stages: ["diarize"] };
+        if (count.value) body.num_speakers = Number(count.value);
+        attempt(async () => {
+          await api("POST", `/api/files/${id}/reprocess`, body);
+          announce(STRINGS.rediarizeQueued);
+          location.hash = "#/files";
+        }, error, e.submitter);
+      },
+    }, field(STRINGS.rediarizeCount, count), el("button", { type: "submit", class: "secondary small" }, STRINGS.rediarize), error);
+    return form;
+  }
+
   function renderSpeakerPanel() {
     const heading = el("h3", { id: "speakers-heading" }, STRINGS.speakers);
     if (!speakers.size) {
-      speakerPanel.replaceChildren(heading, el("p", { class: "muted" }, STRINGS.noSpeakers));
+      speakerPanel.replaceChildren(heading, el("p", { class: "muted" }, STRINGS.noSpeakers), rediarizeForm() || "");
       return;
     }
-    speakerPanel.replaceChildren(heading, el("ul", { class: "speaker-list" }, ...[...speakers.values()].map(speakerRow)));
+    speakerPanel.replaceChildren(heading, el("ul", { class: "speaker-list" }, ...[...speakers.values()].map(speakerRow)), rediarizeForm() || "");
   }
   renderSpeakerPanel();
 
