@@ -110,6 +110,7 @@ pub fn spawn_workers(
                 shutdown: shutdown.clone(),
                 engine: None,
                 stage_seconds: Vec::new(),
+                paused_for_disk: false,
             };
             std::thread::Builder::new()
                 .name(format!("transcribe-{index}"))
@@ -129,6 +130,8 @@ struct Worker {
     engine: Option<Engine>,
     /// Seconds each stage of the current job took, in order.
     stage_seconds: Vec<(String, f64)>,
+    /// Set while jobs wait for disk space (logged once each way).
+    paused_for_disk: bool,
 }
 
 /// How often progress is written to redb (and the lease renewed) at most.
@@ -140,6 +143,31 @@ impl Worker {
             // Expired leases of other workers (a worker thread that panicked) are retaken.
             if let Err(e) = self.store.recover_jobs(now_secs()) {
                 tracing::warn!(error = %e, "lease recovery failed");
+            }
+            // A job writes scratch audio and then its results: with the disk below the
+            // configured floor, queued jobs wait (and resume by themselves once space is back)
+            // rather than fail half-way.
+            let floor = self
+                .config
+                .storage
+                .min_free_disk_mb
+                .saturating_mul(1024 * 1024);
+            if let Some(free) = crate::http::health::free_disk_bytes(&self.config.data_dir)
+                && free < floor
+            {
+                if !self.paused_for_disk {
+                    tracing::warn!(
+                        free_mb = free / (1024 * 1024),
+                        "disk almost full: jobs paused until space is freed"
+                    );
+                    self.paused_for_disk = true;
+                }
+                self.jobs.wake.wait(Duration::from_secs(2));
+                continue;
+            }
+            if self.paused_for_disk {
+                tracing::info!("disk space is back: jobs resume");
+                self.paused_for_disk = false;
             }
             match self
                 .store

@@ -159,3 +159,41 @@ async fn an_upload_that_does_not_fit_is_507_and_leaves_nothing() {
     server.stop().await;
     drop(tmpfs);
 }
+
+#[tokio::test]
+async fn jobs_wait_while_the_disk_is_nearly_full_and_resume_when_space_returns() {
+    let tmpfs = Tmpfs::mount("64m");
+    let data_dir = tempfile::tempdir_in(&tmpfs.mountpoint).unwrap();
+    let server = TestServer::start_in(data_dir, |c| {
+        c.models_dir = crate::models::models_dir();
+        c.jobs.model = "whisper-tiny.en".to_owned();
+        c.storage.min_free_disk_mb = 32;
+    })
+    .await;
+    let admin = server.admin().await;
+    // Ballast leaves about 8 MiB: room for the upload, below the 32 MiB floor for jobs.
+    let ballast = tmpfs.mountpoint.join("ballast");
+    let size = free_bytes(&tmpfs.mountpoint).saturating_sub(8 * 1024 * 1024);
+    let status = Command::new("fallocate")
+        .args(["-l", &size.to_string()])
+        .arg(&ballast)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(free_bytes(&tmpfs.mountpoint) < 32 * 1024 * 1024);
+    let (id, _) = crate::asr::references().into_iter().next().unwrap();
+    let wav = std::fs::read(format!("{}/{id}.wav", crate::asr::LIBRIVOX)).unwrap();
+    let created = server.upload(&admin, "clip.wav", wav).await;
+    assert_eq!(created.status(), 201);
+    let file_id = json(created).await["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (_, file) = server
+        .call(Method::GET, &format!("/api/files/{file_id}"), &admin, None)
+        .await;
+    assert_eq!(file["status"], "queued", "paused for disk space: {file}");
+    // Space comes back: the job runs on its own.
+    std::fs::remove_file(&ballast).unwrap();
+    let done = server.wait_done(&admin, &file_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    server.stop().await;
+}
