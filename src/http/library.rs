@@ -71,7 +71,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/exports/zip", get(export_zip))
 }
 
-fn check_text(text: &str, what: &str, max: usize) -> Result<()> {
+pub(crate) fn check_text(text: &str, what: &str, max: usize) -> Result<()> {
     if text.trim().is_empty() {
         return Err(Error::bad_request(format!("{what} must not be empty")));
     }

@@ -39,13 +39,14 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn clean_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(Error::bad_request(format!(
-            "name must be 1 to {MAX_NAME} characters without control characters"
-        )));
+    // Names are one line: no newline or tab, unlike transcript text.
+    if name.chars().any(char::is_control) {
+        return Err(Error::bad_request(
+            "name must not contain control characters",
+        ));
     }
-    Ok(name.to_owned())
+    super::library::check_text(name, "name", MAX_NAME)?;
+    Ok(name.trim().to_owned())
 }
 
 fn speakers_json(transcript: &Transcript) -> Json<Value> {

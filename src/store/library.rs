@@ -690,6 +690,9 @@ mod tests {
         assert!(store.get_job("high").unwrap().is_none());
         let kept = store.get_file("high").unwrap().unwrap();
         assert_eq!(kept.status, "error", "the file keeps its outcome");
+        // A retry queues at the file's own priority.
+        store.retry_job("alice", "high", 200).unwrap();
+        assert_eq!(store.get_job("high").unwrap().unwrap().priority, 1);
     }
 
     #[test]

@@ -117,6 +117,36 @@ pub(crate) fn new_job(file: &FileRecord, priority: u8) -> JobRecord {
     }
 }
 
+/// Queues a new job for a file that ended (retry, reprocess) at the file's own priority, and
+/// marks the file queued; inside the caller's transaction.
+fn requeue(
+    txn: &WriteTransaction,
+    jobs: &mut redb::Table<&str, &[u8]>,
+    files: &mut redb::Table<&str, &[u8]>,
+    file: &mut FileRecord,
+    reprocess: Vec<String>,
+    now: u64,
+) -> Result<()> {
+    let mut job = new_job(file, file.options.priority);
+    job.reprocess = reprocess;
+    job.created_at = now;
+    job.updated_at = now;
+    let mut queue = txn.open_table(QUEUE).map_err(db_err)?;
+    queue
+        .insert(job.queue_key.as_str(), file.id.as_str())
+        .map_err(db_err)?;
+    jobs.insert(file.id.as_str(), encode(&job)?.as_slice())
+        .map_err(db_err)?;
+    file.status = "queued".to_owned();
+    file.progress = 0.0;
+    file.error = None;
+    file.updated_at = now;
+    files
+        .insert(file.id.as_str(), encode(&*file)?.as_slice())
+        .map_err(db_err)?;
+    Ok(())
+}
+
 /// What a running job's worker learns when it reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobControl {
@@ -899,23 +929,7 @@ impl Store {
                 }
             }
             file.options = options;
-            let mut job = new_job(&file, 0);
-            job.reprocess = stages;
-            job.created_at = now;
-            job.updated_at = now;
-            let mut queue = txn.open_table(QUEUE).map_err(db_err)?;
-            queue
-                .insert(job.queue_key.as_str(), file_id)
-                .map_err(db_err)?;
-            jobs.insert(file_id, encode(&job)?.as_slice())
-                .map_err(db_err)?;
-            file.status = "queued".to_owned();
-            file.progress = 0.0;
-            file.error = None;
-            file.updated_at = now;
-            files
-                .insert(file_id, encode(&file)?.as_slice())
-                .map_err(db_err)?;
+            requeue(&txn, &mut jobs, &mut files, &mut file, stages, now)?;
             file.status
         };
         txn.commit().map_err(db_err)?;
@@ -940,22 +954,7 @@ impl Store {
                     ),
                 ));
             }
-            let mut job = new_job(&file, 0);
-            job.created_at = now;
-            let mut queue = txn.open_table(QUEUE).map_err(db_err)?;
-            queue
-                .insert(job.queue_key.as_str(), file_id)
-                .map_err(db_err)?;
-            job.updated_at = now;
-            jobs.insert(file_id, encode(&job)?.as_slice())
-                .map_err(db_err)?;
-            file.status = "queued".to_owned();
-            file.progress = 0.0;
-            file.error = None;
-            file.updated_at = now;
-            files
-                .insert(file_id, encode(&file)?.as_slice())
-                .map_err(db_err)?;
+            requeue(&txn, &mut jobs, &mut files, &mut file, Vec::new(), now)?;
             file.status
         };
         txn.commit().map_err(db_err)?;
