@@ -17,11 +17,12 @@ use serde_json::{Value, json};
 
 use super::extract::{ApiJson, AuthUser};
 use super::files::{FileView, load_file};
+use super::transcripts::load_transcript;
 use crate::app::{AppState, blocking};
 use crate::error::{Error, Result};
 use crate::store::library::{CollectionView, upsert_share};
 use crate::store::now_secs;
-use crate::store::records::{Access, CollectionRecord, CommentRecord, FileRecord};
+use crate::store::records::{Access, CollectionRecord, CommentRecord};
 use crate::transcript::Transcript;
 use crate::transcript::analytics::{Analytics, analyze};
 use crate::transcript::export::{Format, render};
@@ -346,23 +347,6 @@ async fn list_tags(State(state): State<AppState>, user: AuthUser) -> Result<Json
         .map(|(tag, count)| json!({"tag": tag, "count": count}))
         .collect();
     Ok(Json(json!({ "tags": tags })))
-}
-
-async fn load_transcript(
-    state: &AppState,
-    user: &AuthUser,
-    id: String,
-) -> Result<(FileRecord, Transcript)> {
-    let (file, _) = load_file(state, user, id, Access::Viewer).await?;
-    let store = state.store.clone();
-    let file_id = file.id.clone();
-    match blocking(move || store.transcript_of::<Transcript>(&file_id)).await? {
-        Some(t) => Ok((file, t)),
-        None => Err(Error::new(
-            "transcript-not-ready",
-            format!("the file is {}; its transcript is not ready", file.status),
-        )),
-    }
 }
 
 async fn analytics(
@@ -787,16 +771,6 @@ struct ZipQuery {
     speakers: Option<bool>,
 }
 
-fn extension(format: Format) -> &'static str {
-    match format {
-        Format::Json => "json",
-        Format::Srt => "srt",
-        Format::Vtt => "vtt",
-        Format::Txt => "txt",
-        Format::Csv => "csv",
-    }
-}
-
 async fn export_zip(
     State(state): State<AppState>,
     user: AuthUser,
@@ -827,10 +801,10 @@ async fn export_zip(
             .rsplit_once('.')
             .map(|(stem, _)| stem.to_owned())
             .unwrap_or(file.filename.clone());
-        let mut name = format!("{stem}.{}", extension(format));
+        let mut name = format!("{stem}.{}", format.extension());
         let mut n = 2;
         while !used.insert(name.clone()) {
-            name = format!("{stem} ({n}).{}", extension(format));
+            name = format!("{stem} ({n}).{}", format.extension());
             n += 1;
         }
         entries.push((name, render(&transcript, format, speakers)));

@@ -72,11 +72,7 @@ async fn list_speakers(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    let (file, _) = load_file(&state, &user, id, Access::Viewer).await?;
-    let store = state.store.clone();
-    let transcript = blocking(move || store.transcript_of::<Transcript>(&file.id))
-        .await?
-        .ok_or_else(|| Error::new("transcript-not-ready", "the file has no transcript yet"))?;
+    let (_, transcript) = super::transcripts::load_transcript(&state, &user, id).await?;
     Ok(speakers_json(&transcript))
 }
 

@@ -32,17 +32,17 @@ pub fn routes() -> Router<AppState> {
         .route("/api/ws", get(websocket))
 }
 
-async fn load_transcript(
+/// The transcript of a file the user may see (owner, or a member of a collection holding it).
+pub(crate) async fn load_transcript(
     state: &AppState,
     user: &AuthUser,
     id: String,
-) -> Result<(String, Transcript)> {
+) -> Result<(crate::store::records::FileRecord, Transcript)> {
     let (file, _) = super::files::load_file(state, user, id, Access::Viewer).await?;
     let store = state.store.clone();
     let file_id = file.id.clone();
-    let transcript = blocking(move || store.transcript_of::<Transcript>(&file_id)).await?;
-    match transcript {
-        Some(transcript) => Ok((file.filename, transcript)),
+    match blocking(move || store.transcript_of::<Transcript>(&file_id)).await? {
+        Some(transcript) => Ok((file, transcript)),
         None => Err(Error::new(
             "transcript-not-ready",
             format!("the file is {}; its transcript is not ready", file.status),
@@ -76,19 +76,14 @@ async fn export(
     let Query(query) = query.map_err(|e| Error::bad_request(e.body_text()))?;
     let format = Format::parse(&query.format)
         .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json or csv"))?;
-    let (filename, transcript) = load_transcript(&state, &user, id).await?;
+    let (file, transcript) = load_transcript(&state, &user, id).await?;
+    let filename = file.filename;
     let body = render(&transcript, format, query.speakers.unwrap_or(true));
     let stem = filename
         .rsplit_once('.')
         .map(|(stem, _)| stem.to_owned())
         .unwrap_or(filename);
-    let extension = match format {
-        Format::Json => "json",
-        Format::Srt => "srt",
-        Format::Vtt => "vtt",
-        Format::Txt => "txt",
-        Format::Csv => "csv",
-    };
+    let extension = format.extension();
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -12,6 +12,17 @@ pub enum Format {
 }
 
 impl Format {
+    /// File name extension of an export in this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Srt => "srt",
+            Format::Vtt => "vtt",
+            Format::Txt => "txt",
+            Format::Csv => "csv",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "json" => Some(Format::Json),
