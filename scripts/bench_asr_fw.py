@@ -27,6 +27,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--language", default="en")
     ap.add_argument("--vad", action="store_true")
+    ap.add_argument("--words", action="store_true", help="word_timestamps=True (and words in the output)")
     a = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -42,9 +43,14 @@ def main() -> int:
         language=a.language,
         vad_filter=a.vad,
         condition_on_previous_text=True,
-        word_timestamps=False,
+        word_timestamps=a.words,
     )
-    segs = [{"start": s.start, "end": s.end, "text": s.text} for s in segments]
+    segs = []
+    for s in segments:
+        seg = {"start": s.start, "end": s.end, "text": s.text}
+        if a.words:
+            seg["words"] = [{"start": w.start, "end": w.end, "text": w.word.strip()} for w in (s.words or [])]
+        segs.append(seg)
     t3 = time.perf_counter()
     json.dump({
         "text": " ".join(s["text"].strip() for s in segs),

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Convert a Whisper model from CTranslate2 (faster-whisper) format to ONNX.
 
-The output follows sherpa-onnx's layout (encoder produces the cross-attention
-K/V of every decoder layer, decoder carries a fixed-size self-attention cache)
-plus an extra decoder output ``cross_qk`` holding the cross-attention weights,
-used for DTW word timestamps.
+The encoder produces the cross-attention K/V of every decoder layer; the
+decoder reads its self-attention cache from per-layer inputs and returns only
+the new tokens' K/V, plus ``cross_qk`` holding the cross-attention weights,
+used for DTW word timestamps (layout 2; layout 1 was sherpa-onnx's, whose
+decoder copied the whole cache and the 1500-frame cross K/V at every step).
 
 No PyTorch: the graphs are written directly with ``onnx.helper`` from the
 weights stored in CTranslate2's ``model.bin``.
@@ -22,18 +23,20 @@ Files written into --out (see parameters.json "files"):
     mel_filters.bin   float32 little-endian [n_mels, 201]
     parameters.json   dimensions, special tokens, suppression lists, files
 
-Decoder I/O contract (N = batch, T = new tokens, L = n_text_layer,
-D = n_text_state, H = n_text_head, C = n_text_ctx (448), A = n_audio_ctx):
-    inputs : tokens int64 [N,T], in_n_layer_self_k_cache / in_n_layer_self_v_cache
-             float32 [L,N,C,D], n_layer_cross_k / n_layer_cross_v float32 [L,N,A,D],
-             offset int64 [1] (tokens already in the cache)
-    outputs: logits float32 [N,T,n_vocab], out_n_layer_self_k_cache /
-             out_n_layer_self_v_cache [L,N,C,D] (slots [offset, offset+T) written),
-             cross_qk float32 [L,N,H,T,A] (softmax'd cross-attention weights)
-    Self-attention is causal over cache slots [0, offset+T); slots beyond are
-    ignored (may hold garbage). Feeding the out caches back as the next in
-    caches with offset += T gives the same results as one call with all tokens.
-    encoder: mel float32 [N, n_mels, 3000] -> n_layer_cross_k / n_layer_cross_v.
+Decoder I/O contract, layout 2 (N = rows, B = 1 or N, T = new tokens,
+L = n_text_layer, H = n_text_head, dh = n_text_state / H, C = n_text_ctx (448),
+A = n_audio_ctx):
+    inputs : tokens int64 [N,T]; offset int64 [1] (tokens already in the cache);
+             positions int64 [P] (which of the T positions get logits and cross_qk);
+             cache_k_{l} / cache_v_{l} float32 [N,H,S,dh] for l < L, any S with
+             offset <= S <= C (slots [0, offset) are read, the rest is masked and
+             may hold anything finite: the caller grows S with the text);
+             cross_k_{l} / cross_v_{l} float32 [B,H,A,dh] (B = 1 is broadcast over
+             the N rows: a beam search shares one window's K/V)
+    outputs: logits float32 [N,P,n_vocab]; new_k / new_v float32 [L,N,H,T,dh]
+             (the caller writes them into cache slots [offset, offset+T));
+             cross_qk float32 [L,N,H,P,A] (softmax'd cross-attention weights)
+    encoder: mel float32 [N, n_mels, 3000] -> cross_k_{l} / cross_v_{l} [N,H,A,dh].
 
 Runtime notes:
     prompt (no timestamps): multilingual: [sot, language_tokens[lang], transcribe,
@@ -64,8 +67,9 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 3  # bump when the produced graphs/files change
+FORMAT_VERSION = 5  # bump when the produced graphs/files change
 OPSET = 17
+DECODER_LAYOUT = 2  # the decoder I/O contract below; the Rust loader checks it
 
 # CTranslate2 DataType enum (include/ctranslate2/types.h)
 CT2_DTYPES = {
@@ -287,30 +291,6 @@ def qkT(g: GraphBuilder, q: str, k: str) -> str:
     return g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])
 
 
-def blockdiag_attention(g: GraphBuilder, q: str, k: str, v: str, head_mask: str, n_head: int, d_model: int, mask: str | None = None):
-    """Multi-head attention for a few query tokens without any head transposes.
-
-    q [N,T,D] (already scaled), k/v [N,S,D]. Each query row is expanded into H
-    rows that keep only the columns of one head (q * head_mask), so that
-    Q_bd [N,H*T,D] @ K^T gives every head's scores at once, K^T being fused
-    into the MatMul (transB) by ONNX Runtime. The output rows are masked the
-    same way and summed over heads, which concatenates the heads.
-    Costs H times the (small) attention FLOPs for T query tokens, saves
-    copying the whole K/V (the 1500-frame cross-attention memory) per step.
-    Returns (out [N,T,D], weights [N,H*T,S]) with rows ordered (head, token).
-    """
-    qb = g.op("Mul", [g.op("Unsqueeze", [q, g.c_i64([1])]), head_mask])  # [N,H,T,D]
-    qb = g.op("Reshape", [qb, g.c_i64([0, -1, d_model])])  # [N,H*T,D]
-    s = g.op("MatMul", [qb, g.op("Transpose", [k], perm=[0, 2, 1])])  # [N,H*T,S]
-    if mask is not None:
-        s = g.op("Add", [s, mask])
-    w = g.op("Softmax", [s], axis=-1)
-    o = g.op("MatMul", [w, v])  # [N,H*T,D]
-    o = g.op("Reshape", [o, g.c_i64([0, n_head, -1, d_model])])  # [N,H,T,D]
-    o = g.op("ReduceSum", [g.op("Mul", [o, head_mask]), g.c_i64([1])], keepdims=0)  # [N,T,D]
-    return o, w
-
-
 def split_qkv_weights(w: np.ndarray, b: np.ndarray, d: int, scale: float):
     """CT2 fused self-attention projection [3D, D] -> q scaled by 1/sqrt(dh)."""
     w = w.copy()
@@ -363,25 +343,31 @@ def build_encoder(W: Weights, dims: dict):
         ws.append(W.get(f"decoder/layer_{i}/attention/linear_1/weight"))  # [2D, D] (K then V)
         bs.append(W.get(f"decoder/layer_{i}/attention/linear_1/bias"))
     kv = g.linear(x, np.concatenate(ws, axis=0), np.concatenate(bs, axis=0), "cross_kv")  # [N, A, TL*2*TD]
-    kv = g.op("Reshape", [kv, g.c_i64([0, 0, TL, 2, TD])])
-    kv = g.op("Transpose", [kv], perm=[3, 2, 0, 1, 4])  # [2, TL, N, A, TD]
-    g.op("Split", [kv], n_out=2, axis=0, outputs=["cross_k5", "cross_v5"])
+    TH = dims["n_text_head"]
+    tdh = TD // TH
+    # [N, A, TL*2*TD] -> [TL*2, N, TH, A, dh]: per layer K then V, split by head, so the
+    # decoder attends without a per-step copy or transpose of these 1500-frame tensors.
+    kv = g.op("Reshape", [kv, g.c_i64([0, 0, 2 * TL, TH, tdh])])
+    kv = g.op("Transpose", [kv], perm=[2, 0, 3, 1, 4])
+    names = [f"cross_{kind}_{i}" for i in range(TL) for kind in ("k", "v")]
+    parts = g.op("Split", [kv], n_out=2 * TL, axis=0)
     ax0 = g.c_i64([0])
-    g.op("Squeeze", ["cross_k5", ax0], outputs=["n_layer_cross_k"])
-    g.op("Squeeze", ["cross_v5", ax0], outputs=["n_layer_cross_v"])
+    for part, name in zip(parts, names):
+        g.op("Squeeze", [part, ax0], outputs=[name])
 
     A = dims["n_audio_ctx"]
     inputs = [helper.make_tensor_value_info("mel", TensorProto.FLOAT, ["N", n_mels, 2 * A])]
-    outputs = [
-        helper.make_tensor_value_info("n_layer_cross_k", TensorProto.FLOAT, [TL, "N", A, TD]),
-        helper.make_tensor_value_info("n_layer_cross_v", TensorProto.FLOAT, [TL, "N", A, TD]),
-    ]
-    return g.model(inputs, outputs, "whisper_encoder", "Whisper encoder (sherpa-onnx layout)"), g.weight_matmuls
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", TH, A, tdh]) for name in names]
+    return g.model(inputs, outputs, "whisper_encoder", "Whisper encoder (opentranscribe layout 2)"), g.weight_matmuls
 
 
 def build_decoder(W: Weights, dims: dict, logits_matmul: bool):
     """logits_matmul=False: logits via Gemm(transB=1) sharing the token embedding
-    (smaller file). True: MatMul with a pre-transposed copy (quantizable)."""
+    (smaller file). True: MatMul with a pre-transposed copy (quantizable).
+
+    Layout 2 (see the module doc): per-layer cache and cross-attention inputs in
+    [rows, heads, positions, dh], so no step copies or transposes them; the step
+    returns only the new tokens' K/V, which the caller writes into its cache."""
     from onnx import TensorProto, helper
 
     g = GraphBuilder()
@@ -389,19 +375,18 @@ def build_decoder(W: Weights, dims: dict, logits_matmul: bool):
     C, A, V = dims["n_text_ctx"], dims["n_audio_ctx"], dims["n_vocab"]
     dh = D // H
     scale = dh ** -0.5
+    neg = -1e9  # finite, so a masked slot never turns a softmax into NaN
 
     emb = W.get("decoder/embeddings/weight")  # [V, D]
     E = g.const("decoder.token_embedding", emb)
     PE = g.const("decoder.positional_embedding", W.get("decoder/position_encodings/encodings"))
 
-    # scalars
     tok_shape = g.op("Shape", ["tokens"])
     T_1 = g.op("Slice", [tok_shape, g.c_i64([1]), g.c_i64([2])])  # [1]
     end_1 = g.op("Add", ["offset", T_1])  # [1]
     off_s = g.op("Squeeze", ["offset", g.c_i64([0])])
-    end_s = g.op("Squeeze", [end_1, g.c_i64([0])])
+    T_s = g.op("Squeeze", [T_1, g.c_i64([0])])
     zero_1 = g.c_i64([0])
-    ctx_1 = g.c_i64([C])
     ax1 = g.c_i64([1])
     one_s = g.c_i64(1)
     zero_s = g.c_i64(0)
@@ -410,46 +395,54 @@ def build_decoder(W: Weights, dims: dict, logits_matmul: bool):
     pos = g.op("Slice", [PE, "offset", end_1, zero_1])  # [T, D]
     x = g.op("Add", [x, pos])
 
-    # causal mask [T, S] over the S = offset+T valid cache slots
-    qpos = g.op("Unsqueeze", [g.op("Range", [off_s, end_s, one_s]), ax1])  # [T,1]
-    kpos = g.op("Unsqueeze", [g.op("Range", [zero_s, end_s, one_s]), zero_1])  # [1,S]
-    future = g.op("Greater", [kpos, qpos])
-    mask = g.op("Where", [future, g.c_f32(-np.inf), g.c_f32(0.0)])  # [T,S]
-    mask_h = g.op("Tile", [mask, g.c_i64([H, 1])])  # [H*T,S], rows (head, token)
-    hm = np.zeros((H, 1, D), np.float32)
-    for i in range(H):
-        hm[i, 0, i * dh : (i + 1) * dh] = 1.0
-    head_mask = g.const("decoder.head_mask", hm)
+    # cache slots [0, offset) hold earlier tokens; the rest (up to the cache's length S,
+    # which the caller grows as the text does) is masked
+    S_s = g.op("Squeeze", [g.op("Slice", [g.op("Shape", ["cache_k_0"]), g.c_i64([2]), g.c_i64([3])]), zero_1])
+    S_1 = g.op("Unsqueeze", [S_s, zero_1])
+    cross_b = g.op("Slice", [g.op("Shape", ["cross_k_0"]), zero_1, ax1])  # [1]: B
+    slots = g.op("Range", [zero_s, S_s, one_s])  # [S]
+    past_mask = g.op("Where", [g.op("Less", [slots, off_s]), g.c_f32(0.0), g.c_f32(neg)])  # [C]
+    # causal mask among the T new tokens
+    tpos = g.op("Range", [zero_s, T_s, one_s])
+    future = g.op("Greater", [g.op("Unsqueeze", [tpos, zero_1]), g.op("Unsqueeze", [tpos, ax1])])  # [T,T]
+    new_mask = g.op("Where", [future, g.c_f32(neg), g.c_f32(0.0)])
+    split_sizes = g.op("Concat", [S_1, T_1], axis=0)
 
     k_new, v_new, qks = [], [], []
     for i in range(L):
         p = f"decoder/layer_{i}"
         n = f"dec{i}"
-        li = g.c_i64(i)
-        # ---- self attention with cache
+        # ---- self attention: earlier tokens from the cache inputs, new ones from this call
         h = g.layer_norm(x, W.get(f"{p}/self_attention/layer_norm/gamma"), W.get(f"{p}/self_attention/layer_norm/beta"), f"{n}.attn_ln")
         wqkv, bqkv = split_qkv_weights(W.get(f"{p}/self_attention/linear_0/weight"), W.get(f"{p}/self_attention/linear_0/bias"), D, scale)
         qkv = g.linear(h, wqkv, bqkv, f"{n}.attn.qkv")
         q, k, v = g.op("Split", [qkv, g.c_i64([D, D, D])], n_out=3, axis=-1)
-        # past keys/values of this layer: cache[l, :, :offset] (only those rows are copied)
-        ks_vs = []
-        for cache_in, new in (("in_n_layer_self_k_cache", k), ("in_n_layer_self_v_cache", v)):
-            past = g.op("Slice", [cache_in, g.c_i64([i, 0]), g.op("Concat", [g.c_i64([i + 1]), "offset"], axis=0), g.c_i64([0, 2])])
-            past = g.op("Squeeze", [past, zero_1])  # [N, offset, D]
-            ks_vs.append(g.op("Concat", [past, new], axis=1))  # [N, S, D]
-        ks, vs = ks_vs
-        k_new.append(g.op("Unsqueeze", [k, zero_1]))  # [1, N, T, D]
+        q, k, v = (attn_heads(g, t, H, dh) for t in (q, k, v))  # [N,H,T,dh]
+        k_new.append(g.op("Unsqueeze", [k, zero_1]))  # [1,N,H,T,dh]
         v_new.append(g.op("Unsqueeze", [v, zero_1]))
-        o, _ = blockdiag_attention(g, q, ks, vs, head_mask, H, D, mask_h)
-        o = g.linear(o, W.get(f"{p}/self_attention/linear_1/weight"), W.get(f"{p}/self_attention/linear_1/bias"), f"{n}.attn.out")
+        s_past = g.op("Add", [qkT(g, q, f"cache_k_{i}"), past_mask])  # [N,H,T,S]
+        s_new = g.op("Add", [qkT(g, q, k), new_mask])  # [N,H,T,T]
+        w = g.op("Softmax", [g.op("Concat", [s_past, s_new], axis=-1)], axis=-1)
+        w_past, w_new = g.op("Split", [w, split_sizes], n_out=2, axis=-1)
+        o = g.op("Add", [g.op("MatMul", [w_past, f"cache_v_{i}"]), g.op("MatMul", [w_new, v])])
+        o = g.linear(attn_merge(g, o, D), W.get(f"{p}/self_attention/linear_1/weight"), W.get(f"{p}/self_attention/linear_1/bias"), f"{n}.attn.out")
         x = g.op("Add", [x, o])
-        # ---- cross attention
+        # ---- cross attention (K/V rows broadcast when one window feeds several rows)
         h = g.layer_norm(x, W.get(f"{p}/attention/layer_norm/gamma"), W.get(f"{p}/attention/layer_norm/beta"), f"{n}.cross_ln")
         q = g.linear(h, W.get(f"{p}/attention/linear_0/weight") * scale, W.get(f"{p}/attention/linear_0/bias") * scale, f"{n}.cross.q")
-        ck = g.op("Gather", ["n_layer_cross_k", li], axis=0)  # [N,A,D]
-        cv = g.op("Gather", ["n_layer_cross_v", li], axis=0)
-        o, w = blockdiag_attention(g, q, ck, cv, head_mask, H, D)
-        qks.append(g.op("Unsqueeze", [g.op("Reshape", [w, g.c_i64([0, H, -1, A])]), zero_1]))  # [1,N,H,T,A]
+        # Rows that share a window (B = 1: the beams) are stacked along the query axis,
+        # so each head's 1500-frame K and V are read once per step, not once per row:
+        # [N,T,D] -> [B, N/B, T, H, dh] -> [B, H, (N/B)*T, dh]
+        q = g.op("Reshape", [q, g.op("Concat", [cross_b, g.c_i64([-1]), T_1, g.c_i64([H, dh])], axis=0)])
+        q = g.op("Reshape", [g.op("Transpose", [q], perm=[0, 3, 1, 2, 4]), g.op("Concat", [cross_b, g.c_i64([H, -1, dh])], axis=0)])
+        w = g.op("Softmax", [qkT(g, q, f"cross_k_{i}")], axis=-1)  # [B,H,(N/B)*T,A]
+        o = g.op("MatMul", [w, f"cross_v_{i}"])  # [B,H,(N/B)*T,dh]
+        # back to row-major: [B,H,N/B,T,x] -> [N,H,T,x]
+        w = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [w, g.op("Concat", [cross_b, g.c_i64([H, -1]), T_1, g.c_i64([A])], axis=0)])], perm=[0, 2, 1, 3, 4]),
+                             g.op("Concat", [g.c_i64([-1, H]), T_1, g.c_i64([A])], axis=0)])
+        qks.append(g.op("Unsqueeze", [g.op("Gather", [w, "positions"], axis=2), zero_1]))  # [1,N,H,P,A]
+        o = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [o, g.op("Concat", [cross_b, g.c_i64([H, -1]), T_1, g.c_i64([dh])], axis=0)])], perm=[0, 2, 3, 1, 4]),
+                             g.op("Concat", [g.c_i64([-1]), T_1, g.c_i64([D])], axis=0)])  # [N,T,D]
         o = g.linear(o, W.get(f"{p}/attention/linear_2/weight"), W.get(f"{p}/attention/linear_2/bias"), f"{n}.cross.out")
         x = g.op("Add", [x, o])
         # ---- MLP
@@ -458,6 +451,9 @@ def build_decoder(W: Weights, dims: dict, logits_matmul: bool):
         h = g.linear(h, W.get(f"{p}/ffn/linear_1/weight"), W.get(f"{p}/ffn/linear_1/bias"), f"{n}.mlp.fc2")
         x = g.op("Add", [x, h])
 
+    # only the asked-for positions go on to the vocabulary projection (a prompt step needs
+    # two of its up to 224 positions: the no-speech probe and the last one)
+    x = g.op("Gather", [x, "positions"], axis=1)  # [N,P,D]
     x = g.layer_norm(x, W.get("decoder/layer_norm/gamma"), W.get("decoder/layer_norm/beta"), "decoder.ln")
     if logits_matmul:
         et = g.const("decoder.token_embedding_t", np.ascontiguousarray(emb.T))
@@ -467,33 +463,26 @@ def build_decoder(W: Weights, dims: dict, logits_matmul: bool):
     else:
         x2 = g.op("Reshape", [x, g.c_i64([-1, D])])
         lg = g.op("Gemm", [x2, E], transB=1)
-        out_shape = g.op("Concat", [tok_shape, g.c_i64([V])], axis=0)
+        out_shape = g.op("Concat", [g.op("Slice", [tok_shape, zero_1, ax1]), g.op("Shape", ["positions"]), g.c_i64([V])], axis=0)
         g.op("Reshape", [lg, out_shape], outputs=["logits"])
-    # out cache = in cache with slots [offset, offset+T) replaced: one copy of the cache
-    ax2 = g.c_i64([2])
-    for cache_in, news, out_name in (("in_n_layer_self_k_cache", k_new, "out_n_layer_self_k_cache"),
-                                     ("in_n_layer_self_v_cache", v_new, "out_n_layer_self_v_cache")):
-        before = g.op("Slice", [cache_in, zero_1, "offset", ax2])
-        after = g.op("Slice", [cache_in, end_1, ctx_1, ax2])
-        g.op("Concat", [before, g.op("Concat", news, axis=0), after], axis=2, outputs=[out_name])
+    g.op("Concat", k_new, axis=0, outputs=["new_k"])
+    g.op("Concat", v_new, axis=0, outputs=["new_v"])
     g.op("Concat", qks, axis=0, outputs=["cross_qk"])
 
     F, I64 = TensorProto.FLOAT, TensorProto.INT64
-    inputs = [
-        helper.make_tensor_value_info("tokens", I64, ["N", "n_tokens"]),
-        helper.make_tensor_value_info("in_n_layer_self_k_cache", F, [L, "N", C, D]),
-        helper.make_tensor_value_info("in_n_layer_self_v_cache", F, [L, "N", C, D]),
-        helper.make_tensor_value_info("n_layer_cross_k", F, [L, "N", A, D]),
-        helper.make_tensor_value_info("n_layer_cross_v", F, [L, "N", A, D]),
-        helper.make_tensor_value_info("offset", I64, [1]),
-    ]
+    inputs = [helper.make_tensor_value_info("tokens", I64, ["N", "n_tokens"]), helper.make_tensor_value_info("offset", I64, [1]),
+              helper.make_tensor_value_info("positions", I64, ["P"])]
+    for i in range(L):
+        inputs += [helper.make_tensor_value_info(f"cache_{kind}_{i}", F, ["N", H, "S", dh]) for kind in ("k", "v")]
+    for i in range(L):
+        inputs += [helper.make_tensor_value_info(f"cross_{kind}_{i}", F, ["B", H, A, dh]) for kind in ("k", "v")]
     outputs = [
-        helper.make_tensor_value_info("logits", F, ["N", "n_tokens", V]),
-        helper.make_tensor_value_info("out_n_layer_self_k_cache", F, [L, "N", C, D]),
-        helper.make_tensor_value_info("out_n_layer_self_v_cache", F, [L, "N", C, D]),
-        helper.make_tensor_value_info("cross_qk", F, [L, "N", H, "n_tokens", A]),
+        helper.make_tensor_value_info("logits", F, ["N", "P", V]),
+        helper.make_tensor_value_info("new_k", F, [L, "N", H, "n_tokens", dh]),
+        helper.make_tensor_value_info("new_v", F, [L, "N", H, "n_tokens", dh]),
+        helper.make_tensor_value_info("cross_qk", F, [L, "N", H, "P", A]),
     ]
-    return g.model(inputs, outputs, "whisper_decoder", "Whisper decoder (sherpa-onnx layout + cross_qk)"), g.weight_matmuls
+    return g.model(inputs, outputs, "whisper_decoder", "Whisper decoder (opentranscribe layout 2, with cross_qk)"), g.weight_matmuls
 
 
 # --------------------------------------------------------------------------
@@ -599,6 +588,7 @@ def build_parameters(name: str, dims: dict, vocab: list[str], config: dict) -> d
         "hop_length": 160,
         "chunk_length": 30,
         "n_frames": 2 * dims["n_audio_ctx"],
+        "decoder_layout": DECODER_LAYOUT,
         "alignment_heads": [list(map(int, h)) for h in config.get("alignment_heads", [])],
         "special_tokens": specials,
         "suppress_tokens": list(map(int, config.get("suppress_ids", []))),
@@ -611,9 +601,21 @@ def build_parameters(name: str, dims: dict, vocab: list[str], config: dict) -> d
 # --------------------------------------------------------------------------
 
 
+def _zero_caches(dims: dict, rows: int, slots: int | None = None) -> dict:
+    H, C = dims["n_text_head"], slots or dims["n_text_ctx"]
+    dh = dims["n_text_state"] // H
+    return {f"cache_{kind}_{i}": np.zeros((rows, H, C, dh), np.float32) for i in range(dims["n_text_layer"]) for kind in ("k", "v")}
+
+
+def _encode(sess, mel) -> dict:
+    return {o.name: v for o, v in zip(sess.get_outputs(), sess.run(None, {"mel": mel}))}
+
+
 def ref_check(W: Weights, dims: dict, enc_path: Path, dec_path: Path) -> None:
-    """Quick numeric self-check of the decoder cache handling: decoding 4 tokens
-    at once must equal decoding them one by one through the cache."""
+    """Quick numeric self-check of the decoder cache contract: decoding 4 tokens at once
+    must equal decoding them one by one, writing each step's new K/V into the cache at
+    `offset`; two rows over one window's (broadcast) cross K/V must equal the same rows
+    over K/V repeated per row."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -622,24 +624,41 @@ def ref_check(W: Weights, dims: dict, enc_path: Path, dec_path: Path) -> None:
     dec = ort.InferenceSession(str(dec_path), so, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     mel = rng.standard_normal((1, dims["n_mels"], 2 * dims["n_audio_ctx"])).astype(np.float32) * 0.5
-    ck, cv = enc.run(None, {"mel": mel})
-    L, C, D = dims["n_text_layer"], dims["n_text_ctx"], dims["n_text_state"]
+    cross = _encode(enc, mel)
+    L = dims["n_text_layer"]
     toks = np.array([[50257, 50258, 100, 200]], dtype=np.int64) % dims["n_vocab"]
-    z = np.zeros((L, 1, C, D), np.float32)
-    base = {"n_layer_cross_k": ck, "n_layer_cross_v": cv}
-    la, ka, va, qa = dec.run(None, {**base, "tokens": toks, "in_n_layer_self_k_cache": z, "in_n_layer_self_v_cache": z, "offset": np.array([0], np.int64)})
-    kc, vc = z, z
+    every = np.arange(4, dtype=np.int64)
+    la, ka, va, qa = dec.run(None, {**cross, **_zero_caches(dims, 1), "tokens": toks, "offset": np.array([0], np.int64), "positions": every})
+    caches = _zero_caches(dims, 1)
     for t in range(toks.shape[1]):
-        lb, kc, vc, qb = dec.run(None, {**base, "tokens": toks[:, t : t + 1], "in_n_layer_self_k_cache": kc, "in_n_layer_self_v_cache": vc, "offset": np.array([t], np.int64)})
+        lb, kb, vb, qb = dec.run(None, {**cross, **caches, "tokens": toks[:, t : t + 1], "offset": np.array([t], np.int64), "positions": np.array([0], np.int64)})
+        for i in range(L):
+            caches[f"cache_k_{i}"][:, :, t] = kb[i, :, :, 0]
+            caches[f"cache_v_{i}"][:, :, t] = vb[i, :, :, 0]
         d1 = float(np.abs(lb[0, 0] - la[0, t]).max())
         d2 = float(np.abs(qb[:, :, :, 0] - qa[:, :, :, t]).max())
         if d1 > 1e-2 or d2 > 1e-4:
             raise SystemExit(f"self-check failed at step {t}: logits diff {d1}, cross_qk diff {d2}")
-    if not (np.allclose(kc, ka, atol=1e-4) and np.allclose(vc, va, atol=1e-4)):
-        raise SystemExit("self-check failed: caches differ between batched and stepwise decoding")
-    s = qa.sum(-1)
-    if not np.allclose(s, 1.0, atol=1e-3):
+    for i in range(L):
+        if not (np.allclose(caches[f"cache_k_{i}"][:, :, :4], ka[i], atol=1e-4) and np.allclose(caches[f"cache_v_{i}"][:, :, :4], va[i], atol=1e-4)):
+            raise SystemExit("self-check failed: caches differ between batched and stepwise decoding")
+    if not np.allclose(qa.sum(-1), 1.0, atol=1e-3):
         raise SystemExit("self-check failed: cross_qk rows do not sum to 1")
+    # a short cache (S = 8 slots) gives the same step as the full-length one
+    short = {k: np.ascontiguousarray(v[:, :, :8]) for k, v in caches.items()}
+    le = dec.run(["logits"], {**cross, **short, "tokens": toks[:, 3:4], "offset": np.array([3], np.int64), "positions": np.array([0], np.int64)})[0]
+    if float(np.abs(le[0, 0] - la[0, 3]).max()) > 1e-2:
+        raise SystemExit("self-check failed: a shorter cache changes the result")
+    two = np.concatenate([toks, toks[:, ::-1]], axis=0)
+    lc, qc = dec.run(["logits", "cross_qk"], {**cross, **_zero_caches(dims, 2, 16), "tokens": two, "offset": np.array([0], np.int64), "positions": every})
+    tiled = {k: np.concatenate([v, v], axis=0) for k, v in cross.items()}
+    ld, qd = dec.run(["logits", "cross_qk"], {**tiled, **_zero_caches(dims, 2, 16), "tokens": two, "offset": np.array([0], np.int64), "positions": every})
+    # positions pick rows of the full result
+    lf, qf = dec.run(["logits", "cross_qk"], {**cross, **_zero_caches(dims, 2, 16), "tokens": two, "offset": np.array([0], np.int64), "positions": np.array([1, 3], np.int64)})
+    if float(np.abs(lf - lc[:, [1, 3]]).max()) > 1e-3 or float(np.abs(qf - qc[:, :, :, [1, 3]]).max()) > 1e-5:
+        raise SystemExit("self-check failed: positions do not select the logits and cross_qk rows")
+    if float(np.abs(lc - ld).max()) > 1e-3 or float(np.abs(qc - qd).max()) > 1e-5 or float(np.abs(lc[0] - la[0]).max()) > 1e-2:
+        raise SystemExit("self-check failed: broadcast cross-attention differs from repeated rows")
     log(f"     cache self-check ok (cross_qk shape {list(qa.shape)})")
 
 
@@ -651,17 +670,14 @@ def compare_int8(fp_paths, q_paths, dims) -> None:
     sess = lambda p: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])  # noqa: E731
     rng = np.random.default_rng(1)
     mel = (rng.standard_normal((1, dims["n_mels"], 2 * dims["n_audio_ctx"])) * 0.5).astype(np.float32)
-    L, C, D = dims["n_text_layer"], dims["n_text_ctx"], dims["n_text_state"]
-    z = np.zeros((L, 1, C, D), np.float32)
     res = []
     for enc_p, dec_p in (fp_paths, q_paths):
-        ck, cv = sess(enc_p).run(None, {"mel": mel})
-        lg = sess(dec_p).run(None, {"tokens": np.array([[dims["_sot"]]], np.int64), "in_n_layer_self_k_cache": z, "in_n_layer_self_v_cache": z,
-                                     "n_layer_cross_k": ck, "n_layer_cross_v": cv, "offset": np.array([0], np.int64)})[0]
-        res.append((ck, lg))
+        cross = _encode(sess(enc_p), mel)
+        lg = sess(dec_p).run(["logits"], {**cross, **_zero_caches(dims, 1), "tokens": np.array([[dims["_sot"]]], np.int64), "offset": np.array([0], np.int64), "positions": np.array([0], np.int64)})[0]
+        res.append((cross["cross_k_0"], lg))
     (ck0, lg0), (ck1, lg1) = res
     rel = float(np.linalg.norm(ck1 - ck0) / np.linalg.norm(ck0))
-    log(f"     int8 vs fp32 on a random (non-speech) mel: cross_k rel. error {rel:.4f}, logits max abs diff {float(np.abs(lg1 - lg0).max()):.3f}")
+    log(f"     int8 vs fp32 on a random (non-speech) mel: cross_k_0 rel. error {rel:.4f}, logits max abs diff {float(np.abs(lg1 - lg0).max()):.3f}")
 
 
 # --------------------------------------------------------------------------

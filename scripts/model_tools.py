@@ -228,20 +228,27 @@ def smoke_whisper(model_dir, name, p):
     for enc_key, dec_key in (("encoder", "decoder"), ("encoder_int8", "decoder_int8")):
         if enc_key not in files or dec_key not in files:
             continue
-        ck, cv = session(os.path.join(model_dir, files[enc_key])).run(["n_layer_cross_k", "n_layer_cross_v"], {"mel": mel})
-        if ck.shape != (L, 1, A, D) or cv.shape != (L, 1, A, D):
-            raise SystemExit(f"{name}: {files[enc_key]} cross k/v shapes {ck.shape} {cv.shape}, expected {(L, 1, A, D)}")
-        z = np.zeros((L, 1, C, D), np.float32)
-        feeds = {"tokens": np.array([[p["special_tokens"]["sot"]]], np.int64), "in_n_layer_self_k_cache": z,
-                 "in_n_layer_self_v_cache": z, "n_layer_cross_k": ck, "n_layer_cross_v": cv,
-                 "offset": np.array([0], np.int64)}
+        H = p["n_text_head"]
+        dh = D // H
+        if p.get("decoder_layout") != 2:
+            raise SystemExit(f"{name}: decoder_layout {p.get('decoder_layout')}, expected 2 (convert it again)")
+        enc = session(os.path.join(model_dir, files[enc_key]))
+        cross = {o.name: v for o, v in zip(enc.get_outputs(), enc.run(None, {"mel": mel}))}
+        for l in range(L):
+            for kind in ("k", "v"):
+                got = cross.get(f"cross_{kind}_{l}")
+                if got is None or got.shape != (1, H, A, dh):
+                    raise SystemExit(f"{name}: {files[enc_key]} cross_{kind}_{l} shape {None if got is None else got.shape}, expected {(1, H, A, dh)}")
+        caches = {f"cache_{kind}_{l}": np.zeros((1, H, 16, dh), np.float32) for l in range(L) for kind in ("k", "v")}
+        feeds = {"tokens": np.array([[p["special_tokens"]["sot"]]], np.int64), "offset": np.array([0], np.int64),
+                 "positions": np.array([0], np.int64), **caches, **cross}
         logits = session(os.path.join(model_dir, files[dec_key])).run(["logits"], feeds)[0]
         if logits.shape != (1, 1, p["n_vocab"]) or not np.isfinite(logits).all():
             raise SystemExit(f"{name}: {files[dec_key]} logits shape {logits.shape}, expected (1, 1, {p['n_vocab']})")
         done.append(f"{files[enc_key]}+{files[dec_key]}")
     if not done:
         raise SystemExit(f"{name}: no encoder/decoder pair in parameters.files")
-    return f"{name}: " + ", ".join(done) + f" -> cross k/v {[L, 1, A, D]}, logits {[1, 1, p['n_vocab']]}"
+    return f"{name}: " + ", ".join(done) + f" -> {2 * L} cross k/v {[1, p['n_text_head'], A, D // p['n_text_head']]}, logits {[1, 1, p['n_vocab']]}"
 
 
 def smoke(model_dir):

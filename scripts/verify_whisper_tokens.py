@@ -93,13 +93,13 @@ class OnnxWhisper:
 
     def greedy(self, mel: np.ndarray, prompt: list[int], suppress: list[int], begin_suppress: list[int]):
         p = self.p
-        L, C, D = p["n_text_layer"], p["n_text_ctx"], p["n_text_state"]
+        L, C, D, H = p["n_text_layer"], p["n_text_ctx"], p["n_text_state"], p["n_text_head"]
         eot = p["special_tokens"]["eot"]
         t0 = time.perf_counter()
-        ck, cv = self.enc.run(None, {"mel": mel[None]})
+        cross = {o.name: v for o, v in zip(self.enc.get_outputs(), self.enc.run(None, {"mel": mel[None]}))}
         t_enc = time.perf_counter() - t0
-        kc = np.zeros((L, 1, C, D), np.float32)
-        vc = np.zeros((L, 1, C, D), np.float32)
+        # layout 2: per-layer caches [1, H, C, dh]; each step's new K/V go in at `offset`
+        caches = {f"cache_{kind}_{l}": np.zeros((1, H, C, D // H), np.float32) for l in range(L) for kind in ("k", "v")}
         toks = np.array([prompt], np.int64)
         offset = 0
         out: list[int] = []
@@ -107,9 +107,13 @@ class OnnxWhisper:
         sup = np.array(suppress, np.int64)
         bsup = np.array(begin_suppress, np.int64)
         while True:
-            logits, kc, vc, qk = self.dec.run(None, {
-                "tokens": toks, "in_n_layer_self_k_cache": kc, "in_n_layer_self_v_cache": vc,
-                "n_layer_cross_k": ck, "n_layer_cross_v": cv, "offset": np.array([offset], np.int64)})
+            logits, new_k, new_v, qk = self.dec.run(None, {
+                "tokens": toks, "offset": np.array([offset], np.int64),
+                "positions": np.array([toks.shape[1] - 1], np.int64), **caches, **cross})
+            n = toks.shape[1]
+            for l in range(L):
+                caches[f"cache_k_{l}"][:, :, offset:offset + n] = new_k[l]
+                caches[f"cache_v_{l}"][:, :, offset:offset + n] = new_v[l]
             if qk_shape is None:
                 qk_shape = list(qk.shape)
             offset += toks.shape[1]

@@ -1,6 +1,8 @@
 //! Long-form transcription: 30 s windows advanced by Whisper's timestamps, segments with
 //! start and end times, language detection, no-speech skipping.
 
+use std::ops::ControlFlow;
+
 use super::alignment::{SegmentSpan, assign_by_tokens, word_timings};
 use super::mel::{CHUNK_SAMPLES, SAMPLE_RATE};
 use super::whisper::{AsrError, DecodeOptions, Decoded, Encoded, WhisperModel};
@@ -139,25 +141,92 @@ pub fn transcribe_with(
     decoding: &DecodingOptions,
     progress: &mut dyn FnMut(f32),
 ) -> Result<Transcript, AsrError> {
-    let duration = samples.len() as f64 / SAMPLE_RATE as f64;
+    // The initial prompt conditions the first decoded window; later ones see earlier text
+    // only when conditioning is on.
+    let mut prompt = prompt_tokens(model, decoding.initial_prompt.as_deref());
+    transcribe_continuing(
+        model,
+        &mut SliceSamples(samples),
+        options,
+        decoding,
+        &mut prompt,
+        &mut |fraction| {
+            progress(fraction);
+            ControlFlow::Continue(())
+        },
+    )
+}
+
+/// Whisper's tokens for an initial prompt (empty for none).
+pub fn initial_prompt_tokens(model: &WhisperModel, text: Option<&str>) -> Vec<i64> {
+    prompt_tokens(model, text)
+}
+
+/// Where the windows' 16 kHz samples come from: memory, or (in the pipeline) the speech of a
+/// recording read from a scratch file window by window, so no recording is held in memory.
+pub trait Samples {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Replaces `out` with samples `start..end` (`end <= len()`).
+    fn read(&mut self, start: usize, end: usize, out: &mut Vec<f32>) -> Result<(), AsrError>;
+}
+
+/// Samples already in memory.
+pub struct SliceSamples<'a>(pub &'a [f32]);
+
+impl Samples for SliceSamples<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn read(&mut self, start: usize, end: usize, out: &mut Vec<f32>) -> Result<(), AsrError> {
+        out.clear();
+        out.extend_from_slice(&self.0[start.min(end)..end.min(self.0.len())]);
+        Ok(())
+    }
+}
+
+/// Whisper's long-form transcription over `audio`: 30 s windows, each advanced to the last
+/// complete segment, each conditioned on the text before it. `prompt` holds the tokens (text
+/// and timestamps) that condition the first window, and on return those that would condition
+/// what follows (cleared after a window that needed a high temperature, or when conditioning
+/// is off); `decoding.initial_prompt` is not used here. `progress` gets the fraction done after
+/// each window and may cancel ([`AsrError::Cancelled`]).
+pub fn transcribe_continuing(
+    model: &mut WhisperModel,
+    audio: &mut dyn Samples,
+    options: &TranscribeOptions,
+    decoding: &DecodingOptions,
+    prompt: &mut Vec<i64>,
+    progress: &mut dyn FnMut(f32) -> ControlFlow<()>,
+) -> Result<Transcript, AsrError> {
+    let total = audio.len();
+    let duration = total as f64 / SAMPLE_RATE as f64;
+    let mut progress = |seek: usize| {
+        if progress((seek as f64 / total.max(1) as f64) as f32).is_break() {
+            Err(AsrError::Cancelled)
+        } else {
+            Ok(())
+        }
+    };
+    let mut window: Vec<f32> = Vec::with_capacity(CHUNK_SAMPLES);
     let mut language: Option<(String, f32)> = match &options.language {
         Some(code) => Some((code.clone(), 1.0)),
         None if !model.params.multilingual => Some(("en".to_owned(), 1.0)),
         None => None,
     };
     let mut segments = Vec::new();
-    // The initial prompt conditions the first decoded window; later ones see earlier text
-    // only when conditioning is on.
-    let mut prompt = prompt_tokens(model, decoding.initial_prompt.as_deref());
     let hotwords = prompt_tokens(model, decoding.hotwords.as_deref());
     let prompt_limit = model.params.n_text_ctx / 2;
     let mut seek: usize = 0;
-    while seek + SAMPLE_RATE / 10 < samples.len() {
-        let end = (seek + CHUNK_SAMPLES).min(samples.len());
-        let window = &samples[seek..end];
+    while seek + SAMPLE_RATE / 10 < total {
+        let end = (seek + CHUNK_SAMPLES).min(total);
+        audio.read(seek, end, &mut window)?;
         let window_secs = window.len() as f64 / SAMPLE_RATE as f64;
         let offset_secs = seek as f64 / SAMPLE_RATE as f64;
-        let features = model.mel.compute(window);
+        let features = model.mel.compute(&window);
         let encoded = model.encode(&features)?;
         if language.is_none() {
             let detected = model.detect_language(&encoded)?;
@@ -192,10 +261,23 @@ pub fn transcribe_with(
                 .is_some_and(|t| decoded.avg_logprob > t);
         if silent {
             seek = end;
-            progress((seek as f64 / samples.len() as f64) as f32);
+            progress(seek)?;
             continue;
         }
-        let (window_segments, consumed_secs) = split_segments(model, &decoded, window_secs, &code);
+        let (window_segments, mut consumed_secs) =
+            split_segments(model, &decoded, window_secs, &code);
+        // When the window ends inside a segment, the next one starts where its last word
+        // ended (faster-whisper with word timestamps), rather than at the last timestamp token:
+        // the alignment places it better, so the next window neither repeats nor skips speech.
+        if consumed_secs < window_secs
+            && let Some(last_word_end) = window_segments
+                .iter()
+                .rev()
+                .find_map(|s| s.words.last().map(|w| w.end))
+            && last_word_end > 0.0
+        {
+            consumed_secs = last_word_end.min(window_secs);
+        }
         // Whisper's prompt reset: text that needed a high temperature is not to be trusted.
         let keep_prompt = options.condition_on_previous_text
             && decoded.temperature <= decoding.prompt_reset_on_temperature;
@@ -211,12 +293,10 @@ pub fn transcribe_with(
             }
             if !segment.text.trim().is_empty() {
                 if keep_prompt {
-                    prompt.extend(
-                        segment
-                            .tokens
-                            .iter()
-                            .filter(|t| model.tokenizer.is_text(**t)),
-                    );
+                    // Text and its timestamps, as Whisper and faster-whisper prompt.
+                    prompt.extend(segment.tokens.iter().filter(|t| {
+                        model.tokenizer.is_text(**t) || model.tokenizer.is_timestamp(**t)
+                    }));
                 }
                 segments.push(segment);
             }
@@ -225,8 +305,8 @@ pub fn transcribe_with(
         let excess = prompt.len().saturating_sub(prompt_limit);
         prompt.drain(..excess);
         let advance = ((consumed_secs * SAMPLE_RATE as f64) as usize).max(SAMPLE_RATE);
-        seek = (seek + advance).min(samples.len());
-        progress((seek as f64 / samples.len() as f64) as f32);
+        seek = (seek + advance).min(total);
+        progress(seek)?;
     }
     let (language, language_probability) = language.unwrap_or(("en".to_owned(), 0.0));
     Ok(Transcript {

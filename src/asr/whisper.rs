@@ -1,7 +1,6 @@
 //! Whisper on ONNX Runtime: the encoder, and a decoder loop with a self-attention KV cache,
 //! Whisper's suppression and timestamp rules, language detection and no-speech probability.
 
-use std::cell::OnceCell;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -22,6 +21,10 @@ pub enum AsrError {
     Model { model: String, reason: String },
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("reading audio: {0}")]
+    Audio(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl AsrError {
@@ -29,6 +32,8 @@ impl AsrError {
         match self {
             AsrError::Model { .. } => "model-invalid",
             AsrError::Inference(_) => "inference",
+            AsrError::Audio(_) => "scratch-io",
+            AsrError::Cancelled => "cancelled",
         }
     }
 }
@@ -53,16 +58,18 @@ pub struct WhisperParams {
     pub begin_suppress: Vec<i64>,
 }
 
-/// The encoder's output for one 30 s window: cross-attention keys and values of every layer,
-/// kept as ONNX Runtime values so the decoder binds them without a copy.
+/// The decoder I/O contract this code speaks (`decoder_layout` in the manifest's
+/// parameters, written by scripts/convert_whisper.py): per-layer cache and cross-attention
+/// inputs in [rows, heads, positions, head dim], new K/V out.
+pub const DECODER_LAYOUT: u64 = 2;
+
+/// The encoder's output for one 30 s window: cross-attention keys and values of every layer
+/// ([1, heads, 1500, head dim] each, in the order k0, v0, k1, v1, …), kept as ONNX Runtime
+/// values so the decoder binds them without a copy. A multi-row decode (beams, samples)
+/// shares them: the decoder broadcasts one window over its rows.
 #[derive(Debug)]
 pub struct Encoded {
-    pub cross_k: ort::value::DynValue,
-    pub cross_v: ort::value::DynValue,
-    pub shape: Vec<i64>,
-    /// Cross K/V repeated over the batch axis for a multi-row decode, built once per window
-    /// and reused by the temperature fallback's retries: (rows, K, V).
-    tiled: OnceCell<(usize, Tensor<f32>, Tensor<f32>)>,
+    pub cross: Vec<ort::value::DynValue>,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +165,29 @@ pub struct WhisperModel {
     bpe: OnceLock<BpeEncoder>,
     /// Buffers reused by every window's decode.
     scratch: Scratch,
+    /// Input names of the decoder's per-layer tensors, in the encoder's output order.
+    names: LayerNames,
+}
+
+/// `cross_k_{l}`, `cross_v_{l}` and `cache_k_{l}`, `cache_v_{l}`, each list k0, v0, k1, ….
+#[derive(Debug, Clone)]
+struct LayerNames {
+    cross: Vec<String>,
+    cache: Vec<String>,
+}
+
+impl LayerNames {
+    fn new(layers: usize) -> Self {
+        let list = |prefix: &str| {
+            (0..layers)
+                .flat_map(|l| [format!("{prefix}_k_{l}"), format!("{prefix}_v_{l}")])
+                .collect()
+        };
+        Self {
+            cross: list("cross"),
+            cache: list("cache"),
+        }
+    }
 }
 
 impl std::fmt::Debug for WhisperModel {
@@ -266,6 +296,15 @@ impl WhisperModel {
         } else {
             ("encoder", "decoder")
         };
+        let layout = p["decoder_layout"].as_u64().unwrap_or(1);
+        if layout != DECODER_LAYOUT {
+            return Err(bad(format!(
+                "converted with decoder layout {layout}, this version needs layout \
+                 {DECODER_LAYOUT}: convert it again (scripts/fetch-models) or import a \
+                 newer bundle"
+            )));
+        }
+        let params_layers = params.n_text_layer;
         let encoder = runtime
             .session(&file(encoder_role)?)
             .map_err(|e| bad(e.to_string()))?;
@@ -281,6 +320,7 @@ impl WhisperModel {
             decoder,
             bpe: OnceLock::new(),
             scratch: Scratch::default(),
+            names: LayerNames::new(params_layers),
         })
     }
 
@@ -293,19 +333,17 @@ impl WhisperModel {
             .encoder
             .run(ort::inputs!["mel" => input])
             .map_err(inference)?;
-        let cross_k = outputs
-            .remove("n_layer_cross_k")
-            .ok_or_else(|| inference("encoder has no n_layer_cross_k output"))?;
-        let cross_v = outputs
-            .remove("n_layer_cross_v")
-            .ok_or_else(|| inference("encoder has no n_layer_cross_v output"))?;
-        let shape: Vec<i64> = cross_k.shape().iter().copied().collect();
-        Ok(Encoded {
-            cross_k,
-            cross_v,
-            shape,
-            tiled: OnceCell::new(),
-        })
+        let cross = self
+            .names
+            .cross
+            .iter()
+            .map(|name| {
+                outputs
+                    .remove(name.as_str())
+                    .ok_or_else(|| inference(format!("encoder has no {name} output")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Encoded { cross })
     }
 
     /// The start of the decoder prompt: sot, language, task, and no-timestamps if asked.
@@ -341,7 +379,7 @@ impl WhisperModel {
         if languages.is_empty() {
             return Ok(vec![("en".to_owned(), 1.0)]);
         }
-        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded, 1)?;
+        let mut run = DecoderRun::new(&self.decoder, &self.params, &self.names, encoded, 1)?;
         run.step(
             &mut self.decoder,
             &self.params,
@@ -409,7 +447,7 @@ impl WhisperModel {
         tokens: &[i64],
     ) -> Result<Vec<f32>, AsrError> {
         let (prompt, _) = self.prompt(options);
-        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded, 1)?;
+        let mut run = DecoderRun::new(&self.decoder, &self.params, &self.names, encoded, 1)?;
         run.step(&mut self.decoder, &self.params, &prompt, None)?;
         let mut scores = Vec::with_capacity(tokens.len());
         for (i, &token) in tokens.iter().enumerate() {
@@ -460,7 +498,7 @@ impl WhisperModel {
             1
         };
         let (prompt, sot_index) = self.prompt(options);
-        let mut run = DecoderRun::new(&self.decoder, &self.params, encoded, rows)?;
+        let mut run = DecoderRun::new(&self.decoder, &self.params, &self.names, encoded, rows)?;
         // Every row starts from the same prompt.
         scratch.feed.clear();
         for _ in 0..rows {
@@ -888,16 +926,24 @@ struct Scratch {
     tree: AlignmentTree,
 }
 
-/// One window's decoding of `rows` sequences at once: the binding holds the cross-attention
-/// inputs for the whole window, and the self-attention cache lives in two preallocated pairs
-/// of buffers that swap roles each step (input ← previous output), so no step allocates a
-/// cache; beam reordering gathers rows into the spare pair.
+/// One window's decoding of `rows` sequences at once. The window's cross-attention K/V are
+/// bound once (shared by every row). The self-attention cache lives here, per layer, in
+/// [rows, heads, slots, head dim] tensors that the decoder reads in place: a step returns
+/// only the new tokens' K/V, which are written into the slots at `offset`. The slot count
+/// grows with the text (doubling, up to the context), so a step reads little more than the
+/// tokens so far; beam reordering gathers rows into the spare set of tensors.
 struct DecoderRun {
     cpu: ort::memory::MemoryInfo<'static>,
     binding: ort::session::IoBinding,
-    caches: [(Tensor<f32>, Tensor<f32>); 2],
-    /// Which pair holds the latest cache (the next step's input).
+    names: LayerNames,
+    /// Two sets of per-layer caches (k0, v0, k1, v1, …); `current` is the live one.
+    caches: [Vec<Tensor<f32>>; 2],
     current: usize,
+    /// Slots per cache row (S), at most `ctx`.
+    slots: usize,
+    ctx: usize,
+    heads: usize,
+    head_dim: usize,
     offset: usize,
     rows: usize,
     /// Logits of each row's last position, [rows × n_vocab].
@@ -909,25 +955,29 @@ struct DecoderRun {
     alignment_width: usize,
 }
 
+/// Cache slots allocated at first; enough for a prompt of sot, language, task and ~60 tokens.
+const INITIAL_SLOTS: usize = 64;
+
 impl DecoderRun {
     fn new(
         decoder: &Session,
         params: &WhisperParams,
+        names: &LayerNames,
         encoded: &Encoded,
         rows: usize,
     ) -> Result<Self, AsrError> {
         let rows = rows.max(1);
-        let shape = [
-            params.n_text_layer,
-            rows,
-            params.n_text_ctx,
-            params.n_text_state,
-        ];
-        let allocator = decoder.allocator();
-        let buffer = || Tensor::<f32>::new(allocator, shape).map_err(inference);
-        let caches = [(buffer()?, buffer()?), (buffer()?, buffer()?)];
+        if encoded.cross.len() != names.cross.len() {
+            return Err(inference(
+                "encoder output does not match the decoder's layers",
+            ));
+        }
         let mut binding = decoder.create_binding().map_err(inference)?;
-        bind_cross(&mut binding, encoded, rows)?;
+        for (name, value) in names.cross.iter().zip(&encoded.cross) {
+            binding
+                .bind_input(name.as_str(), value)
+                .map_err(inference)?;
+        }
         let cpu = ort::memory::MemoryInfo::new(
             ort::memory::AllocationDevice::CPU,
             0,
@@ -935,12 +985,18 @@ impl DecoderRun {
             ort::memory::MemoryType::Default,
         )
         .map_err(inference)?;
+        let heads = params.n_text_head.max(1);
         let alignment_width = params.alignment_heads.len() * params.n_audio_ctx;
         Ok(Self {
             cpu,
             binding,
-            caches,
+            names: names.clone(),
+            caches: [Vec::new(), Vec::new()],
             current: 0,
+            slots: 0,
+            ctx: params.n_text_ctx,
+            heads,
+            head_dim: params.n_text_state / heads,
             offset: 0,
             rows,
             logits: vec![0.0; rows * params.n_vocab],
@@ -957,8 +1013,59 @@ impl DecoderRun {
             .unwrap_or(&[])
     }
 
+    /// Floats in one (row, head) run of a cache tensor.
+    fn run_len(&self) -> usize {
+        self.slots * self.head_dim
+    }
+
+    /// Makes room for `needed` slots: new, zeroed tensors (masked slots must hold finite
+    /// values) with the filled slots copied over.
+    fn reserve(&mut self, needed: usize) -> Result<(), AsrError> {
+        if needed <= self.slots {
+            return Ok(());
+        }
+        if needed > self.ctx {
+            return Err(inference("decoder context is full"));
+        }
+        let slots = needed
+            .max(self.slots * 2)
+            .max(INITIAL_SLOTS)
+            .next_multiple_of(16)
+            .min(self.ctx);
+        let (rows, heads, dim) = (self.rows, self.heads, self.head_dim);
+        let len = rows * heads * slots * dim;
+        let make = || -> Result<Vec<Tensor<f32>>, AsrError> {
+            (0..self.names.cache.len())
+                .map(|_| {
+                    Tensor::from_array((
+                        vec![rows as i64, heads as i64, slots as i64, dim as i64],
+                        vec![0.0f32; len],
+                    ))
+                    .map_err(inference)
+                })
+                .collect()
+        };
+        let mut fresh = make()?;
+        let used = self.offset * dim;
+        let (old_run, new_run) = (self.run_len(), slots * dim);
+        for (old, new) in self.caches[self.current].iter().zip(fresh.iter_mut()) {
+            let (_, from) = old.try_extract_tensor::<f32>().map_err(inference)?;
+            let (_, to) = new.try_extract_tensor_mut::<f32>().map_err(inference)?;
+            for run in 0..rows * heads {
+                to[run * new_run..run * new_run + used]
+                    .copy_from_slice(&from[run * old_run..run * old_run + used]);
+            }
+        }
+        self.caches = [fresh, make()?];
+        self.current = 0;
+        self.slots = slots;
+        Ok(())
+    }
+
     /// One decoder call over `tokens` ([rows × n] row-major) at the current offset; keeps each
-    /// row's last logits and alignment-head attention, and row 0's logits at `probe`.
+    /// row's last logits and alignment-head attention, and row 0's logits at `probe`. When
+    /// every row holds the same tokens at the start (a beam search's or sampler's prompt), the
+    /// decoder runs one row and its cache is copied to the others.
     fn step(
         &mut self,
         decoder: &mut Session,
@@ -973,41 +1080,63 @@ impl DecoderRun {
                 "decoder step needs the same tokens count in every row",
             ));
         }
-        if self.offset + n > params.n_text_ctx {
-            return Err(inference("decoder context is full"));
-        }
-        let tokens_value = Tensor::from_array((vec![rows as i64, n as i64], tokens.to_vec()))
-            .map_err(inference)?;
+        self.reserve(self.offset + n)?;
+        let shared =
+            rows > 1 && self.offset == 0 && tokens.chunks_exact(n).all(|row| row == &tokens[..n]);
+        let call_rows = if shared { 1 } else { rows };
+        // Only the last position (and the probe) need logits and attention.
+        let positions: Vec<i64> = match probe {
+            Some(p) if p.min(n - 1) != n - 1 => vec![p.min(n - 1) as i64, n as i64 - 1],
+            _ => vec![n as i64 - 1],
+        };
+        let p_len = positions.len();
+        let tokens_value = Tensor::from_array((
+            vec![call_rows as i64, n as i64],
+            tokens[..call_rows * n].to_vec(),
+        ))
+        .map_err(inference)?;
         let offset_value =
             Tensor::from_array((vec![1i64], vec![self.offset as i64])).map_err(inference)?;
+        let positions_value =
+            Tensor::from_array((vec![p_len as i64], positions)).map_err(inference)?;
         self.binding
             .bind_input("tokens", &tokens_value)
             .map_err(inference)?;
         self.binding
             .bind_input("offset", &offset_value)
             .map_err(inference)?;
+        self.binding
+            .bind_input("positions", &positions_value)
+            .map_err(inference)?;
+        // A shared prompt reads an empty one-row cache (nothing before it).
+        let single: Vec<Tensor<f32>> = if shared {
+            let shape = vec![1i64, self.heads as i64, 1, self.head_dim as i64];
+            (0..self.names.cache.len())
+                .map(|_| {
+                    Tensor::from_array((shape.clone(), vec![0.0f32; self.heads * self.head_dim]))
+                        .map_err(inference)
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let inputs = if shared {
+            &single
+        } else {
+            &self.caches[self.current]
+        };
+        for (name, cache) in self.names.cache.iter().zip(inputs) {
+            self.binding
+                .bind_input(name.as_str(), cache)
+                .map_err(inference)?;
+        }
         // Rebound every step: ORT keeps a device-bound output's first shape otherwise, and
         // the prompt step has more tokens than the later ones.
-        self.binding
-            .bind_output_to_device("logits", &self.cpu)
-            .map_err(inference)?;
-        self.binding
-            .bind_output_to_device("cross_qk", &self.cpu)
-            .map_err(inference)?;
-        let [a, b] = &mut self.caches;
-        let (input, output) = if self.current == 0 { (a, b) } else { (b, a) };
-        self.binding
-            .bind_input("in_n_layer_self_k_cache", &input.0)
-            .map_err(inference)?;
-        self.binding
-            .bind_input("in_n_layer_self_v_cache", &input.1)
-            .map_err(inference)?;
-        self.binding
-            .bind_output("out_n_layer_self_k_cache", &mut output.0)
-            .map_err(inference)?;
-        self.binding
-            .bind_output("out_n_layer_self_v_cache", &mut output.1)
-            .map_err(inference)?;
+        for output in ["logits", "new_k", "new_v", "cross_qk"] {
+            self.binding
+                .bind_output_to_device(output, &self.cpu)
+                .map_err(inference)?;
+        }
         let outputs = decoder.run_binding(&self.binding).map_err(inference)?;
         let (_, logits) = outputs
             .get("logits")
@@ -1015,27 +1144,54 @@ impl DecoderRun {
             .try_extract_tensor::<f32>()
             .map_err(inference)?;
         let vocab = params.n_vocab;
-        if logits.len() != rows * n * vocab {
+        if logits.len() != call_rows * p_len * vocab {
             return Err(inference("decoder logits have an unexpected shape"));
         }
         for (r, dst) in self.logits.chunks_exact_mut(vocab).enumerate() {
-            let src = (r * n + n - 1) * vocab;
+            let src = ((r % call_rows) * p_len + p_len - 1) * vocab;
             dst.copy_from_slice(&logits[src..src + vocab]);
         }
-        if let Some(position) = probe {
-            let src = position.min(n - 1) * vocab;
+        if probe.is_some() {
             self.probe.clear();
-            self.probe.extend_from_slice(&logits[src..src + vocab]);
+            self.probe.extend_from_slice(&logits[..vocab]);
+        }
+        // New K/V [layers, call rows, heads, n, dim] into slots [offset, offset + n) of every
+        // row (a shared prompt's one row goes to all).
+        let (heads, dim, run_len) = (self.heads, self.head_dim, self.run_len());
+        let layers = self.names.cache.len() / 2;
+        let block = n * dim;
+        for (kind, output) in ["new_k", "new_v"].into_iter().enumerate() {
+            let (_, new) = outputs
+                .get(output)
+                .ok_or_else(|| inference(format!("decoder has no {output} output")))?
+                .try_extract_tensor::<f32>()
+                .map_err(inference)?;
+            if new.len() != layers * call_rows * heads * block {
+                return Err(inference(format!(
+                    "decoder {output} has an unexpected shape"
+                )));
+            }
+            for layer in 0..layers {
+                let cache = &mut self.caches[self.current][layer * 2 + kind];
+                let (_, cache) = cache.try_extract_tensor_mut::<f32>().map_err(inference)?;
+                for r in 0..rows {
+                    for h in 0..heads {
+                        let src = ((layer * call_rows + r % call_rows) * heads + h) * block;
+                        let dst = (r * heads + h) * run_len + self.offset * dim;
+                        cache[dst..dst + block].copy_from_slice(&new[src..src + block]);
+                    }
+                }
+            }
         }
         if self.alignment_width > 0
             && let Some(qk) = outputs.get("cross_qk")
         {
             let (qk_shape, qk) = qk.try_extract_tensor::<f32>().map_err(inference)?;
             let audio = params.n_audio_ctx;
-            // [layers, rows, heads, n_tokens, audio_ctx]
+            // [layers, call rows, heads, positions, audio_ctx]
             if qk_shape.len() == 5
-                && qk_shape[1] as usize == rows
-                && qk_shape[3] as usize == n
+                && qk_shape[1] as usize == call_rows
+                && qk_shape[3] as usize == p_len
                 && qk_shape[4] as usize == audio
             {
                 let heads = qk_shape[2] as usize;
@@ -1044,8 +1200,10 @@ impl DecoderRun {
                     .chunks_exact_mut(self.alignment_width)
                     .enumerate()
                 {
+                    let r = r % call_rows;
                     for (k, &(layer, head)) in params.alignment_heads.iter().enumerate() {
-                        let base = (((layer * rows + r) * heads + head) * n + n - 1) * audio;
+                        let base =
+                            (((layer * call_rows + r) * heads + head) * p_len + p_len - 1) * audio;
                         if let Some(src) = qk.get(base..base + audio) {
                             dst[k * audio..(k + 1) * audio].copy_from_slice(src);
                         }
@@ -1053,32 +1211,28 @@ impl DecoderRun {
                 }
             }
         }
-        self.current = 1 - self.current;
         self.offset += n;
         Ok(())
     }
 
     /// Beam reordering: row r of the cache becomes the old row `parents[r]`. Only the filled
-    /// slots are gathered, into the spare pair, which then becomes the latest.
+    /// slots are gathered, into the spare set, which then becomes the live one.
     fn reorder(&mut self, parents: &[usize]) -> Result<(), AsrError> {
         if parents.iter().enumerate().all(|(r, &p)| r == p) {
             return Ok(());
         }
-        let rows = self.rows;
+        let (rows, heads, run_len) = (self.rows, self.heads, self.run_len());
+        let used = self.offset * self.head_dim;
         let [a, b] = &mut self.caches;
         let (src, dst) = if self.current == 0 { (a, b) } else { (b, a) };
-        for (from, to) in [(&src.0, &mut dst.0), (&src.1, &mut dst.1)] {
-            let (shape, from) = from.try_extract_tensor::<f32>().map_err(inference)?;
-            // [layers, rows, ctx, state]
-            let slot = shape.get(3).map_or(0, |d| *d as usize);
-            let row_len = shape.get(2).map_or(0, |c| *c as usize) * slot;
+        for (from, to) in src.iter().zip(dst.iter_mut()) {
+            let (_, from) = from.try_extract_tensor::<f32>().map_err(inference)?;
             let (_, to) = to.try_extract_tensor_mut::<f32>().map_err(inference)?;
-            let used = (self.offset * slot).min(row_len);
-            let layers = from.len() / (rows * row_len).max(1);
-            for layer in 0..layers {
-                for (r, &p) in parents.iter().enumerate().take(rows) {
-                    let s = (layer * rows + p.min(rows - 1)) * row_len;
-                    let d = (layer * rows + r) * row_len;
+            for (r, &p) in parents.iter().enumerate().take(rows) {
+                let p = p.min(rows - 1);
+                for h in 0..heads {
+                    let s = (p * heads + h) * run_len;
+                    let d = (r * heads + h) * run_len;
                     to[d..d + used].copy_from_slice(&from[s..s + used]);
                 }
             }
@@ -1086,57 +1240,6 @@ impl DecoderRun {
         self.current = 1 - self.current;
         Ok(())
     }
-}
-
-/// Binds the cross-attention K/V, repeated over the batch axis when decoding several rows.
-fn bind_cross(
-    binding: &mut ort::session::IoBinding,
-    encoded: &Encoded,
-    rows: usize,
-) -> Result<(), AsrError> {
-    if rows == 1 {
-        binding
-            .bind_input("n_layer_cross_k", &encoded.cross_k)
-            .map_err(inference)?;
-        return binding
-            .bind_input("n_layer_cross_v", &encoded.cross_v)
-            .map_err(inference);
-    }
-    if let Some((tiled_rows, k, v)) = encoded.tiled.get()
-        && *tiled_rows == rows
-    {
-        binding
-            .bind_input("n_layer_cross_k", k)
-            .map_err(inference)?;
-        return binding.bind_input("n_layer_cross_v", v).map_err(inference);
-    }
-    let k = tile(&encoded.cross_k, rows)?;
-    let v = tile(&encoded.cross_v, rows)?;
-    binding
-        .bind_input("n_layer_cross_k", &k)
-        .map_err(inference)?;
-    binding
-        .bind_input("n_layer_cross_v", &v)
-        .map_err(inference)?;
-    // The binding holds its own reference; the window's later decodes reuse these.
-    let _ = encoded.tiled.set((rows, k, v));
-    Ok(())
-}
-
-/// [L, 1, A, D] → [L, rows, A, D].
-fn tile(value: &ort::value::DynValue, rows: usize) -> Result<Tensor<f32>, AsrError> {
-    let (shape, data) = value.try_extract_tensor::<f32>().map_err(inference)?;
-    if shape.len() != 4 || shape[1] != 1 || shape[0] <= 0 {
-        return Err(inference("cross-attention values have an unexpected shape"));
-    }
-    let per_layer = data.len() / shape[0] as usize;
-    let mut out = Vec::with_capacity(data.len() * rows);
-    for layer in data.chunks_exact(per_layer.max(1)) {
-        for _ in 0..rows {
-            out.extend_from_slice(layer);
-        }
-    }
-    Tensor::from_array((vec![shape[0], rows as i64, shape[2], shape[3]], out)).map_err(inference)
 }
 
 /// The `k` largest finite values of `row`, largest first.

@@ -11,11 +11,11 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use crate::asr::mel::{CHUNK_SAMPLES, SAMPLE_RATE};
-use crate::asr::transcribe::{DecodingOptions, TranscribeOptions, transcribe_with};
-use crate::asr::vad::{
-    Region, SileroVad, VadParams, chunk_regions, speech_regions, split_long_regions,
+use crate::asr::mel::SAMPLE_RATE;
+use crate::asr::transcribe::{
+    DecodingOptions, TranscribeOptions, initial_prompt_tokens, transcribe_continuing,
 };
+use crate::asr::vad::{Region, SileroVad, VadParams, speech_regions};
 use crate::asr::whisper::WhisperModel;
 use crate::config::Config;
 use crate::diarize::{
@@ -270,26 +270,100 @@ impl Drop for Spool {
     }
 }
 
-/// Maps a time inside a chunk (concatenated regions) back to the original audio.
-fn chunk_time_to_source(regions: &[Region], local_secs: f64, is_end: bool) -> f64 {
-    let local = (local_secs * SAMPLE_RATE as f64).max(0.0) as usize;
-    let mut consumed = 0usize;
-    for region in regions {
-        let len = region.end - region.start;
-        let inside = if is_end {
-            local <= consumed + len
-        } else {
-            local < consumed + len
-        };
-        if inside {
-            return (region.start + local.saturating_sub(consumed)) as f64 / SAMPLE_RATE as f64;
+/// Where the joined speech's samples lie in the recording: region starts in joined
+/// coordinates, for a binary search.
+struct SpeechMap {
+    regions: Vec<Region>,
+    /// `joined[i]`: samples of speech before region i.
+    joined: Vec<usize>,
+    total: usize,
+}
+
+impl SpeechMap {
+    fn new(regions: &[Region]) -> Self {
+        let mut joined = Vec::with_capacity(regions.len());
+        let mut total = 0usize;
+        for region in regions {
+            joined.push(total);
+            total += region.end - region.start;
         }
-        consumed += len;
+        Self {
+            regions: regions.to_vec(),
+            joined,
+            total,
+        }
     }
-    regions
-        .last()
-        .map(|r| r.end as f64 / SAMPLE_RATE as f64)
-        .unwrap_or(0.0)
+
+    /// A time in the joined speech as a time in the recording; an end that falls on a
+    /// boundary stays with the region before it.
+    fn to_source(&self, local_secs: f64, is_end: bool) -> f64 {
+        let local = (local_secs * SAMPLE_RATE as f64).max(0.0) as usize;
+        // The first region whose speech extends past `local` (or reaches it, for an end).
+        let index = self.joined.partition_point(|&start| {
+            if is_end {
+                start < local
+            } else {
+                start <= local
+            }
+        });
+        let index = index.saturating_sub(1);
+        match self.regions.get(index) {
+            Some(region) => {
+                let offset = local.saturating_sub(self.joined[index]);
+                (region.start + offset).min(region.end) as f64 / SAMPLE_RATE as f64
+            }
+            None => 0.0,
+        }
+    }
+}
+
+/// The speech regions of the scratch file, read as one joined stream.
+struct Speech<'a> {
+    spool: &'a mut Spool,
+    map: SpeechMap,
+}
+
+impl<'a> Speech<'a> {
+    fn new(spool: &'a mut Spool, regions: &[Region]) -> Self {
+        Self {
+            spool,
+            map: SpeechMap::new(regions),
+        }
+    }
+}
+
+impl crate::asr::transcribe::Samples for Speech<'_> {
+    fn len(&self) -> usize {
+        self.map.total
+    }
+
+    fn read(
+        &mut self,
+        start: usize,
+        end: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), crate::asr::whisper::AsrError> {
+        out.clear();
+        let first = self
+            .map
+            .joined
+            .partition_point(|&s| s <= start)
+            .saturating_sub(1);
+        for (i, region) in self.map.regions.iter().enumerate().skip(first) {
+            let joined = self.map.joined[i];
+            if joined >= end {
+                break;
+            }
+            let from = region.start + start.saturating_sub(joined);
+            let to = region.end.min(region.start + (end - joined));
+            if from < to {
+                self.spool
+                    .read(from, to, out)
+                    .map_err(|e| crate::asr::whisper::AsrError::Audio(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Opens the media again from the start (it is read twice: probe, then decode).
@@ -523,92 +597,68 @@ pub fn process_media(
     } else {
         speech_regions(&probabilities, total_samples, VadParams::default())
     };
-    // Without VAD the whole file is one "chunk" read window by window by `transcribe`;
-    // with VAD each chunk holds at most 30 s of speech.
-    let chunks = if options.no_vad {
-        vec![regions.clone()]
-    } else {
-        // Long stretches of speech are cut in a pause (within 8 s before the 30 s limit).
-        let pieces = split_long_regions(&regions, &probabilities, CHUNK_SAMPLES, 8 * SAMPLE_RATE);
-        chunk_regions(&pieces, CHUNK_SAMPLES)
+    // As faster-whisper does with its VAD filter: the speech regions are joined (silence left
+    // out) and read by Whisper's own sliding 30 s window, each window conditioned on the text
+    // before it (a window that needed a high temperature resets that, so a hallucination does
+    // not carry on). Without VAD the one region is the whole recording. Windows are read from
+    // the scratch file as they are needed.
+    let mut speech = Speech::new(&mut spool, &regions);
+    let mut prompt = initial_prompt_tokens(&engine.whisper, options.initial_prompt.as_deref());
+    let transcribe_options = TranscribeOptions {
+        language: options.language.clone(),
+        translate: options.translate,
+        condition_on_previous_text: true,
     };
-    let mut language = options.language.clone();
-    let mut language_probability = 1.0f32;
-    let mut segments: Vec<Segment> = Vec::new();
-    let total_chunks = chunks.len().max(1);
-    let mut audio: Vec<f32> = Vec::new();
-    for (index, chunk) in chunks.iter().enumerate() {
-        audio.clear();
-        for region in chunk {
-            spool
-                .read(region.start, region.end, &mut audio)
-                .map_err(PipelineError::Scratch)?;
-        }
-        let transcribe_options = TranscribeOptions {
-            language: language.clone(),
-            translate: options.translate,
-            // Chunks are independent: no prompt carries a hallucination from one to the next.
-            condition_on_previous_text: options.no_vad,
-        };
-        let decoding = DecodingOptions {
-            beam_size: options.beam_size.max(1),
-            // Like faster-whisper: the initial prompt conditions the first window only.
-            initial_prompt: if index == 0 {
-                options.initial_prompt.clone()
-            } else {
-                None
-            },
-            hotwords: options.hotwords.clone(),
-            ..DecodingOptions::default()
-        };
-        let result = transcribe_with(
-            &mut engine.whisper,
-            &audio,
-            &transcribe_options,
-            &decoding,
-            &mut |fraction| {
-                // Cancellation is honoured between chunks; a chunk is at most 30 s of audio.
-                let _ = progress(Stage::Transcribe(
-                    ((index as f32 + fraction) / total_chunks as f32).min(1.0),
-                ));
-            },
-        )?;
-        if language.is_none() {
-            language = Some(result.language.clone());
-            language_probability = result.language_probability;
-        }
-        for segment in result.segments {
-            let start = chunk_time_to_source(chunk, segment.start, false);
-            let end = chunk_time_to_source(chunk, segment.end, true).max(start);
-            let words = segment
-                .words
-                .iter()
-                .map(|w| Word {
-                    start: chunk_time_to_source(chunk, w.start, false),
-                    end: chunk_time_to_source(chunk, w.end, true),
-                    text: w.text.clone(),
-                    probability: w.probability,
-                    speaker: None,
-                })
-                .collect();
-            segments.push(Segment {
-                id: segments.len(),
-                start,
-                end,
+    let decoding = DecodingOptions {
+        beam_size: options.beam_size.max(1),
+        hotwords: options.hotwords.clone(),
+        ..DecodingOptions::default()
+    };
+    let result = transcribe_continuing(
+        &mut engine.whisper,
+        &mut speech,
+        &transcribe_options,
+        &decoding,
+        &mut prompt,
+        &mut |fraction| progress(Stage::Transcribe(fraction.min(1.0))),
+    )
+    .map_err(|e| match e {
+        crate::asr::whisper::AsrError::Cancelled => PipelineError::Cancelled,
+        other => PipelineError::Asr(other),
+    })?;
+    let language = result.language.clone();
+    let map = speech.map;
+    let mut segments: Vec<Segment> = Vec::with_capacity(result.segments.len());
+    for segment in result.segments {
+        let start = map.to_source(segment.start, false);
+        let end = map.to_source(segment.end, true).max(start);
+        let words = segment
+            .words
+            .iter()
+            .map(|w| Word {
+                start: map.to_source(w.start, false),
+                end: map.to_source(w.end, true),
+                text: w.text.clone(),
+                probability: w.probability,
                 speaker: None,
-                text: segment.text,
-                words,
-                edited: false,
-                original_text: None,
-            });
-        }
-        if progress(Stage::Transcribe((index + 1) as f32 / total_chunks as f32)).is_break() {
-            return Err(PipelineError::Cancelled);
-        }
+            })
+            .collect();
+        segments.push(Segment {
+            id: segments.len(),
+            start,
+            end,
+            speaker: None,
+            text: segment.text,
+            words,
+            edited: false,
+            original_text: None,
+        });
     }
-    let _ = language_probability;
+    if progress(Stage::Transcribe(1.0)).is_break() {
+        return Err(PipelineError::Cancelled);
+    }
     let mut transcript = Transcript {
-        language: language.unwrap_or_else(|| "en".to_owned()),
+        language,
         duration,
         speakers: Vec::new(),
         segments,
@@ -660,10 +710,40 @@ mod tests {
                 end: 96_000,
             },
         ];
-        assert!((chunk_time_to_source(&regions, 0.5, false) - 1.5).abs() < 1e-9);
-        assert!((chunk_time_to_source(&regions, 1.0, true) - 2.0).abs() < 1e-9);
-        assert!((chunk_time_to_source(&regions, 1.0, false) - 5.0).abs() < 1e-9);
-        assert!((chunk_time_to_source(&regions, 1.5, false) - 5.5).abs() < 1e-9);
-        assert!((chunk_time_to_source(&regions, 9.0, true) - 6.0).abs() < 1e-9);
+        let map = SpeechMap::new(&regions);
+        assert!((map.to_source(0.5, false) - 1.5).abs() < 1e-9);
+        assert!((map.to_source(1.0, true) - 2.0).abs() < 1e-9);
+        assert!((map.to_source(1.0, false) - 5.0).abs() < 1e-9);
+        assert!((map.to_source(1.5, false) - 5.5).abs() < 1e-9);
+        assert!((map.to_source(9.0, true) - 6.0).abs() < 1e-9);
+        assert!((map.to_source(0.0, true) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn joined_speech_reads_across_regions_from_the_scratch_file() {
+        use crate::asr::transcribe::Samples;
+        let mut spool = Spool::create().unwrap();
+        let bytes: Vec<u8> = (0..100u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        spool.file.write_all(&bytes).unwrap();
+        let regions = [
+            Region { start: 10, end: 20 },
+            Region { start: 50, end: 55 },
+            Region {
+                start: 90,
+                end: 100,
+            },
+        ];
+        let mut speech = Speech::new(&mut spool, &regions);
+        assert_eq!(speech.len(), 25);
+        let mut out = vec![-1.0];
+        speech.read(8, 17, &mut out).unwrap();
+        let want: Vec<f32> = [18, 19, 50, 51, 52, 53, 54, 90, 91]
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        assert_eq!(out, want);
+        speech.read(0, 25, &mut out).unwrap();
+        assert_eq!(out.len(), 25);
+        assert_eq!(out[24], 99.0);
     }
 }

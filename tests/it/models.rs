@@ -576,15 +576,34 @@ fn every_cached_model_loads_and_runs_on_a_tiny_input() {
                 ort::inputs!["mel" => Tensor::from_array((vec![1i64, n_mels, 3000], mel)).unwrap()],
             )
             .unwrap();
-        let cross_k_shape = shape_of(&encoded, "n_layer_cross_k");
-        assert_eq!(cross_k_shape, [layers, 1, 1500, state], "{name} cross k");
-        let (_, cross_k) = encoded["n_layer_cross_k"]
-            .try_extract_tensor::<f32>()
-            .unwrap();
-        let (_, cross_v) = encoded["n_layer_cross_v"]
-            .try_extract_tensor::<f32>()
-            .unwrap();
-        let (cross_k, cross_v) = (cross_k.to_vec(), cross_v.to_vec());
+        // Layout 2 (scripts/convert_whisper.py): per-layer cross K/V [1, heads, 1500, dim].
+        let dim_head = state / heads;
+        assert_eq!(p["decoder_layout"].as_i64(), Some(2), "{name} layout");
+        let mut inputs: Vec<(
+            std::borrow::Cow<'static, str>,
+            ort::session::SessionInputValue,
+        )> = Vec::new();
+        for layer in 0..layers {
+            for kind in ["k", "v"] {
+                let cross = format!("cross_{kind}_{layer}");
+                assert_eq!(
+                    shape_of(&encoded, &cross),
+                    [1, heads, 1500, dim_head],
+                    "{name} {cross}"
+                );
+                let (shape, data) = encoded[cross.as_str()].try_extract_tensor::<f32>().unwrap();
+                let value = Tensor::from_array((shape.to_vec(), data.to_vec())).unwrap();
+                inputs.push((cross.into(), value.into()));
+                // A short cache: the decoder takes any slot count up to the context.
+                let cache = Tensor::from_array((
+                    vec![1i64, heads, 16, dim_head],
+                    vec![0f32; (heads * 16 * dim_head) as usize],
+                ))
+                .unwrap();
+                inputs.push((format!("cache_{kind}_{layer}").into(), cache.into()));
+            }
+        }
+        let _ = text_ctx;
         let mut decoder = session(name, p["files"]["decoder"].as_str().unwrap());
         let specials = &p["special_tokens"];
         let tokens = vec![
@@ -592,22 +611,23 @@ fn every_cached_model_loads_and_runs_on_a_tiny_input() {
             specials["transcribe"].as_i64().unwrap(),
             specials["no_timestamps"].as_i64().unwrap(),
         ];
-        let cache_len = (layers * text_ctx * state) as usize;
-        let outputs = decoder
-            .run(ort::inputs![
-                "tokens" => Tensor::from_array((vec![1i64, 3], tokens)).unwrap(),
-                "in_n_layer_self_k_cache" => Tensor::from_array((vec![layers, 1, text_ctx, state], vec![0f32; cache_len])).unwrap(),
-                "in_n_layer_self_v_cache" => Tensor::from_array((vec![layers, 1, text_ctx, state], vec![0f32; cache_len])).unwrap(),
-                "n_layer_cross_k" => Tensor::from_array((cross_k_shape.clone(), cross_k)).unwrap(),
-                "n_layer_cross_v" => Tensor::from_array((cross_k_shape.clone(), cross_v)).unwrap(),
-                "offset" => Tensor::from_array((vec![1i64], vec![0i64])).unwrap(),
-            ])
-            .unwrap();
+        inputs.push((
+            "tokens".into(),
+            Tensor::from_array((vec![1i64, 3], tokens)).unwrap().into(),
+        ));
+        inputs.push((
+            "offset".into(),
+            Tensor::from_array((vec![1i64], vec![0i64])).unwrap().into(),
+        ));
+        inputs.push((
+            "positions".into(),
+            Tensor::from_array((vec![3i64], vec![0i64, 1, 2]))
+                .unwrap()
+                .into(),
+        ));
+        let outputs = decoder.run(inputs).unwrap();
         assert_eq!(shape_of(&outputs, "logits"), [1, 3, vocab], "{name} logits");
-        assert_eq!(
-            shape_of(&outputs, "out_n_layer_self_k_cache"),
-            [layers, 1, text_ctx, state]
-        );
+        assert_eq!(shape_of(&outputs, "new_k"), [layers, 1, heads, 3, dim_head]);
         assert_eq!(
             shape_of(&outputs, "cross_qk"),
             [layers, 1, heads, 3, 1500],
