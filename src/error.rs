@@ -109,6 +109,7 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("search-request", 400),
     ("search-semantic-unavailable", 503),
     ("payload-too-large", 413),
+    ("request-timeout", 408),
     ("unsupported-media", 415),
     ("too-many-attempts", 429),
     ("internal", 500),

@@ -49,6 +49,12 @@ impl IntoResponse for Error {
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
+        // The rest of a body that timed out is never read: the connection cannot be reused.
+        if status == StatusCode::REQUEST_TIMEOUT {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

@@ -1,6 +1,8 @@
 //! Extractors: the authenticated user (cookie with CSRF check, or bearer token) and JSON bodies
 //! whose rejections use our error format.
 
+use std::time::Duration;
+
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
@@ -224,19 +226,27 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
-/// JSON body extractor whose rejections are `{"code":"invalid-json", ...}`.
+/// JSON body extractor whose rejections are `{"code":"invalid-json", ...}`. The whole body must
+/// arrive within `server.body_timeout_secs`, or the answer is 408 and the connection is closed.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<T, S> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<AppState> for ApiJson<T>
 where
     T: DeserializeOwned,
-    S: Send + Sync,
 {
     type Rejection = Error;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self> {
-        match axum::Json::<T>::from_request(request, state).await {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self> {
+        let limit_secs = state.config.server.body_timeout_secs;
+        let read = axum::Json::<T>::from_request(request, state);
+        let Ok(parsed) = tokio::time::timeout(Duration::from_secs(limit_secs), read).await else {
+            return Err(Error::new(
+                "request-timeout",
+                format!("the request body did not arrive within {limit_secs} s"),
+            ));
+        };
+        match parsed {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             // An oversized body is 413, not a syntax error.
             Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod health;
 pub mod library;
 pub mod openai;
+pub mod openapi;
 pub mod routes_table;
 pub mod search;
 pub mod server;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(library::routes())
         .merge(speakers::routes())
         .merge(search::routes())
+        .merge(openapi::routes())
         // Counted per matched route (the pattern, never the concrete path with its ids).
         .route_layer(axum::middleware::from_fn(count_request))
         .route(
