@@ -110,6 +110,8 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("search-semantic-unavailable", 503),
     ("payload-too-large", 413),
     ("request-timeout", 408),
+    ("method-not-allowed", 405),
+    ("upgrade-required", 426),
     ("unsupported-media", 415),
     ("too-many-attempts", 429),
     ("internal", 500),

@@ -71,6 +71,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .fallback(ui::serve_asset)
+        // Innermost: axum's plain-text rejections under /api/ become JSON errors.
+        .layer(axum::middleware::from_fn(error::rejections_as_json))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

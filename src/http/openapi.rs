@@ -82,6 +82,38 @@ fn string() -> Value {
     json!({"type": "string"})
 }
 
+/// Non-blank text of at most `max` characters without control characters (tab and newline
+/// allowed where `multiline`), as `library::check_text` and the name checks want it.
+fn text(max: usize, multiline: bool) -> Value {
+    let allowed = if multiline {
+        r"[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]"
+    } else {
+        r"[^\u0000-\u001f\u007f-\u009f]"
+    };
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max,
+        "pattern": format!(r"^{allowed}*[^\s\u0000-\u001f\u007f-\u009f]{allowed}*$"),
+    })
+}
+
+fn name() -> Value {
+    text(200, false)
+}
+
+fn username() -> Value {
+    json!({"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$"})
+}
+
+fn password() -> Value {
+    json!({"type": "string", "minLength": 8, "maxLength": 1024})
+}
+
+fn language() -> Value {
+    json!({"type": "string", "pattern": "^(auto|[A-Za-z]{0,8})$"})
+}
+
 fn speakers_count() -> Value {
     json!({"type": "integer", "minimum": 1, "maximum": 20})
 }
@@ -96,7 +128,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
     let credentials = || {
         object(
             &["username", "password"],
-            json!({"username": string(), "password": string()}),
+            json!({"username": username(), "password": password()}),
         )
     };
     let export_format = || json!({"type": "string", "enum": ["srt", "vtt", "txt", "json", "csv"]});
@@ -125,7 +157,10 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         }
         ("POST", "/api/auth/login") => {
             Details::new("Sign in: a session token and cookie", 200, "The session")
-                .json(credentials())
+                .json(object(
+                    &["username", "password"],
+                    json!({"username": string(), "password": string()}),
+                ))
                 .returns(reference("Login"))
         }
         ("POST", "/api/auth/logout") => Details::new("End this session", 204, "Signed out"),
@@ -136,13 +171,13 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         ("POST", "/api/auth/password") => {
             Details::new("Change the own password", 204, "Changed").json(object(
                 &["current_password", "new_password"],
-                json!({"current_password": string(), "new_password": string()}),
+                json!({"current_password": string(), "new_password": password()}),
             ))
         }
         ("GET", "/api/auth/tokens") => Details::new("The own API tokens", 200, "Tokens"),
         ("POST", "/api/auth/tokens") => {
             Details::new("Create an API token (shown once)", 201, "The token")
-                .json(object(&["name"], json!({"name": string()})))
+                .json(object(&["name"], json!({"name": text(100, false)})))
         }
         ("DELETE", "/api/auth/tokens/{id}") => Details::new("Revoke an API token", 204, "Revoked"),
         ("GET", "/api/admin/users") => Details::new("Every user", 200, "Users"),
@@ -150,8 +185,8 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             .json(object(
                 &["username", "password"],
                 json!({
-                    "username": string(),
-                    "password": string(),
+                    "username": username(),
+                    "password": password(),
                     "role": {"type": "string", "enum": ["user", "admin"]},
                 }),
             ))
@@ -169,7 +204,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         }
         ("POST", "/api/admin/users/{id}/password") => {
             Details::new("Set a user's password", 204, "Changed")
-                .json(object(&["password"], json!({"password": string()})))
+                .json(object(&["password"], json!({"password": password()})))
         }
         ("GET", "/api/files") => Details::new("The caller's files, paged", 200, "A page")
             .query("page", false, json!({"type": "integer", "minimum": 1}))
@@ -197,7 +232,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                 "required": ["file"],
                 "properties": {
                     "file": {"type": "string", "format": "binary"},
-                    "language": {"type": "string", "pattern": "^(auto|[A-Za-z]{0,8})$"},
+                    "language": language(),
                     "num_speakers": speakers_count(),
                     "min_speakers": speakers_count(),
                     "max_speakers": speakers_count(),
@@ -211,7 +246,10 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             Details::new("One file", 200, "The file").returns(reference("File"))
         }
         ("PATCH", "/api/files/{id}") => Details::new("Rename a file", 200, "The file")
-            .json(object(&["filename"], json!({"filename": string()})))
+            .json(object(
+                &["filename"],
+                json!({"filename": {"type": "string", "pattern": "\\S"}}),
+            ))
             .returns(reference("File")),
         ("DELETE", "/api/files/{id}") => {
             Details::new("Delete a file and its transcript", 204, "Deleted")
@@ -233,10 +271,10 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                 &[],
                 json!({
                     "stages": {"type": "array", "items": {"type": "string", "enum": ["diarize"]}},
-                    "language": {"type": "string"},
-                    "num_speakers": {"type": "integer", "minimum": 0},
-                    "min_speakers": {"type": "integer", "minimum": 0},
-                    "max_speakers": {"type": "integer", "minimum": 0},
+                    "language": language(),
+                    "num_speakers": speakers_count(),
+                    "min_speakers": speakers_count(),
+                    "max_speakers": speakers_count(),
                     "diarize": {"type": "boolean"},
                 }),
             ))
@@ -274,7 +312,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             Details::new("Correct a segment's text or speaker", 200, "The segment").json(json!({
                 "type": "object",
                 "properties": {
-                    "text": string(),
+                    "text": text(10_000, true),
                     "speaker": {"type": ["string", "null"]},
                 },
                 "minProperties": 1,
@@ -283,7 +321,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         }
         ("PATCH", "/api/files/{id}/speakers/{speaker}") => {
             Details::new("Name a speaker", 200, "The speaker")
-                .json(object(&[], json!({"name": {"type": ["string", "null"]}})))
+                .json(object(&[], json!({"name": {"anyOf": [name(), {"type": "null"}]}})))
         }
         ("PATCH", "/api/files/{id}/segments/{segment}/words/{word}") => {
             Details::new("Move one word to another speaker", 200, "The transcript")
@@ -292,7 +330,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         ("PUT", "/api/files/{id}/tags") => Details::new("Set a file's tags", 200, "The file")
             .json(object(
                 &["tags"],
-                json!({"tags": {"type": "array", "items": string()}}),
+                json!({"tags": {"type": "array", "maxItems": 50, "items": text(64, true)}}),
             ))
             .returns(reference("File")),
         ("GET", "/api/tags") => Details::new("Every tag of the caller", 200, "Tags"),
@@ -304,7 +342,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         ("POST", "/api/files/{id}/comments") => {
             Details::new("Comment at a time", 201, "The comment").json(object(
                 &["time", "text"],
-                json!({"time": {"type": "number"}, "text": string()}),
+                json!({"time": {"type": "number", "minimum": 0}, "text": text(10_000, true)}),
             ))
         }
         ("DELETE", "/api/files/{id}/comments/{comment}") => {
@@ -314,7 +352,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         ("POST", "/api/collections") => {
             Details::new("Create a collection", 201, "The collection").json(object(
                 &["name"],
-                json!({"name": string(), "description": string()}),
+                json!({"name": name(), "description": {"type": "string", "maxLength": 10_000}}),
             ))
         }
         ("GET", "/api/collections/{cid}") => {
@@ -323,7 +361,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         ("PATCH", "/api/collections/{cid}") => {
             Details::new("Rename or describe a collection", 200, "The collection").json(object(
                 &[],
-                json!({"name": string(), "description": string()}),
+                json!({"name": name(), "description": {"type": "string", "maxLength": 10_000}}),
             ))
         }
         ("DELETE", "/api/collections/{cid}") => Details::new("Delete a collection", 204, "Deleted"),
@@ -337,7 +375,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             Details::new("Share a collection with a user", 200, "The share").json(object(
                 &["username", "role"],
                 json!({
-                    "username": string(),
+                    "username": username(),
                     "role": {"type": "string", "enum": ["viewer", "editor"]},
                 }),
             ))
@@ -360,7 +398,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         }
         ("POST", "/api/files/{id}/speakers/{speaker}/profile") => {
             Details::new("Create a voice profile from a speaker", 201, "Speakers")
-                .json(object(&["name"], json!({"name": string()})))
+                .json(object(&["name"], json!({"name": name()})))
         }
         ("PUT", "/api/files/{id}/speakers/{speaker}/profile") => {
             Details::new("Assign a voice profile to a speaker", 200, "Speakers")
@@ -375,10 +413,10 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         }
         ("GET", "/api/profiles") => Details::new("The caller's voice profiles", 200, "Profiles"),
         ("PATCH", "/api/profiles/{pid}") => Details::new("Rename a voice profile", 200, "Profile")
-            .json(object(&["name"], json!({"name": string()}))),
+            .json(object(&["name"], json!({"name": name()}))),
         ("DELETE", "/api/profiles/{pid}") => Details::new("Delete a voice profile", 204, "Deleted"),
         ("GET", "/api/search") => {
-            let text = string;
+            let plain = string;
             Details::new("Search the transcripts the caller may see", 200, "Hits")
                 .query("q", false, json!({"type": "string", "maxLength": 1000}))
                 .query(
@@ -386,16 +424,16 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                     false,
                     json!({"type": "string", "enum": ["keyword", "semantic", "hybrid"]}),
                 )
-                .query("speaker", false, text())
-                .query("tag", false, text())
-                .query("collection", false, text())
-                .query("language", false, text())
-                .query("media_type", false, text())
+                .query("speaker", false, plain())
+                .query("tag", false, plain())
+                .query("collection", false, plain())
+                .query("language", false, plain())
+                .query("media_type", false, plain())
                 .query("date_from", false, json!({"type": "integer", "minimum": 0}))
                 .query("date_to", false, json!({"type": "integer", "minimum": 0}))
                 .query("min_duration", false, json!({"type": "number"}))
                 .query("max_duration", false, json!({"type": "number"}))
-                .query("file_id", false, text())
+                .query("file_id", false, plain())
                 .query("page", false, json!({"type": "integer", "minimum": 1}))
                 .query("per_page", false, json!({"type": "integer", "minimum": 1}))
         }
