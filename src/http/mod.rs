@@ -73,6 +73,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(ui::serve_asset)
         // Innermost: axum's plain-text rejections under /api/ become JSON errors.
         .layer(axum::middleware::from_fn(error::rejections_as_json))
+        // Then every body but the uploads' is read whole (bounded in size and time) first.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            |state, request, next| extract::read_small_bodies(state, request, next, JSON_BODY_LIMIT),
+        ))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -290,6 +290,76 @@ async fn slow_json_bodies_are_cut_off_after_the_body_timeout() {
     server.stop().await;
 }
 
+/// Sends the request head, then the body in 16 KiB pieces a few milliseconds apart (as a client
+/// on a real network does), then reads the answer: `Err` when the connection failed first.
+async fn send_raw(server: &TestServer, head: &[u8], body: &[u8]) -> Result<String, String> {
+    let mut stream = tls_connect(server).await;
+    stream
+        .write_all(head)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    for piece in body.chunks(16 * 1024) {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        stream
+            .write_all(piece)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        stream.flush().await.map_err(|e| format!("flush: {e}"))?;
+    }
+    let (got, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    if text.is_empty() {
+        Err("no answer".to_owned())
+    } else {
+        Ok(text)
+    }
+}
+
+#[tokio::test]
+async fn refusals_before_the_body_is_read_still_reach_the_client() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    // 256 KiB bodies: more than the socket holds at once, under the 1 MiB limit. Refused for
+    // a missing content type, a path segment that is not a number, or no credentials: each
+    // refusal comes before a handler reads the body, which used to leave bytes unread and
+    // close the connection under a client still sending (schemathesis saw "EOF in violation
+    // of protocol" instead of the answer).
+    let body = format!("{{\"text\":\"{}\"}}", "a".repeat(256 * 1024));
+    let cases = [
+        (
+            format!("POST /api/files/x/reprocess HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {admin}\r\n"),
+            "400",
+            "invalid-json",
+        ),
+        (
+            format!("PATCH /api/files/x/segments/not-a-number HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\n"),
+            "400",
+            "bad-request",
+        ),
+        (
+            "POST /api/collections HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n".to_owned(),
+            "401",
+            "unauthorized",
+        ),
+    ];
+    for (head, status, code) in cases {
+        for attempt in 0..5 {
+            let request_head = format!(
+                "{head}Connection: close\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let answer = send_raw(&server, request_head.as_bytes(), body.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("{head:?} attempt {attempt}: {e}"));
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.contains(code),
+                "{head:?}: {answer}"
+            );
+        }
+    }
+    server.stop().await;
+}
+
 /// A multipart body built by hand, so the file name reaches the server byte for byte.
 fn raw_multipart(filename: &str, content: &[u8]) -> (String, Vec<u8>) {
     let boundary = "----abuse-boundary-7d2f";
