@@ -46,8 +46,8 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Time allowed to receive request headers, so slow clients cannot hold connections.
     pub header_timeout_secs: u64,
-    /// Time allowed to receive a whole JSON request body once the headers are in (uploads have
-    /// their own idle timeout instead), so a client dribbling a body cannot hold a connection.
+    /// Time allowed to receive a whole request body once the headers are in (uploads have their
+    /// own idle timeout instead), so a client dribbling a body cannot hold a connection.
     pub body_timeout_secs: u64,
 }
 
@@ -670,8 +670,8 @@ max_upload_bytes = {max_upload}
 shutdown_grace_secs = {grace}
 # Seconds a client has to send its request headers.
 header_timeout_secs = {header_timeout}
-# Seconds a client has to send a whole JSON request body (uploads are not limited by this:
-# they are dropped after 120 s without data instead).
+# Seconds a client has to send a whole request body (uploads are not limited by this: they are
+# dropped after 120 s without data instead).
 body_timeout_secs = {body_timeout}
 
 [auth]
