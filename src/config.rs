@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Time allowed to receive request headers, so slow clients cannot hold connections.
     pub header_timeout_secs: u64,
+    /// Time allowed to receive a whole request body once the headers are in (uploads have their
+    /// own idle timeout instead), so a client dribbling a body cannot hold a connection.
+    pub body_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +227,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 10 * 1024 * 1024 * 1024,
             shutdown_grace_secs: 30,
             header_timeout_secs: 30,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -405,6 +409,9 @@ impl Config {
         }
         if self.server.header_timeout_secs == 0 {
             return fail("server.header_timeout_secs", "must be greater than 0");
+        }
+        if self.server.body_timeout_secs == 0 {
+            return fail("server.body_timeout_secs", "must be greater than 0");
         }
         if !matches!(self.auth.registration.as_str(), "open" | "closed") {
             return fail("auth.registration", "must be `open` or `closed`");
@@ -663,6 +670,9 @@ max_upload_bytes = {max_upload}
 shutdown_grace_secs = {grace}
 # Seconds a client has to send its request headers.
 header_timeout_secs = {header_timeout}
+# Seconds a client has to send a whole request body (uploads are not limited by this: they are
+# dropped after 120 s without data instead).
+body_timeout_secs = {body_timeout}
 
 [auth]
 # "closed": only the first user (who becomes admin) may register; admins create the others.
@@ -747,6 +757,7 @@ level = "{level}"
         max_upload = defaults.server.max_upload_bytes,
         grace = defaults.server.shutdown_grace_secs,
         header_timeout = defaults.server.header_timeout_secs,
+        body_timeout = defaults.server.body_timeout_secs,
         registration = defaults.auth.registration,
         idle = defaults.auth.session_idle_timeout_secs,
         absolute = defaults.auth.session_absolute_timeout_secs,

@@ -2,7 +2,9 @@
 //! the code table in `crate::error`.
 
 use axum::Json;
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -49,6 +51,62 @@ impl IntoResponse for Error {
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
+        // The rest of a body that timed out is never read: the connection cannot be reused.
+        if status == StatusCode::REQUEST_TIMEOUT {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
+}
+
+/// Axum's own rejections (a path segment that is not a number, an upload without a multipart
+/// boundary, a WebSocket request without upgrade headers, a method a route does not serve) are
+/// plain text. Under `/api/` they become the `{"code", "message"}` body every other error has,
+/// with the same status and headers.
+pub async fn rejections_as_json(request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    if !api || !status.is_client_error() {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad-request",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media",
+        StatusCode::UPGRADE_REQUIRED => "upgrade-required",
+        _ => return response,
+    };
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // Rejection texts are one line; anything longer is cut, not buffered.
+    let bytes = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let mut converted = Error::new(code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            converted.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    converted
 }

@@ -1,9 +1,15 @@
 //! Extractors: the authenticated user (cookie with CSRF check, or bearer token) and JSON bodies
-//! whose rejections use our error format.
+//! whose rejections use our error format; and the middleware that reads every request body
+//! except uploads whole, within a time limit, before routing.
 
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::app::{AppState, blocking};
@@ -224,6 +230,83 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
+/// Routes whose bodies are streamed by their handlers (uploads, up to 10 GiB); every other body is
+/// read whole by [`read_small_bodies`] before routing.
+pub const STREAMED_BODIES: [(Method, &str); 2] = [
+    (Method::POST, "/api/files"),
+    (Method::POST, "/v1/audio/transcriptions"),
+];
+
+/// Reads a request body (at most `limit` bytes) into memory; `None` when it is larger.
+async fn read_bounded(body: Body, limit: usize) -> Result<Option<Bytes>> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| Error::bad_request("the request body was cut off"))?;
+        if buffer.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(Some(buffer.freeze()))
+}
+
+/// Middleware: every body except the uploads' must arrive whole, at most `limit_bytes`, within
+/// `server.body_timeout_secs` of the headers, or the answer is 408 (and the connection closed).
+/// Reading it before routing also means a refusal that comes before the handler reads the body
+/// (401, a wrong content type, a bad path parameter) never leaves unread bytes on the socket,
+/// which would make the kernel reset the connection and lose the answer.
+pub async fn read_small_bodies(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+    limit_bytes: usize,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let streamed = STREAMED_BODIES
+        .iter()
+        .any(|(method, path)| request.method() == method && request.uri().path() == *path);
+    let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    if streamed || !has_body {
+        return next.run(request).await;
+    }
+    let too_large = || {
+        Error::new(
+            "payload-too-large",
+            format!(
+                "the request body is over the {} KiB limit",
+                limit_bytes / 1024
+            ),
+        )
+        .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit_bytes as u64) {
+        return too_large();
+    }
+    let limit_secs = state.config.server.body_timeout_secs;
+    let (parts, body) = request.into_parts();
+    let read = read_bounded(body, limit_bytes);
+    match tokio::time::timeout(Duration::from_secs(limit_secs), read).await {
+        Err(_) => Error::new(
+            "request-timeout",
+            format!("the request body did not arrive within {limit_secs} s"),
+        )
+        .into_response(),
+        Ok(Err(error)) => error.into_response(),
+        Ok(Ok(None)) => too_large(),
+        Ok(Ok(Some(bytes))) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+    }
+}
+
 /// JSON body extractor whose rejections are `{"code":"invalid-json", ...}`.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
@@ -252,3 +335,19 @@ where
 
 /// Re-exported so route modules need not know where hashing lives.
 pub use auth::new_token;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_bodies_are_routes_of_the_table() {
+        let table = crate::http::routes_table::route_table();
+        for (method, path) in STREAMED_BODIES {
+            assert!(
+                table.iter().any(|(m, p, _)| *m == method && *p == path),
+                "{method} {path} is not routed"
+            );
+        }
+    }
+}

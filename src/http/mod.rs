@@ -9,6 +9,7 @@ pub mod headers;
 pub mod health;
 pub mod library;
 pub mod openai;
+pub mod openapi;
 pub mod routes_table;
 pub mod search;
 pub mod server;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(library::routes())
         .merge(speakers::routes())
         .merge(search::routes())
+        .merge(openapi::routes())
         // Counted per matched route (the pattern, never the concrete path with its ids).
         .route_layer(axum::middleware::from_fn(count_request))
         .route(
@@ -69,6 +71,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .fallback(ui::serve_asset)
+        // Innermost: axum's plain-text rejections under /api/ become JSON errors.
+        .layer(axum::middleware::from_fn(error::rejections_as_json))
+        // Then every body but the uploads' is read whole (bounded in size and time) first.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            |state, request, next| extract::read_small_bodies(state, request, next, JSON_BODY_LIMIT),
+        ))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

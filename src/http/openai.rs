@@ -79,13 +79,18 @@ fn model_names(state: &AppState) -> Vec<String> {
     vec![OPENAI_MODEL.to_owned(), state.config.jobs.model.clone()]
 }
 
-async fn models(State(state): State<AppState>, _user: AuthUser) -> Json<Value> {
+async fn models(
+    State(state): State<AppState>,
+    user: std::result::Result<AuthUser, Error>,
+) -> ApiResult<Json<Value>> {
+    // Refusals in OpenAI's shape too: its clients parse `error.message` on a 401.
+    user?;
     let created = crate::store::now_secs().saturating_sub(state.started_at.elapsed().as_secs());
     let data: Vec<Value> = model_names(&state)
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "opentranscribe"}))
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    Ok(Json(json!({"object": "list", "data": data})))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,10 +123,13 @@ struct Request {
 
 async fn transcriptions(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: std::result::Result<AuthUser, Error>,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Response> {
+    let user = user?;
+    // A missing or malformed multipart boundary is a client error in OpenAI's shape.
+    let mut multipart = multipart.map_err(|e| Error::new("invalid-multipart", e.body_text()))?;
     let limit = state.config.server.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)

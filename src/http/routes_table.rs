@@ -117,6 +117,8 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (delete(), "/api/profiles/{pid}", Owner),
         // search.rs
         (get(), "/api/search", User),
+        // openapi.rs
+        (get(), "/api/openapi.json", Public),
         // mod.rs: every other `/api/…` path is a JSON 404 for any method.
         (get(), "/api/{*rest}", Public),
         (post(), "/api/{*rest}", Public),

@@ -14,6 +14,7 @@ mod library;
 mod malformed_media;
 mod models;
 mod openai;
+mod openapi;
 mod pipeline;
 mod profiles;
 mod search;
