@@ -297,6 +297,14 @@ impl WhisperModel {
             ("encoder", "decoder")
         };
         let layout = p["decoder_layout"].as_u64().unwrap_or(1);
+        if p["layout"].as_str() == Some("sherpa-onnx") {
+            return Err(bad(format!(
+                "a sherpa-onnx export, whose decoder copies its whole cache at every step: this \
+                 version runs decoder layout {DECODER_LAYOUT}, which scripts/convert_whisper.py \
+                 writes from the same model's CTranslate2 weights (scripts/fetch-models, or a \
+                 bundle exported from a machine that ran it)"
+            )));
+        }
         if layout != DECODER_LAYOUT {
             return Err(bad(format!(
                 "converted with decoder layout {layout}, this version needs layout \
