@@ -1638,39 +1638,47 @@ mod tests {
         assert_eq!(err.code(), "unsupported-media");
     }
 
-    /// A 16-bit stereo WAV of any length, generated on the fly: lets the memory test decode
-    /// half an hour of audio without a 300 MB fixture.
+    /// A 16-bit WAV of any length, generated on the fly: lets the memory test decode hours of
+    /// audio without a multi-GB fixture.
     struct SyntheticWav {
         header: Vec<u8>,
         /// One second of sample data; 440 Hz repeats exactly every second.
         period: Vec<u8>,
         frames: u64,
+        frame_bytes: u64,
         pos: u64,
     }
 
     impl SyntheticWav {
+        /// 44.1 kHz stereo.
         fn new(secs: u64) -> Self {
-            let frames = secs * u64::from(SRC_RATE);
-            let data_len = u32::try_from(frames * 4).unwrap();
-            let mut period = Vec::with_capacity(SRC_RATE as usize * 4);
-            for i in 0..SRC_RATE {
-                let t = f64::from(i) / f64::from(SRC_RATE);
+            Self::with_format(secs, SRC_RATE, 2)
+        }
+
+        fn with_format(secs: u64, rate: u32, channels: u16) -> Self {
+            let frames = secs * u64::from(rate);
+            let frame_bytes = 2 * u64::from(channels);
+            let data_len = u32::try_from(frames * frame_bytes).unwrap();
+            let mut period = Vec::with_capacity(rate as usize * frame_bytes as usize);
+            for i in 0..rate {
+                let t = f64::from(i) / f64::from(rate);
                 // 440 Hz, left louder than right, as in the short fixtures.
-                for amp in [AMP_L, AMP_R] {
+                for amp in [AMP_L, AMP_R].into_iter().take(channels as usize) {
                     let s = ((amp * (2.0 * PI * 440.0 * t).sin()) * 32767.0).round() as i16;
                     period.extend_from_slice(&s.to_le_bytes());
                 }
             }
             Self {
-                header: wav_header(2, SRC_RATE, 16, data_len),
+                header: wav_header(channels, rate, 16, data_len),
                 period,
                 frames,
+                frame_bytes,
                 pos: 0,
             }
         }
 
         fn len(&self) -> u64 {
-            self.header.len() as u64 + self.frames * 4
+            self.header.len() as u64 + self.frames * self.frame_bytes
         }
     }
 
@@ -1728,9 +1736,11 @@ mod tests {
 
     const MEMORY_CHILD_ENV: &str = "OPENTRANSCRIBE_DECODE_MEMORY_CHILD";
     const LONG_SECS: u64 = 30 * 60;
+    const HOURS_SECS: u64 = 4 * 3600;
 
     /// The measuring half of `long_input_memory_does_not_grow`, run in a process of its own
-    /// so that other tests running in parallel do not move the peak.
+    /// so that other tests running in parallel do not move the peak: half an hour of 44.1 kHz
+    /// stereo (through the resampler), then four hours of 16 kHz mono.
     #[test]
     #[ignore = "run by long_input_memory_does_not_grow in a separate process"]
     fn long_input_child() {
@@ -1742,21 +1752,22 @@ mod tests {
             ControlFlow::Continue(())
         });
         assert!(warm.is_ok());
-        let before = vm_hwm_kb();
-        let started = Instant::now();
-        let mut peak_chunk = 0;
-        let (_, report) =
-            decode_to_mono_16k(Box::new(SyntheticWav::new(LONG_SECS)), 16_000, |chunk| {
-                peak_chunk = peak_chunk.max(chunk.len());
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-        let after = vm_hwm_kb();
-        println!(
-            "MEMORY_RESULT before_kb={before} after_kb={after} samples={} secs={:.1}",
-            report.samples_out,
-            started.elapsed().as_secs_f64()
-        );
+        for (name, source) in [
+            ("stereo", SyntheticWav::new(LONG_SECS)),
+            ("hours", SyntheticWav::with_format(HOURS_SECS, 16_000, 1)),
+        ] {
+            let before = vm_hwm_kb();
+            let started = Instant::now();
+            let (_, report) =
+                decode_to_mono_16k(Box::new(source), 16_000, |_| ControlFlow::Continue(()))
+                    .unwrap();
+            let after = vm_hwm_kb();
+            println!(
+                "MEMORY_RESULT {name} before_kb={before} after_kb={after} samples={} secs={:.1}",
+                report.samples_out,
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
 
     #[test]
@@ -1769,25 +1780,44 @@ mod tests {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find_map(|l| l.find("MEMORY_RESULT").map(|at| &l[at..]))
-            .unwrap_or_else(|| panic!("child printed no result: {stdout}"));
-        println!("{line}");
-        let field = |name: &str| -> f64 {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-                .unwrap()
+        let result = |name: &str| -> (f64, f64, f64, f64) {
+            let prefix = format!("MEMORY_RESULT {name} ");
+            let line = stdout
+                .lines()
+                .find_map(|l| l.find(&prefix).map(|at| &l[at..]))
+                .unwrap_or_else(|| panic!("child printed no {name} result: {stdout}"));
+            println!("{line}");
+            let field = |key: &str| -> f64 {
+                line.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap()
+            };
+            (
+                field("before_kb"),
+                field("after_kb"),
+                field("samples"),
+                field("secs"),
+            )
         };
-        let growth_mb = (field("after_kb") - field("before_kb")) / 1024.0;
-        let secs = field("secs");
+        let (before, after, samples, secs) = result("stereo");
+        let growth_mb = (after - before) / 1024.0;
         println!(
             "{} min of 44.1 kHz stereo WAV: peak RSS grew {growth_mb:.1} MB, decoded in {secs:.1} s",
             LONG_SECS / 60
         );
-        assert_eq!(field("samples") as u64, LONG_SECS * 16_000);
+        assert_eq!(samples as u64, LONG_SECS * 16_000);
         assert!(growth_mb < 50.0, "peak memory grew by {growth_mb} MB");
+        let (before, after, samples, secs) = result("hours");
+        let (growth_mb, peak_mb) = ((after - before) / 1024.0, after / 1024.0);
+        println!(
+            "{} h of 16 kHz WAV: peak RSS {peak_mb:.1} MB (grew {growth_mb:.1} MB), decoded in \
+             {secs:.1} s",
+            HOURS_SECS / 3600
+        );
+        assert_eq!(samples as u64, HOURS_SECS * 16_000);
+        assert!(growth_mb < 50.0, "peak memory grew by {growth_mb} MB");
+        assert!(peak_mb < 200.0, "peak RSS {peak_mb} MB");
     }
 
     #[test]
