@@ -89,14 +89,20 @@ fn break_arrows(text: &str) -> String {
 }
 
 /// A WebVTT voice name (`<v NAME>`): one line, no `>` (it would end the tag), `&` and `<`
-/// escaped as in cue text.
+/// escaped as in cue text, and never ending in `-`, which the tag's `>` would make an arrow
+/// (players strip the space added against that).
 fn voice_name(name: &str) -> String {
-    name.split_whitespace()
+    let mut name = name
+        .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .replace('>', "")
         .replace('&', "&amp;")
-        .replace('<', "&lt;")
+        .replace('<', "&lt;");
+    if name.ends_with('-') {
+        name.push(' ');
+    }
+    name
 }
 
 pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> String {
@@ -273,6 +279,21 @@ mod tests {
         assert_eq!(
             vtt.matches("\n\n").count(),
             transcript.segments.len() + 1,
+            "{vtt}"
+        );
+    }
+
+    // Found by `scripts/fuzz` (target `export`): a name ending in `--` and the tag's `>`
+    // made an arrow.
+    #[test]
+    fn vtt_voice_name_cannot_end_in_an_arrow() {
+        let mut transcript = sample();
+        transcript.speakers[0].name = Some("Eve --".into());
+        let vtt = render(&transcript, Format::Vtt, true);
+        assert!(vtt.contains("<v Eve -- >Hello"), "{vtt}");
+        assert_eq!(
+            vtt.matches("-->").count(),
+            transcript.segments.len(),
             "{vtt}"
         );
     }
