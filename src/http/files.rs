@@ -244,9 +244,7 @@ pub(crate) async fn ingest(
     Ok(record)
 }
 
-pub(crate) async fn read_small_field(
-    mut field: axum::extract::multipart::Field<'_>,
-) -> Result<String> {
+pub async fn read_small_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String> {
     let mut buffer = Vec::new();
     while let Some(chunk) = field
         .chunk()
@@ -261,7 +259,7 @@ pub(crate) async fn read_small_field(
     String::from_utf8(buffer).map_err(|_| Error::new("invalid-multipart", "option is not UTF-8"))
 }
 
-pub(crate) fn apply_option(options: &mut UploadOptions, name: &str, value: &str) -> Result<()> {
+pub fn apply_option(options: &mut UploadOptions, name: &str, value: &str) -> Result<()> {
     let speakers = |value: &str| -> Result<Option<u32>> {
         if value.is_empty() {
             return Ok(None);

@@ -64,13 +64,45 @@ fn speaker_name(transcript: &Transcript, speaker: Option<&str>) -> Option<String
         .or_else(|| Some(id.to_owned()))
 }
 
-/// Subtitle text must not end a cue early: blank lines inside a cue are removed.
+/// Subtitle text must not end a cue early: blank lines inside a cue are removed. A lone CR
+/// ends a line too (WebVTT says so, and many SRT readers agree), so it splits lines here.
 fn cue_text(text: &str) -> String {
-    text.lines()
+    text.split(['\n', '\r'])
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// SRT has no escapes: a line holding `-->` inside a cue reads as a new cue's timing to many
+/// parsers, so each arrow is broken with a space (`-- >`). One pass: replacing `-->` with
+/// `->` would turn `--->` into a new arrow.
+fn break_arrows(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '>' && out.ends_with("--") {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A WebVTT voice name (`<v NAME>`): one line, no `>` (it would end the tag), `&` and `<`
+/// escaped as in cue text, and never ending in `-`, which the tag's `>` would make an arrow
+/// (players strip the space added against that).
+fn voice_name(name: &str) -> String {
+    let mut name = name
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('>', "")
+        .replace('&', "&amp;")
+        .replace('<', "&lt;");
+    if name.ends_with('-') {
+        name.push(' ');
+    }
+    name
 }
 
 pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> String {
@@ -86,11 +118,9 @@ pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> S
         Format::Srt => {
             let mut out = String::new();
             for (index, segment) in transcript.segments.iter().enumerate() {
-                // SRT has no escapes: a line holding `-->` inside a cue reads as a new cue's
-                // timing to many parsers, so the arrow is broken.
-                let text = cue_text(&segment.text).replace("-->", "->");
+                let text = break_arrows(&cue_text(&segment.text));
                 let text = match label(segment.speaker.as_deref()) {
-                    Some(name) => format!("[{}] {text}", cue_text(&name).replace("-->", "->")),
+                    Some(name) => format!("[{}] {text}", break_arrows(&cue_text(&name))),
                     None => text,
                 };
                 out.push_str(&format!(
@@ -112,7 +142,7 @@ pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> S
                     .replace('<', "&lt;")
                     .replace('>', "&gt;");
                 let text = match label(segment.speaker.as_deref()) {
-                    Some(name) => format!("<v {}>{text}", name.replace('>', "")),
+                    Some(name) => format!("<v {}>{text}", voice_name(&name)),
                     None => text,
                 };
                 out.push_str(&format!(
@@ -151,9 +181,10 @@ pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> S
     }
 }
 
-/// Quotes a CSV field, and defuses spreadsheet formulas (a leading =, +, - or @).
+/// Quotes a CSV field, and defuses spreadsheet formulas (a leading =, +, -, @, tab or CR, as
+/// OWASP lists them).
 fn csv_field(text: &str) -> String {
-    let defused = if text.starts_with(['=', '+', '-', '@']) {
+    let defused = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {
         text.to_owned()
@@ -211,6 +242,81 @@ mod tests {
             transcript.segments.len(),
             "{srt}"
         );
+    }
+
+    // Found by `scripts/fuzz` (target `export`): `replace("-->", "->")` made `--->` an arrow.
+    #[test]
+    fn srt_arrows_with_more_dashes_are_broken_too() {
+        let mut transcript = sample();
+        transcript.segments[0].text = "a --->b ---->c".to_owned();
+        transcript.speakers[0].name = Some("x--->".to_owned());
+        let srt = render(&transcript, Format::Srt, true);
+        assert_eq!(
+            srt.lines().filter(|l| l.contains("-->")).count(),
+            transcript.segments.len(),
+            "{srt}"
+        );
+        assert!(srt.contains("[x--- >] a --- >b ---- >c\n"), "{srt}");
+    }
+
+    // Found by `scripts/fuzz` (target `export`): a speaker name with blank lines ended the
+    // WebVTT cue inside its `<v …>` tag.
+    #[test]
+    fn vtt_voice_name_is_one_escaped_line() {
+        let mut transcript = sample();
+        transcript.speakers[0].name =
+            Some("Eve\n\n00:00:00.000 --> 00:09:00.000\r\rx & <b>".into());
+        let vtt = render(&transcript, Format::Vtt, true);
+        assert!(
+            vtt.contains("<v Eve 00:00:00.000 -- 00:09:00.000 x &amp; &lt;b>Hello"),
+            "{vtt}"
+        );
+        assert_eq!(
+            vtt.matches("-->").count(),
+            transcript.segments.len(),
+            "{vtt}"
+        );
+        assert_eq!(
+            vtt.matches("\n\n").count(),
+            transcript.segments.len() + 1,
+            "{vtt}"
+        );
+    }
+
+    // Found by `scripts/fuzz` (target `export`): a name ending in `--` and the tag's `>`
+    // made an arrow.
+    #[test]
+    fn vtt_voice_name_cannot_end_in_an_arrow() {
+        let mut transcript = sample();
+        transcript.speakers[0].name = Some("Eve --".into());
+        let vtt = render(&transcript, Format::Vtt, true);
+        assert!(vtt.contains("<v Eve -- >Hello"), "{vtt}");
+        assert_eq!(
+            vtt.matches("-->").count(),
+            transcript.segments.len(),
+            "{vtt}"
+        );
+    }
+
+    // Found by `scripts/fuzz` (target `export`): a lone CR is a line break to WebVTT (and many
+    // SRT readers), so `a\r\rb` held a blank line that ended the cue early.
+    #[test]
+    fn lone_carriage_returns_split_lines_without_blank_ones() {
+        let mut transcript = sample();
+        transcript.segments[0].text = "a\r\rb\r\n\r\nc".to_owned();
+        for format in [Format::Srt, Format::Vtt] {
+            let out = render(&transcript, format, false);
+            assert!(!out.contains('\r'), "{out:?}");
+            assert!(out.contains("\na\nb\nc\n\n"), "{out:?}");
+        }
+    }
+
+    #[test]
+    fn csv_defuses_leading_tab_and_carriage_return() {
+        let mut transcript = sample();
+        transcript.speakers[0].name = Some("\t=1+1".to_owned());
+        let csv = render(&transcript, Format::Csv, true);
+        assert!(csv.contains(",\"'\t=1+1\","), "{csv:?}");
     }
 
     #[test]
