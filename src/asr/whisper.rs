@@ -1021,6 +1021,16 @@ impl DecoderRun {
             .unwrap_or(&[])
     }
 
+    /// One zeroed cache tensor per layer and kind, `[rows, heads, slots, dim]` (masked slots
+    /// must hold finite values).
+    fn zeroed_caches(&self, rows: usize, slots: usize) -> Result<Vec<Tensor<f32>>, AsrError> {
+        let shape = [rows, self.heads, slots, self.head_dim].map(|d| d as i64);
+        let len = rows * self.heads * slots * self.head_dim;
+        (0..self.names.cache.len())
+            .map(|_| Tensor::from_array((shape.to_vec(), vec![0.0f32; len])).map_err(inference))
+            .collect()
+    }
+
     /// Floats in one (row, head) run of a cache tensor.
     fn run_len(&self) -> usize {
         self.slots * self.head_dim
@@ -1041,19 +1051,7 @@ impl DecoderRun {
             .next_multiple_of(16)
             .min(self.ctx);
         let (rows, heads, dim) = (self.rows, self.heads, self.head_dim);
-        let len = rows * heads * slots * dim;
-        let make = || -> Result<Vec<Tensor<f32>>, AsrError> {
-            (0..self.names.cache.len())
-                .map(|_| {
-                    Tensor::from_array((
-                        vec![rows as i64, heads as i64, slots as i64, dim as i64],
-                        vec![0.0f32; len],
-                    ))
-                    .map_err(inference)
-                })
-                .collect()
-        };
-        let mut fresh = make()?;
+        let mut fresh = self.zeroed_caches(rows, slots)?;
         let used = self.offset * dim;
         let (old_run, new_run) = (self.run_len(), slots * dim);
         for (old, new) in self.caches[self.current].iter().zip(fresh.iter_mut()) {
@@ -1064,7 +1062,7 @@ impl DecoderRun {
                     .copy_from_slice(&from[run * old_run..run * old_run + used]);
             }
         }
-        self.caches = [fresh, make()?];
+        self.caches = [fresh, self.zeroed_caches(rows, slots)?];
         self.current = 0;
         self.slots = slots;
         Ok(())
@@ -1117,14 +1115,8 @@ impl DecoderRun {
             .bind_input("positions", &positions_value)
             .map_err(inference)?;
         // A shared prompt reads an empty one-row cache (nothing before it).
-        let single: Vec<Tensor<f32>> = if shared {
-            let shape = vec![1i64, self.heads as i64, 1, self.head_dim as i64];
-            (0..self.names.cache.len())
-                .map(|_| {
-                    Tensor::from_array((shape.clone(), vec![0.0f32; self.heads * self.head_dim]))
-                        .map_err(inference)
-                })
-                .collect::<Result<_, _>>()?
+        let single = if shared {
+            self.zeroed_caches(1, 1)?
         } else {
             Vec::new()
         };
