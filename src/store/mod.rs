@@ -240,6 +240,33 @@ impl Store {
         read_record(&table, key)
     }
 
+    /// Removes, in one transaction, every record of `table` that `doomed` picks (by key and
+    /// decoded value); returns how many went.
+    fn remove_where<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        doomed: impl Fn(&str, &T) -> bool,
+    ) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let removed = {
+            let mut table = txn.open_table(table).map_err(db_err)?;
+            let mut keys = Vec::new();
+            for entry in table.iter().map_err(db_err)? {
+                let (key, value) = entry.map_err(db_err)?;
+                let record: T = decode(value.value())?;
+                if doomed(key.value(), &record) {
+                    keys.push(key.value().to_owned());
+                }
+            }
+            for key in &keys {
+                table.remove(key.as_str()).map_err(db_err)?;
+            }
+            keys.len()
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(removed)
+    }
+
     fn put_json<T: Serialize>(
         &self,
         table: TableDefinition<&str, &[u8]>,
@@ -361,48 +388,17 @@ impl Store {
 
     /// Ends every session of a user except `keep` (the caller's own, when changing a password).
     pub fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<usize> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        let removed = {
-            let mut table = txn.open_table(SESSIONS).map_err(db_err)?;
-            let mut doomed = Vec::new();
-            for entry in table.iter().map_err(db_err)? {
-                let (key, value) = entry.map_err(db_err)?;
-                let record: SessionRecord = decode(value.value())?;
-                if record.user_id == user_id && Some(key.value()) != keep {
-                    doomed.push(key.value().to_owned());
-                }
-            }
-            for key in &doomed {
-                table.remove(key.as_str()).map_err(db_err)?;
-            }
-            doomed.len()
-        };
-        txn.commit().map_err(db_err)?;
-        Ok(removed)
+        self.remove_where(SESSIONS, |key, record: &SessionRecord| {
+            record.user_id == user_id && Some(key) != keep
+        })
     }
 
     /// Removes sessions past their idle or absolute expiry.
     pub fn purge_sessions(&self, now: u64, idle_secs: u64, absolute_secs: u64) -> Result<usize> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        let removed = {
-            let mut table = txn.open_table(SESSIONS).map_err(db_err)?;
-            let mut doomed = Vec::new();
-            for entry in table.iter().map_err(db_err)? {
-                let (key, value) = entry.map_err(db_err)?;
-                let record: SessionRecord = decode(value.value())?;
-                if now.saturating_sub(record.last_seen_at) > idle_secs
-                    || now.saturating_sub(record.created_at) > absolute_secs
-                {
-                    doomed.push(key.value().to_owned());
-                }
-            }
-            for key in &doomed {
-                table.remove(key.as_str()).map_err(db_err)?;
-            }
-            doomed.len()
-        };
-        txn.commit().map_err(db_err)?;
-        Ok(removed)
+        self.remove_where(SESSIONS, |_, record: &SessionRecord| {
+            now.saturating_sub(record.last_seen_at) > idle_secs
+                || now.saturating_sub(record.created_at) > absolute_secs
+        })
     }
 
     // ---- API tokens ----
@@ -964,26 +960,9 @@ impl Store {
     /// Removes the records of jobs that ended (`done`, `failed`, `cancelled`) before `cutoff`;
     /// their files keep their status and transcript. Returns how many went.
     pub fn purge_job_history(&self, cutoff: u64) -> Result<usize> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        let removed = {
-            let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
-            let mut doomed = Vec::new();
-            for entry in jobs.iter().map_err(db_err)? {
-                let (key, value) = entry.map_err(db_err)?;
-                let job: JobRecord = decode(value.value())?;
-                if matches!(job.state.as_str(), "done" | "failed" | "cancelled")
-                    && job.updated_at < cutoff
-                {
-                    doomed.push(key.value().to_owned());
-                }
-            }
-            for key in &doomed {
-                jobs.remove(key.as_str()).map_err(db_err)?;
-            }
-            doomed.len()
-        };
-        txn.commit().map_err(db_err)?;
-        Ok(removed)
+        self.remove_where(JOBS, |_, job: &JobRecord| {
+            matches!(job.state.as_str(), "done" | "failed" | "cancelled") && job.updated_at < cutoff
+        })
     }
 
     pub fn get_job(&self, file_id: &str) -> Result<Option<JobRecord>> {
