@@ -87,11 +87,14 @@ impl AppState {
             .sweep(&referenced, Duration::from_secs(0))
             .map_err(|e| Error::internal(e.code(), e))?;
         tracing::info!(?report, "blob sweep done");
-        let throttle = Arc::new(LoginThrottle::new(
-            config.auth.login_max_failures,
-            config.auth.login_ip_max_failures,
-            Duration::from_secs(config.auth.login_lockout_secs),
-        ));
+        let throttle = Arc::new(
+            LoginThrottle::new(
+                config.auth.login_max_failures,
+                config.auth.login_ip_max_failures,
+                Duration::from_secs(config.auth.login_lockout_secs),
+            )
+            .with_hash_concurrency(config.auth.password_hash_concurrency),
+        );
         let search = match crate::indexer::open(&config) {
             Ok(search) => Some(Arc::new(search)),
             Err(e) => {

@@ -62,6 +62,8 @@ pub struct AuthConfig {
     pub login_ip_max_failures: u32,
     pub login_lockout_secs: u64,
     pub min_password_length: usize,
+    /// Password hashes (argon2id, 19 MiB each) computed at once; 0 means one per core.
+    pub password_hash_concurrency: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,6 +244,7 @@ impl Default for AuthConfig {
             login_ip_max_failures: 20,
             login_lockout_secs: 15 * 60,
             min_password_length: 8,
+            password_hash_concurrency: 0,
         }
     }
 }
@@ -687,6 +690,9 @@ login_ip_max_failures = {ip_failures}
 # How long a lockout lasts.
 login_lockout_secs = {lockout}
 min_password_length = {min_pw}
+# Password hashes computed at once (each takes 19 MiB for a moment); 0 = one per core.
+# Sign-ins beyond it wait up to 2 s, then get 429 with Retry-After.
+password_hash_concurrency = {hash_slots}
 
 [storage]
 # Encrypt new media at rest with AES-256-GCM (key generated into data_dir/secrets, mode 0600).
@@ -765,6 +771,7 @@ level = "{level}"
         ip_failures = defaults.auth.login_ip_max_failures,
         lockout = defaults.auth.login_lockout_secs,
         min_pw = defaults.auth.min_password_length,
+        hash_slots = defaults.auth.password_hash_concurrency,
         encrypt = defaults.storage.encrypt_at_rest,
         min_free = defaults.storage.min_free_disk_mb,
         level = defaults.log.level,

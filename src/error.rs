@@ -95,6 +95,7 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("registration-closed", 403),
     ("not-found", 404),
     ("username-taken", 409),
+    ("conflict", 409),
     ("not-cancellable", 409),
     ("not-retryable", 409),
     ("transcript-not-ready", 409),

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::{AppState, blocking};
-use crate::blobs::BlobInfo;
+use crate::blobs::PinnedBlob;
 use crate::error::{Error, Result};
 use crate::store::records::UploadOptions;
 
@@ -189,7 +189,7 @@ async fn import(state: &AppState, path: &Path) -> Result<String> {
     let blobs = state.blobs.clone();
     let limit = state.config.server.max_upload_bytes;
     let source = path.to_owned();
-    let info: BlobInfo = blocking(move || {
+    let info: PinnedBlob = blocking(move || {
         let mut file = std::fs::File::open(&source)
             .map_err(|e| Error::internal("watch-io", format!("{}: {e}", source.display())))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -209,7 +209,9 @@ async fn import(state: &AppState, path: &Path) -> Result<String> {
                 Error::internal("blob-io", e)
             }
         })?;
-        writer.finish().map_err(|e| Error::internal("blob-io", e))
+        writer
+            .finish_pinned()
+            .map_err(|e| Error::internal("blob-io", e))
     })
     .await?;
     let filename = crate::http::files::sanitize_filename(

@@ -32,6 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+mod pins;
+pub use pins::{BlobPin, PinnedBlob};
+
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use sha2::{Digest, Sha256};
@@ -185,6 +188,8 @@ struct StoreInner {
     root: PathBuf,
     temp_dir: PathBuf,
     master_key: Option<MasterKey>,
+    /// The blob lifetime lock and the uploads in flight per hash (see `pins.rs`).
+    pins: pins::Pins,
 }
 
 /// Handle to a blob directory. Cheap to clone.
@@ -224,6 +229,7 @@ impl BlobStore {
                 root: root.to_path_buf(),
                 temp_dir,
                 master_key,
+                pins: pins::Pins::default(),
             }),
         })
     }
@@ -760,9 +766,17 @@ impl BlobWriter {
         self.plaintext_len
     }
 
+    /// Like [`Self::finish_pinned`], without keeping the pin: for callers that record no
+    /// reference (tests, tools).
+    pub fn finish(self) -> Result<BlobInfo, BlobError> {
+        self.finish_pinned().map(|pinned| pinned.info)
+    }
+
     /// Flushes and fsyncs the temp file, renames it to root/ab/cd/<sha>[.enc] and fsyncs that
-    /// directory. If the blob already exists, the temp file is dropped instead (dedup).
-    pub fn finish(mut self) -> Result<BlobInfo, BlobError> {
+    /// directory. If the blob already exists, the temp file is dropped instead (dedup). Both
+    /// happen under the blob lifetime lock, and the hash stays pinned (not removable) until the
+    /// returned pin is dropped: drop it once the file record referencing it is committed.
+    pub fn finish_pinned(mut self) -> Result<PinnedBlob, BlobError> {
         if self.poisoned {
             return Err(BlobError::Io {
                 context: "finishing blob".to_owned(),
@@ -801,9 +815,11 @@ impl BlobWriter {
         let store = BlobStore {
             inner: Arc::clone(&self.store),
         };
+        let mut pins = self.store.pins.lock();
         if store.exists(&info.sha256) {
             // Dedup: identical content is already stored; Drop removes the temp file.
-            return Ok(info);
+            let pin = BlobPin::new(&self.store, &mut pins, &info.sha256);
+            return Ok(PinnedBlob { info, pin });
         }
         let destination = if self.encryptor.is_some() {
             store.encrypted_path(&info.sha256)
@@ -822,9 +838,11 @@ impl BlobWriter {
             destination.display()
         )))?;
         self.temp_path = None;
+        let pin = BlobPin::new(&self.store, &mut pins, &info.sha256);
+        drop(pins);
         sync_dir(&second_level_dir)
             .map_err(io_error(format!("syncing {}", second_level_dir.display())))?;
-        Ok(info)
+        Ok(PinnedBlob { info, pin })
     }
 }
 

@@ -15,7 +15,7 @@ use crate::app::{AppState, blocking};
 use crate::auth::{self, API_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, new_token, password, token_hash};
 use crate::error::{Error, Result};
 use crate::store::records::{ApiTokenRecord, Role, SessionRecord, UserRecord};
-use crate::store::{RegistrationPolicy, now_secs};
+use crate::store::{RegistrationPolicy, Revoke, now_secs};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -84,7 +84,9 @@ async fn register(
         RegistrationPolicy::Closed
     };
     let store = state.store.clone();
+    let permit = hash_slot(&state).await?;
     let user = blocking(move || {
+        let _permit = permit;
         // Refuse early, before spending a hash, when registration is closed.
         if policy == RegistrationPolicy::Closed && !store.list_users()?.is_empty() {
             return Err(Error::new(
@@ -115,20 +117,17 @@ async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response> {
     let address = peer.ip();
-    if let Some(wait) = state
+    // The slot is taken before hashing: concurrent attempts count like failures.
+    let attempt = state
         .throttle
-        .check(&body.username, address, Instant::now())
-    {
-        return Err(Error::new(
-            "too-many-attempts",
-            format!("too many failed sign-ins; try again in {wait} s"),
-        )
-        .with_retry_after(wait));
-    }
+        .begin(&body.username, address, Instant::now())
+        .map_err(too_many_attempts)?;
+    let permit = hash_slot(&state).await?;
     let store = state.store.clone();
     let username = body.username.clone();
     let candidate = body.password.clone();
     let checked = blocking(move || {
+        let _permit = permit;
         let user = store.get_user_by_name(&username)?;
         // Verify against a dummy hash for unknown names so timing does not reveal them.
         let phc = user
@@ -140,16 +139,14 @@ async fn login(
     })
     .await?;
     let Some(user) = checked else {
-        state
-            .throttle
-            .record_failure(&body.username, address, Instant::now());
+        attempt.failed();
         tracing::info!(%address, "failed sign-in");
         return Err(Error::new(
             "invalid-credentials",
             "wrong username or password",
         ));
     };
-    state.throttle.record_success(&body.username);
+    attempt.succeeded();
     if user.disabled {
         return Err(Error::new("account-disabled", "this account is disabled"));
     }
@@ -202,16 +199,36 @@ async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<Respons
     Ok(response)
 }
 
+/// Ends every session and every API token of the caller (one transaction).
 async fn logout_all(State(state): State<AppState>, user: AuthUser) -> Result<Response> {
     let store = state.store.clone();
     let user_id = user.user.id.clone();
-    let ended = blocking(move || store.delete_user_sessions(&user_id, None)).await?;
-    tracing::info!(user_id = %user.user.id, ended, "signed out everywhere");
+    let (sessions, tokens) = blocking(move || store.end_user_credentials(&user_id)).await?;
+    tracing::info!(user_id = %user.user.id, sessions, tokens, "signed out everywhere; API tokens revoked");
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, clear_cookie());
     Ok(response)
+}
+
+fn too_many_attempts(wait: u64) -> Error {
+    Error::new(
+        "too-many-attempts",
+        format!("too many sign-in attempts; try again in {wait} s"),
+    )
+    .with_retry_after(wait)
+}
+
+/// A password-hashing slot (bounded, so a flood cannot run one 19 MiB argon2 hash per request).
+async fn hash_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    state.throttle.hash_slot().await.map_err(|wait| {
+        Error::new(
+            "too-many-attempts",
+            format!("the server is busy checking passwords; try again in {wait} s"),
+        )
+        .with_retry_after(wait)
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -241,29 +258,58 @@ struct PasswordChange {
     new_password: String,
 }
 
+/// Changes the caller's password. Throttled like a sign-in (per account and address); the
+/// caller's other sessions and all its API tokens end in the same transaction.
 async fn change_password(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     user: AuthUser,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode> {
     auth::validate_password(&body.new_password, state.config.auth.min_password_length)?;
+    let attempt = state
+        .throttle
+        .begin(&user.user.username, peer.ip(), Instant::now())
+        .map_err(too_many_attempts)?;
+    let permit = hash_slot(&state).await?;
     let store = state.store.clone();
     let keep = user.session_hash().map(str::to_owned);
-    let mut record = user.user.clone();
-    blocking(move || {
-        if !password::verify_password(&body.current_password, &record.password_hash) {
-            return Err(Error::new(
-                "invalid-credentials",
-                "current password is wrong",
-            ));
+    let user_id = user.user.id.clone();
+    let outcome = blocking(move || {
+        let _permit = permit;
+        let current = store
+            .get_user(&user_id)?
+            .ok_or_else(|| Error::not_found("user"))?;
+        if !password::verify_password(&body.current_password, &current.password_hash) {
+            return Ok(false);
         }
-        record.password_hash = password::hash_password(&body.new_password)?;
-        store.update_user(&record)?;
-        // Other sessions may belong to whoever knew the old password.
-        store.delete_user_sessions(&record.id, keep.as_deref())?;
-        Ok(())
+        let new_hash = password::hash_password(&body.new_password)?;
+        // Only the hash changes, and only if nobody changed it since it was checked; a
+        // concurrent disable or role change is kept.
+        store
+            .update_user(&user_id, keep.as_deref(), |record| {
+                if record.password_hash != current.password_hash {
+                    return Err(Error::new(
+                        "conflict",
+                        "the password was changed meanwhile; try again",
+                    ));
+                }
+                record.password_hash = new_hash;
+                Ok(Revoke::Credentials)
+            })?
+            .ok_or_else(|| Error::not_found("user"))?;
+        Ok(true)
     })
     .await?;
+    if !outcome {
+        attempt.failed();
+        return Err(Error::new(
+            "invalid-credentials",
+            "current password is wrong",
+        ));
+    }
+    attempt.succeeded();
+    tracing::info!(user_id = %user.user.id, "password changed; other sessions and API tokens revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -379,7 +425,9 @@ async fn admin_create_user(
         }
     };
     let store = state.store.clone();
+    let permit = hash_slot(&state).await?;
     let user = blocking(move || {
+        let _permit = permit;
         let hash = password::hash_password(&body.password)?;
         store.create_user(
             &uuid::Uuid::now_v7().to_string(),
@@ -421,23 +469,25 @@ async fn admin_update_user(
         })
         .transpose()?;
     let store = state.store.clone();
+    // One transaction: the fields asked for change on the current record, and disabling
+    // ends every session and API token at once.
     let user = blocking(move || {
-        let mut user = store
-            .get_user(&id)?
-            .ok_or_else(|| Error::not_found("user"))?;
-        if let Some(role) = role {
-            user.role = role;
-        }
-        if let Some(disabled) = body.disabled {
-            user.disabled = disabled;
-        }
-        store.update_user(&user)?;
-        if user.disabled {
-            store.delete_user_sessions(&user.id, None)?;
-        }
-        Ok(user)
+        store.update_user(&id, None, |user| {
+            if let Some(role) = role {
+                user.role = role;
+            }
+            if let Some(disabled) = body.disabled {
+                user.disabled = disabled;
+            }
+            Ok(if user.disabled {
+                Revoke::Credentials
+            } else {
+                Revoke::Nothing
+            })
+        })
     })
-    .await?;
+    .await?
+    .ok_or_else(|| Error::not_found("user"))?;
     Ok(Json(UserView::from(&user)))
 }
 
@@ -455,14 +505,17 @@ async fn admin_reset_password(
 ) -> Result<StatusCode> {
     auth::validate_password(&body.password, state.config.auth.min_password_length)?;
     let store = state.store.clone();
+    let permit = hash_slot(&state).await?;
+    // The new hash, every session and every API token of the user change in one transaction.
     blocking(move || {
-        let mut user = store
-            .get_user(&id)?
-            .ok_or_else(|| Error::not_found("user"))?;
-        user.password_hash = password::hash_password(&body.password)?;
-        store.update_user(&user)?;
-        store.delete_user_sessions(&user.id, None)?;
-        Ok(())
+        let _permit = permit;
+        let hash = password::hash_password(&body.password)?;
+        store
+            .update_user(&id, None, |user| {
+                user.password_hash = hash;
+                Ok(Revoke::Credentials)
+            })?
+            .ok_or_else(|| Error::not_found("user"))
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream, HttpBody};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, Method, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -130,9 +130,7 @@ impl FromRequestParts<AppState> for AuthUser {
                         .last_used_at
                         .is_none_or(|t| now.saturating_sub(t) > 60)
                     {
-                        let mut touched = record.clone();
-                        touched.last_used_at = Some(now);
-                        store.insert_api_token(&hash, &touched)?;
+                        store.touch_api_token(&hash, now)?;
                     }
                     Ok(AuthUser {
                         user,
@@ -238,8 +236,7 @@ pub const STREAMED_BODIES: [(Method, &str); 2] = [
 ];
 
 /// Reads a request body (at most `limit` bytes) into memory; `None` when it is larger.
-async fn read_bounded(body: Body, limit: usize) -> Result<Option<Bytes>> {
-    let mut stream = body.into_data_stream();
+async fn read_bounded(stream: &mut BodyDataStream, limit: usize) -> Result<Option<Bytes>> {
     let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| Error::bad_request("the request body was cut off"))?;
@@ -266,45 +263,76 @@ pub async fn read_small_bodies(
     let streamed = STREAMED_BODIES
         .iter()
         .any(|(method, path)| request.method() == method && request.uri().path() == *path);
+    // HTTP/2 needs neither header: a stream whose HEADERS frame did not end it has a body.
     let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
-        || request.headers().contains_key(header::TRANSFER_ENCODING);
+        || request.headers().contains_key(header::TRANSFER_ENCODING)
+        || !HttpBody::is_end_stream(request.body());
     if streamed || !has_body {
         return next.run(request).await;
     }
-    let too_large = || {
-        Error::new(
-            "payload-too-large",
-            format!(
-                "the request body is over the {} KiB limit",
-                limit_bytes / 1024
-            ),
-        )
-        .into_response()
-    };
+    let limit_secs = state.config.server.body_timeout_secs;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(limit_secs);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit_bytes as u64) {
-        return too_large();
-    }
-    let limit_secs = state.config.server.body_timeout_secs;
     let (parts, body) = request.into_parts();
-    let read = read_bounded(body, limit_bytes);
-    match tokio::time::timeout(Duration::from_secs(limit_secs), read).await {
+    if declared.is_some_and(|length| length > limit_bytes as u64) {
+        return too_large(body.into_data_stream(), limit_bytes, deadline).await;
+    }
+    let mut stream = body.into_data_stream();
+    let read = read_bounded(&mut stream, limit_bytes);
+    match tokio::time::timeout_at(deadline, read).await {
         Err(_) => Error::new(
             "request-timeout",
             format!("the request body did not arrive within {limit_secs} s"),
         )
         .into_response(),
         Ok(Err(error)) => error.into_response(),
-        Ok(Ok(None)) => too_large(),
+        Ok(Ok(None)) => too_large(stream, limit_bytes, deadline).await,
         Ok(Ok(Some(bytes))) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
     }
+}
+
+/// Bytes of an over-limit body read and thrown away before the 413 goes out: a server that
+/// closes with unread data on the socket makes the kernel reset the connection, and the client
+/// sees the reset instead of the answer.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// The 413 for an over-limit body, after draining (at most [`DRAIN_LIMIT`] bytes, within the
+/// body deadline) what the client is still sending; the connection is then closed.
+async fn too_large(
+    mut stream: BodyDataStream,
+    limit_bytes: usize,
+    deadline: tokio::time::Instant,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let drain = async {
+        let mut drained = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len() as u64;
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, drain).await;
+    let mut response = Error::new(
+        "payload-too-large",
+        format!(
+            "the request body is over the {} KiB limit",
+            limit_bytes / 1024
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// JSON body extractor whose rejections are `{"code":"invalid-json", ...}`.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, AuthUser};
 use crate::app::{AppState, blocking};
-use crate::blobs::{BlobInfo, BlobReader};
+use crate::blobs::{BlobInfo, BlobReader, PinnedBlob};
 use crate::error::{Error, Result};
 use crate::media::probe::{self, MediaInfo};
 use crate::pipeline::BlobSource;
@@ -155,7 +155,7 @@ async fn upload(
         diarize: true,
         ..UploadOptions::default()
     };
-    let mut stored: Option<(String, BlobInfo)> = None;
+    let mut stored: Option<(String, PinnedBlob)> = None;
     loop {
         let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, multipart.next_field())
             .await
@@ -199,14 +199,38 @@ async fn upload(
 }
 
 /// Turns a stored upload into a file record with its queued job (one transaction), tells the
-/// owner's event sockets and wakes a worker. Refuses content that is not media.
+/// owner's event sockets and wakes a worker. Refuses content that is not media. The blob stays
+/// pinned until its reference is committed; on any failure it is removed unless something else
+/// refers to it, so an acknowledged upload always has its bytes and a refused one leaves none.
 pub(crate) async fn ingest(
     state: &AppState,
     owner_id: &str,
     filename: String,
-    info: BlobInfo,
+    blob: PinnedBlob,
     options: UploadOptions,
 ) -> Result<FileRecord> {
+    let sha = blob.info.sha256.clone();
+    let outcome = ingest_pinned(state, owner_id, filename, blob, options).await;
+    if outcome.is_err() {
+        let store = state.store.clone();
+        let blobs = state.blobs.clone();
+        let cleanup =
+            blocking(move || blobs.remove_unreferenced(&sha, || store.blob_ref_count(&sha))).await;
+        if let Err(e) = cleanup {
+            tracing::warn!(error = %e, "could not remove a refused upload's blob; the sweep will");
+        }
+    }
+    outcome
+}
+
+async fn ingest_pinned(
+    state: &AppState,
+    owner_id: &str,
+    filename: String,
+    blob: PinnedBlob,
+    options: UploadOptions,
+) -> Result<FileRecord> {
+    let PinnedBlob { info, pin } = blob;
     let media = sniff(state, &info).await?;
     let now = now_secs();
     let record = FileRecord {
@@ -229,7 +253,14 @@ pub(crate) async fn ingest(
     };
     let store = state.store.clone();
     let inserted = record.clone();
-    blocking(move || store.insert_file(&inserted)).await?;
+    // The pin moves into the blocking task, so it outlives the commit even if this request
+    // is dropped meanwhile.
+    blocking(move || {
+        let inserted = store.insert_file(&inserted);
+        drop(pin);
+        inserted
+    })
+    .await?;
     tracing::info!(file_id = %record.id, size = record.size, "file uploaded");
     state.jobs.publish(crate::jobs::FileEvent {
         kind: "file.created",
@@ -319,15 +350,15 @@ pub(crate) async fn stream_to_blob(
     state: &AppState,
     mut field: axum::extract::multipart::Field<'_>,
     limit: u64,
-) -> Result<BlobInfo> {
+) -> Result<PinnedBlob> {
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Chunk>(8);
     let blobs = state.blobs.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<Option<BlobInfo>> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<Option<PinnedBlob>> {
         let mut writer = blobs.begin_write().map_err(blob_error)?;
         while let Some(chunk) = receiver.blocking_recv() {
             match chunk {
                 Chunk::Data(bytes) => writer.write_all(&bytes).map_err(io_error)?,
-                Chunk::Done => return writer.finish().map(Some).map_err(blob_error),
+                Chunk::Done => return writer.finish_pinned().map(Some).map_err(blob_error),
             }
         }
         // The sender went away without `Done`: the upload was cut off; dropping the
@@ -381,6 +412,12 @@ pub(crate) async fn stream_to_blob(
     }
 }
 
+impl From<crate::blobs::BlobError> for Error {
+    fn from(error: crate::blobs::BlobError) -> Self {
+        blob_error(error)
+    }
+}
+
 fn blob_error(error: crate::blobs::BlobError) -> Error {
     match error.code() {
         "disk-full" => Error::new("disk-full", "the server's disk is full"),
@@ -398,27 +435,18 @@ fn io_error(error: std::io::Error) -> Error {
     }
 }
 
-/// Decides by content whether the upload is media; refuses it (and drops an unreferenced
-/// blob) if not.
+/// Decides by content whether the upload is media (the caller drops a refused blob).
 async fn sniff(state: &AppState, info: &BlobInfo) -> Result<MediaInfo> {
     let blobs = state.blobs.clone();
-    let store = state.store.clone();
     let sha = info.sha256.clone();
     blocking(move || {
         let reader = blobs.open_read(&sha).map_err(blob_error)?;
-        let outcome = probe::probe(Box::new(BlobSource::new(reader)));
-        match outcome {
-            Ok(media) => Ok(media),
-            Err(e) => {
-                if store.blob_ref_count(&sha)? == 0 {
-                    blobs.remove(&sha).map_err(blob_error)?;
-                }
-                Err(Error::new(
-                    "unsupported-media",
-                    format!("not decodable audio or video: {e}"),
-                ))
-            }
-        }
+        probe::probe(Box::new(BlobSource::new(reader))).map_err(|e| {
+            Error::new(
+                "unsupported-media",
+                format!("not decodable audio or video: {e}"),
+            )
+        })
     })
     .await
 }
@@ -585,12 +613,18 @@ async fn rename_file(
     if body.filename.trim().is_empty() {
         return Err(Error::bad_request("filename must not be empty"));
     }
-    let (mut record, _) = load_file(&state, &user, id, Access::Owner).await?;
-    record.filename = filename;
-    record.updated_at = now_secs();
+    let (record, _) = load_file(&state, &user, id, Access::Owner).await?;
     let store = state.store.clone();
-    let saved = record.clone();
-    blocking(move || store.update_file(&saved)).await?;
+    let owner = user.user.id.clone();
+    // Only the name changes, on the current record: a worker's status update is never undone.
+    let record = blocking(move || {
+        store.update_user_file(&owner, &record.id, |file| {
+            file.filename = filename;
+            file.updated_at = now_secs();
+        })
+    })
+    .await?
+    .ok_or_else(|| Error::not_found("file"))?;
     Ok(Json(FileView::from(&record)))
 }
 
@@ -609,8 +643,11 @@ async fn delete_file(
             .delete_user_file(&owner, &id)?
             .ok_or_else(|| Error::not_found("file"))?;
         if remaining == 0 {
-            // The record is gone already; a failure here leaves an orphan for the sweep.
-            if let Err(e) = blobs.remove(&record.sha256) {
+            // The record is gone already; a failure here leaves an orphan for the sweep. The
+            // count is taken again under the blob lifetime lock: an upload of the same bytes
+            // may have pinned or referenced the blob since.
+            let sha = record.sha256.clone();
+            if let Err(e) = blobs.remove_unreferenced(&sha, || store.blob_ref_count(&sha)) {
                 tracing::warn!(error = %e, "blob removal failed; the start-up sweep will retry");
             }
         }

@@ -32,6 +32,8 @@ const MAX_NAME: usize = 200;
 const MAX_TAGS: usize = 50;
 /// Files in one ZIP download; each export is small, the whole archive is built in memory.
 const MAX_ZIP_FILES: usize = 500;
+/// Rendered exports in one ZIP, before compression (it is built in memory).
+const MAX_ZIP_BYTES: usize = 64 << 20;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -612,12 +614,17 @@ struct CollectionEdit {
     description: Option<String>,
 }
 
-/// Saves a collection and tells search which files changed readers.
-async fn save_collection(state: &AppState, record: CollectionRecord) -> Result<()> {
+/// Changes a collection on its current record (one transaction, so concurrent edits and
+/// shares are all kept) and tells search which files changed readers.
+async fn save_collection(
+    state: &AppState,
+    id: String,
+    change: impl FnOnce(&mut CollectionRecord) -> Result<()> + Send + 'static,
+) -> Result<CollectionRecord> {
     let store = state.store.clone();
-    let changed = blocking(move || store.update_collection(&record)).await?;
+    let (record, changed) = blocking(move || store.update_collection(&id, change)).await?;
     state.files_changed(changed);
-    Ok(())
+    Ok(record)
 }
 
 async fn update_collection(
@@ -626,18 +633,25 @@ async fn update_collection(
     Path(cid): Path<String>,
     ApiJson(body): ApiJson<CollectionEdit>,
 ) -> Result<Json<CollectionView>> {
-    let (mut record, role) = load_collection(&state, &user, cid, Access::Owner).await?;
-    if let Some(name) = body.name {
-        check_text(&name, "name", MAX_NAME)?;
-        record.name = name.trim().to_owned();
+    let (record, role) = load_collection(&state, &user, cid, Access::Owner).await?;
+    if let Some(name) = &body.name {
+        check_text(name, "name", MAX_NAME)?;
     }
-    if let Some(description) = body.description {
-        if description.chars().count() > MAX_TEXT {
-            return Err(Error::bad_request("description is too long"));
+    if let Some(description) = &body.description
+        && description.chars().count() > MAX_TEXT
+    {
+        return Err(Error::bad_request("description is too long"));
+    }
+    let record = save_collection(&state, record.id, move |record| {
+        if let Some(name) = body.name {
+            record.name = name.trim().to_owned();
         }
-        record.description = description.trim().to_owned();
-    }
-    save_collection(&state, record.clone()).await?;
+        if let Some(description) = body.description {
+            record.description = description.trim().to_owned();
+        }
+        Ok(())
+    })
+    .await?;
     let store = state.store.clone();
     let id = record.id.clone();
     let file_count = blocking(move || store.collection_files(&id)).await?.len();
@@ -720,7 +734,7 @@ async fn share_collection(
         Some(role @ (Access::Viewer | Access::Editor)) => role,
         _ => return Err(Error::bad_request("role must be viewer or editor")),
     };
-    let (mut record, _) = load_collection(&state, &user, cid, Access::Owner).await?;
+    let (record, _) = load_collection(&state, &user, cid, Access::Owner).await?;
     let store = state.store.clone();
     let username = body.username.clone();
     let member = blocking(move || store.get_user_by_name(&username))
@@ -730,8 +744,12 @@ async fn share_collection(
     if member.id == record.owner_id {
         return Err(Error::bad_request("the owner already has the collection"));
     }
-    upsert_share(&mut record.shares, &member.id, role);
-    save_collection(&state, record).await?;
+    let member_id = member.id.clone();
+    save_collection(&state, record.id, move |record| {
+        upsert_share(&mut record.shares, &member_id, role);
+        Ok(())
+    })
+    .await?;
     Ok(Json(
         json!({"user_id": member.id, "username": member.username, "role": role}),
     ))
@@ -742,7 +760,7 @@ async fn unshare_collection(
     user: AuthUser,
     Path((cid, member)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let (mut record, _) = load_collection(&state, &user, cid, Access::Viewer).await?;
+    let (record, _) = load_collection(&state, &user, cid, Access::Viewer).await?;
     // The owner removes anyone; a member may leave.
     if record.owner_id != user.user.id && member != user.user.id {
         return Err(Error::new(
@@ -750,12 +768,15 @@ async fn unshare_collection(
             "only the collection's owner may remove other members",
         ));
     }
-    let before = record.shares.len();
-    record.shares.retain(|s| s.user_id != member);
-    if record.shares.len() == before {
-        return Err(Error::not_found("member"));
-    }
-    save_collection(&state, record).await?;
+    save_collection(&state, record.id, move |record| {
+        let before = record.shares.len();
+        record.shares.retain(|s| s.user_id != member);
+        if record.shares.len() == before {
+            return Err(Error::not_found("member"));
+        }
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -779,18 +800,25 @@ async fn export_zip(
     let Query(query) = query.map_err(|e| Error::bad_request(e.body_text()))?;
     let format = Format::parse(&query.format)
         .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json or csv"))?;
+    // Each file once, in the order given.
+    let mut seen = std::collections::HashSet::new();
     let ids: Vec<String> = query
         .ids
         .split(',')
         .map(str::trim)
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && seen.insert(*s))
         .map(str::to_owned)
         .collect();
-    if ids.is_empty() || ids.len() > MAX_ZIP_FILES {
-        return Err(Error::bad_request(format!(
-            "ids must name 1 to {MAX_ZIP_FILES} files"
-        )));
+    if ids.is_empty() {
+        return Err(Error::bad_request("ids must name at least one file"));
     }
+    if ids.len() > MAX_ZIP_FILES {
+        return Err(Error::new(
+            "payload-too-large",
+            format!("a ZIP export holds at most {MAX_ZIP_FILES} files"),
+        ));
+    }
+    let mut total = 0usize;
     let speakers = query.speakers.unwrap_or(true);
     let mut entries: Vec<(String, String)> = Vec::new();
     let mut used = std::collections::HashSet::new();
@@ -807,7 +835,18 @@ async fn export_zip(
             name = format!("{stem} ({n}).{}", format.extension());
             n += 1;
         }
-        entries.push((name, render(&transcript, format, speakers)));
+        let body = render(&transcript, format, speakers);
+        total += body.len();
+        if total > MAX_ZIP_BYTES {
+            return Err(Error::new(
+                "payload-too-large",
+                format!(
+                    "the exports add up to more than {} MiB; ask for fewer files",
+                    MAX_ZIP_BYTES >> 20
+                ),
+            ));
+        }
+        entries.push((name, body));
     }
     let archive = blocking(move || {
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));

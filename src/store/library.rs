@@ -281,14 +281,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Saves a changed collection (name, description, shares) and brings the members index in
-    /// line with its shares. Returns the ids of the files whose readers changed.
-    pub fn update_collection(&self, record: &CollectionRecord) -> Result<Vec<String>> {
+    /// Changes a collection (name, description, shares) on its current record in one
+    /// transaction, and brings the members index in line with its shares. Returns the changed
+    /// record and the ids of the files whose readers changed.
+    pub fn update_collection(
+        &self,
+        collection_id: &str,
+        change: impl FnOnce(&mut CollectionRecord) -> Result<()>,
+    ) -> Result<(CollectionRecord, Vec<String>)> {
         let txn = self.db.begin_write().map_err(db_err)?;
-        let files = {
+        let (record, files) = {
             let mut collections = txn.open_table(COLLECTIONS).map_err(db_err)?;
-            let old = read_record::<CollectionRecord>(&collections, &record.id)?
+            let old = read_record::<CollectionRecord>(&collections, collection_id)?
                 .ok_or_else(|| Error::not_found("collection"))?;
+            let mut record = old.clone();
+            change(&mut record)?;
+            let record = &record;
             collections
                 .insert(record.id.as_str(), encode(record)?.as_slice())
                 .map_err(db_err)?;
@@ -307,14 +315,15 @@ impl Store {
                     .map_err(db_err)?;
             }
             let collection_files = txn.open_table(COLLECTION_FILES).map_err(db_err)?;
-            if old.shares != record.shares {
+            let files = if old.shares != record.shares {
                 suffixes(&collection_files, &record.id)?
             } else {
                 Vec::new()
-            }
+            };
+            (record.clone(), files)
         };
         txn.commit().map_err(db_err)?;
-        Ok(files)
+        Ok((record, files))
     }
 
     /// Deletes a collection (not its files). Returns the ids of the files it held.
@@ -564,7 +573,7 @@ mod tests {
         );
         assert!(store.file_access("bob", "f1").unwrap().is_none());
 
-        let mut collection = CollectionRecord {
+        let collection = CollectionRecord {
             id: "c1".to_owned(),
             owner_id: "alice".to_owned(),
             name: "Meetings".to_owned(),
@@ -580,8 +589,19 @@ mod tests {
             "not shared yet"
         );
 
-        upsert_share(&mut collection.shares, "bob", Access::Viewer);
-        let changed = store.update_collection(&collection).unwrap();
+        let set = |role: Option<Access>| {
+            store
+                .update_collection("c1", move |c| {
+                    match role {
+                        Some(role) => upsert_share(&mut c.shares, "bob", role),
+                        None => c.shares.clear(),
+                    }
+                    Ok(())
+                })
+                .unwrap()
+                .1
+        };
+        let changed = set(Some(Access::Viewer));
         assert_eq!(changed, vec!["f1".to_owned()]);
         assert_eq!(
             store.file_access("bob", "f1").unwrap().unwrap().1,
@@ -602,20 +622,17 @@ mod tests {
             Access::Viewer
         );
 
-        upsert_share(&mut collection.shares, "bob", Access::Editor);
-        store.update_collection(&collection).unwrap();
+        set(Some(Access::Editor));
         assert_eq!(
             store.file_access("bob", "f1").unwrap().unwrap().1,
             Access::Editor
         );
 
-        collection.shares.clear();
-        store.update_collection(&collection).unwrap();
+        set(None);
         assert!(store.file_access("bob", "f1").unwrap().is_none(), "revoked");
         assert!(store.list_collections("bob").unwrap().is_empty());
 
-        upsert_share(&mut collection.shares, "bob", Access::Viewer);
-        store.update_collection(&collection).unwrap();
+        set(Some(Access::Viewer));
         assert_eq!(
             store.delete_collection("c1").unwrap(),
             vec!["f1".to_owned()]

@@ -180,6 +180,52 @@ pub enum JobOutcome {
     Cancelled,
 }
 
+/// What a user change means for the user's sign-ins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    /// Sessions and API tokens stay.
+    Nothing,
+    /// The password changed or the account was disabled: sessions (but the caller's own, when
+    /// it changes its own password) and every API token end in the same transaction.
+    Credentials,
+}
+
+/// Deletes a user's sessions (but `keep`) and API tokens inside `txn`.
+fn revoke_credentials(
+    txn: &WriteTransaction,
+    user_id: &str,
+    keep: Option<&str>,
+) -> Result<(usize, usize)> {
+    let sessions = remove_in(txn, SESSIONS, |key, record: &SessionRecord| {
+        record.user_id == user_id && Some(key) != keep
+    })?;
+    let tokens = remove_in(txn, API_TOKENS, |_, record: &ApiTokenRecord| {
+        record.user_id == user_id
+    })?;
+    Ok((sessions, tokens))
+}
+
+/// Removes, inside `txn`, every record of `table` that `doomed` picks; returns how many went.
+fn remove_in<T: DeserializeOwned>(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    doomed: impl Fn(&str, &T) -> bool,
+) -> Result<usize> {
+    let mut table = txn.open_table(table).map_err(db_err)?;
+    let mut keys = Vec::new();
+    for entry in table.iter().map_err(db_err)? {
+        let (key, value) = entry.map_err(db_err)?;
+        let record: T = decode(value.value())?;
+        if doomed(key.value(), &record) {
+            keys.push(key.value().to_owned());
+        }
+    }
+    for key in &keys {
+        table.remove(key.as_str()).map_err(db_err)?;
+    }
+    Ok(keys.len())
+}
+
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -248,23 +294,35 @@ impl Store {
         doomed: impl Fn(&str, &T) -> bool,
     ) -> Result<usize> {
         let txn = self.db.begin_write().map_err(db_err)?;
-        let removed = {
-            let mut table = txn.open_table(table).map_err(db_err)?;
-            let mut keys = Vec::new();
-            for entry in table.iter().map_err(db_err)? {
-                let (key, value) = entry.map_err(db_err)?;
-                let record: T = decode(value.value())?;
-                if doomed(key.value(), &record) {
-                    keys.push(key.value().to_owned());
-                }
-            }
-            for key in &keys {
-                table.remove(key.as_str()).map_err(db_err)?;
-            }
-            keys.len()
-        };
+        let removed = remove_in(&txn, table, doomed)?;
         txn.commit().map_err(db_err)?;
         Ok(removed)
+    }
+
+    /// Read-modify-write of one record in one write transaction: `change` sees the current
+    /// record and says whether to save it. `None` when the record is gone (nothing is revived).
+    fn update_json<T: Serialize + DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        change: impl FnOnce(&mut T) -> Result<bool>,
+    ) -> Result<Option<T>> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let record = {
+            let mut table = txn.open_table(table).map_err(db_err)?;
+            let Some(mut record) = read_record::<T>(&table, key)? else {
+                return Ok(None);
+            };
+            if !change(&mut record)? {
+                return Ok(Some(record));
+            }
+            table
+                .insert(key, encode(&record)?.as_slice())
+                .map_err(db_err)?;
+            record
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(Some(record))
     }
 
     fn put_json<T: Serialize>(
@@ -343,8 +401,42 @@ impl Store {
         }
     }
 
-    pub fn update_user(&self, record: &UserRecord) -> Result<()> {
-        self.put_json(USERS, &record.id, record)
+    /// Changes a user in one transaction; when `change` reports that the user's credentials
+    /// changed (password, disabled), every session (but `keep`) and every API token of the user
+    /// ends in the same transaction. `Ok(None)` when the user is gone.
+    pub fn update_user(
+        &self,
+        user_id: &str,
+        keep_session: Option<&str>,
+        change: impl FnOnce(&mut UserRecord) -> Result<Revoke>,
+    ) -> Result<Option<UserRecord>> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let record = {
+            let mut users = txn.open_table(USERS).map_err(db_err)?;
+            let Some(mut record) = read_record::<UserRecord>(&users, user_id)? else {
+                return Ok(None);
+            };
+            let revoke = change(&mut record)?;
+            users
+                .insert(user_id, encode(&record)?.as_slice())
+                .map_err(db_err)?;
+            drop(users);
+            if revoke == Revoke::Credentials {
+                revoke_credentials(&txn, user_id, keep_session)?;
+            }
+            record
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(Some(record))
+    }
+
+    /// Ends every session and API token of a user in one transaction ("sign out everywhere").
+    /// Returns how many sessions and tokens ended.
+    pub fn end_user_credentials(&self, user_id: &str) -> Result<(usize, usize)> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let ended = revoke_credentials(&txn, user_id, None)?;
+        txn.commit().map_err(db_err)?;
+        Ok(ended)
     }
 
     pub fn list_users(&self) -> Result<Vec<UserRecord>> {
@@ -368,11 +460,13 @@ impl Store {
         self.get_json(SESSIONS, token_hash)
     }
 
+    /// Refreshes a session's idle timer in one transaction; a session deleted meanwhile stays
+    /// deleted.
     pub fn touch_session(&self, token_hash: &str, now: u64) -> Result<()> {
-        if let Some(mut record) = self.get_session(token_hash)? {
-            record.last_seen_at = now;
-            self.insert_session(token_hash, &record)?;
-        }
+        self.update_json(SESSIONS, token_hash, |record: &mut SessionRecord| {
+            record.last_seen_at = record.last_seen_at.max(now);
+            Ok(true)
+        })?;
         Ok(())
     }
 
@@ -409,6 +503,21 @@ impl Store {
 
     pub fn get_api_token(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>> {
         self.get_json(API_TOKENS, token_hash)
+    }
+
+    /// Records a token's use (at most once a minute) in one transaction; a token revoked
+    /// meanwhile stays revoked.
+    pub fn touch_api_token(&self, token_hash: &str, now: u64) -> Result<()> {
+        self.update_json(API_TOKENS, token_hash, |record: &mut ApiTokenRecord| {
+            let stale = record
+                .last_used_at
+                .is_none_or(|t| now.saturating_sub(t) > 60);
+            if stale {
+                record.last_used_at = Some(now);
+            }
+            Ok(stale)
+        })?;
+        Ok(())
     }
 
     pub fn list_api_tokens(&self, user_id: &str) -> Result<Vec<ApiTokenRecord>> {
@@ -515,8 +624,23 @@ impl Store {
         Ok(out)
     }
 
-    pub fn update_file(&self, record: &FileRecord) -> Result<()> {
-        self.put_json(FILES, &record.id, record)
+    /// Changes the fields of a user's file that `change` owns, in one transaction over the
+    /// current record (so a concurrent status change by a worker is never overwritten).
+    /// `Ok(None)` when the file is gone or not the user's.
+    pub fn update_user_file(
+        &self,
+        owner_id: &str,
+        file_id: &str,
+        change: impl FnOnce(&mut FileRecord),
+    ) -> Result<Option<FileRecord>> {
+        let updated = self.update_json(FILES, file_id, |record: &mut FileRecord| {
+            let owned = record.owner_id == owner_id;
+            if owned {
+                change(record);
+            }
+            Ok(owned)
+        })?;
+        Ok(updated.filter(|record| record.owner_id == owner_id))
     }
 
     /// Deletes a user's file. Returns the record and how many files still use its blob, so

@@ -45,6 +45,18 @@ pub fn client_for(cert_path: &Path) -> reqwest::Client {
         .unwrap()
 }
 
+/// A client that speaks HTTP/2 only (ALPN `h2`): every request multiplexed on one connection.
+pub fn h2_client(cert_path: &Path) -> reqwest::Client {
+    let mut tls = client_tls(cert_path, false);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .http2_prior_knowledge()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
