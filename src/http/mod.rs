@@ -7,6 +7,7 @@ pub mod extract;
 pub mod files;
 pub mod headers;
 pub mod health;
+pub mod idle;
 pub mod library;
 pub mod openai;
 pub mod openapi;

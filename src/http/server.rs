@@ -29,12 +29,22 @@ pub fn spawn_servers(
     let https_port = https_listener.local_addr()?.port();
     https_listener.set_nonblocking(true)?;
     let handle: Handle<SocketAddr> = Handle::new();
-    let mut server = axum_server::from_tcp_rustls(https_listener, tls)?;
+    // HTTP/1.1 gets hyper's header timeout; HTTP/2 the same rule from `idle` (see there).
+    let acceptor = crate::http::idle::IdleAcceptor::new(
+        axum_server::tls_rustls::RustlsAcceptor::new(tls),
+        header_timeout,
+    );
+    let mut server = axum_server::from_tcp(https_listener)?.acceptor(acceptor);
     server
         .http_builder()
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
+    server
+        .http_builder()
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(64 * 1024);
     let app = crate::http::router(state.clone());
     let server = server.handle(handle.clone());
     tracker.spawn(async move {

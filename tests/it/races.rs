@@ -29,7 +29,7 @@ fn round_wav(round: usize) -> Vec<u8> {
 
 /// Finding 1: a delete of the last file with some content raced with an upload of the same
 /// bytes. The upload, when acknowledged, must always have its media; it never gets a 404.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upload_racing_delete_of_identical_bytes_never_loses_the_blob() {
     let server = idle_server().await;
     let token = server.admin().await;
@@ -115,7 +115,7 @@ async fn upload_racing_delete_of_identical_bytes_never_loses_the_blob() {
 
 /// Finding 5: a request with an API token (which records its use) raced with the token's
 /// revocation. A revoked token stays revoked.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn token_use_racing_revocation_never_revives_the_token() {
     let server = idle_server().await;
     let admin = server.admin().await;
@@ -131,11 +131,21 @@ async fn token_use_racing_revocation_never_revives_the_token() {
         assert_eq!(status, 201);
         let token = created["token"].as_str().unwrap().to_owned();
         let id = created["id"].as_str().unwrap().to_owned();
-        let use_it = server.call(Method::GET, "/api/auth/me", &token, None);
+        // Several uses at once (each reads the token and records its use), the revocation
+        // landing among them at a varying moment.
+        let uses = futures_util::future::join_all(
+            (0..6).map(|_| server.call(Method::GET, "/api/auth/me", &token, None)),
+        );
         let path = format!("/api/auth/tokens/{id}");
-        let revoke = server.call(Method::DELETE, &path, &admin, None);
-        let ((used, _), (revoked, _)) = tokio::join!(use_it, revoke);
-        assert!(used == 200 || used == 401, "round {round}: {used}");
+        let revoke = async {
+            tokio::time::sleep(Duration::from_micros((round % 12) as u64 * 150)).await;
+            server.call(Method::DELETE, &path, &admin, None).await
+        };
+        let (used, (revoked, _)) = tokio::join!(uses, revoke);
+        assert!(
+            used.iter().all(|(s, _)| *s == 200 || *s == 401),
+            "round {round}"
+        );
         assert_eq!(revoked, 204, "round {round}");
         let (after, _) = server.call(Method::GET, "/api/auth/me", &token, None).await;
         assert_eq!(after, 401, "round {round}: the revoked token works again");
@@ -148,7 +158,7 @@ async fn token_use_racing_revocation_never_revives_the_token() {
 
 /// Finding 5 for sessions: a session's use (which refreshes its idle timer) raced with
 /// signing out. The session stays ended.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn session_use_racing_logout_never_revives_the_session() {
     let server = TestServer::start_with(|c| {
         c.jobs.workers = 0;
@@ -157,7 +167,7 @@ async fn session_use_racing_logout_never_revives_the_session() {
     })
     .await;
     let _admin = server.admin().await;
-    let rounds = iterations() / 4;
+    let rounds = iterations() / 2;
     for round in 0..rounds {
         let session = server.token("admin", "admin-password").await;
         // Backdate it so the next use refreshes it (a write racing the delete).
@@ -166,11 +176,21 @@ async fn session_use_racing_logout_never_revives_the_session() {
         let mut record = store.get_session(&hash).unwrap().unwrap();
         record.last_seen_at = opentranscribe::store::now_secs() - 120;
         store.insert_session(&hash, &record).unwrap();
-        let use_it = server.call(Method::GET, "/api/auth/me", &session, None);
-        let end = server.call(Method::POST, "/api/auth/logout", &session, None);
-        let ((used, _), (ended, _)) = tokio::join!(use_it, end);
-        assert!(used == 200 || used == 401, "round {round}: {used}");
-        assert_eq!(ended, 204, "round {round}");
+        let uses = futures_util::future::join_all(
+            (0..6).map(|_| server.call(Method::GET, "/api/auth/me", &session, None)),
+        );
+        let end = async {
+            tokio::time::sleep(Duration::from_micros((round % 12) as u64 * 150)).await;
+            server
+                .call(Method::POST, "/api/auth/logout", &session, None)
+                .await
+        };
+        let (used, (ended, _)) = tokio::join!(uses, end);
+        assert!(
+            used.iter().all(|(s, _)| *s == 200 || *s == 401),
+            "round {round}"
+        );
+        assert!(ended == 204 || ended == 401, "round {round}: {ended}");
         assert!(
             store.get_session(&hash).unwrap().is_none(),
             "round {round}: session revived"
@@ -180,7 +200,7 @@ async fn session_use_racing_logout_never_revives_the_session() {
 
 /// Finding 7: renaming a file raced with cancelling its job. The rename changes only the name:
 /// the file ends `cancelled` (never stuck in `queued` with a cancelled job) with the new name.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rename_racing_a_status_change_never_undoes_it() {
     let server = idle_server().await;
     let token = server.admin().await;
@@ -223,7 +243,7 @@ async fn rename_racing_a_status_change_never_undoes_it() {
 
 /// Finding 7 for users: changing one's own password raced with an admin disabling the account.
 /// The account ends disabled, and nothing the user held still works.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn password_change_racing_disable_never_re_enables_the_user() {
     let server = idle_server().await;
     let admin = server.admin().await;
