@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, AuthUser};
+use super::multipart_guard::multipart_error;
 use crate::app::{AppState, blocking};
 use crate::blobs::{BlobInfo, BlobReader};
 use crate::error::{Error, Result};
@@ -141,8 +142,10 @@ async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<(StatusCode, Json<FileView>)> {
+    // A missing or malformed boundary is refused before any of the body is read.
+    let mut multipart = multipart.map_err(|e| Error::new("invalid-multipart", e.body_text()))?;
     let limit = state.config.server.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -163,7 +166,7 @@ async fn upload(
         let field = match next {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return Err(Error::new("invalid-multipart", e.body_text())),
+            Err(e) => return Err(multipart_error(&e)),
         };
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
@@ -246,11 +249,7 @@ pub(crate) async fn ingest(
 
 pub async fn read_small_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String> {
     let mut buffer = Vec::new();
-    while let Some(chunk) = field
-        .chunk()
-        .await
-        .map_err(|e| Error::new("invalid-multipart", e.body_text()))?
-    {
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
         buffer.extend_from_slice(&chunk);
         if buffer.len() > OPTION_PART_LIMIT {
             return Err(Error::new("invalid-multipart", "option part too long"));
@@ -342,7 +341,7 @@ pub(crate) async fn stream_to_blob(
             let chunk = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, field.chunk())
                 .await
                 .map_err(|_| Error::new("invalid-multipart", "upload stalled"))?
-                .map_err(|e| Error::new("invalid-multipart", e.body_text()))?;
+                .map_err(|e| multipart_error(&e))?;
             let Some(chunk) = chunk else { break };
             received += chunk.len() as u64;
             if received > limit {

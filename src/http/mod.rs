@@ -8,6 +8,7 @@ pub mod files;
 pub mod headers;
 pub mod health;
 pub mod library;
+pub mod multipart_guard;
 pub mod openai;
 pub mod openapi;
 pub mod routes_table;
