@@ -470,7 +470,8 @@ async fn import(
         diarize: true,
         ..UploadOptions::default()
     };
-    let record = crate::http::files::ingest(state, &owner.id, filename, info, options).await?;
+    let upload = crate::http::files::StoredUpload::new(state, info);
+    let record = crate::http::files::ingest(state, &owner.id, filename, upload, options).await?;
     Ok(record.id)
 }
 

@@ -228,8 +228,9 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
-/// Routes whose bodies are streamed by their handlers (uploads, up to 10 GiB); every other body is
-/// read whole by [`read_small_bodies`] before routing.
+/// Routes whose bodies are streamed by their handlers (uploads, up to 10 GiB, multipart with the
+/// caps of `multipart_guard`); every other body is read whole by [`read_small_bodies`] before
+/// routing.
 pub const STREAMED_BODIES: [(Method, &str); 2] = [
     (Method::POST, "/api/files"),
     (Method::POST, "/v1/audio/transcriptions"),
@@ -267,7 +268,13 @@ pub async fn read_small_bodies(
     let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
         || request.headers().contains_key(header::TRANSFER_ENCODING)
         || !HttpBody::is_end_stream(request.body());
-    if streamed || !has_body {
+    if streamed {
+        // Uploads stream, but the multipart framing around their parts is capped.
+        return next
+            .run(super::multipart_guard::guard_request(request))
+            .await;
+    }
+    if !has_body {
         return next.run(request).await;
     }
     let limit_secs = state.config.server.body_timeout_secs;

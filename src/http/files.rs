@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, AuthUser};
+use super::multipart_guard::multipart_error;
 use crate::app::{AppState, blocking};
 use crate::blobs::{BlobInfo, BlobReader, PinnedBlob};
 use crate::error::{Error, Result};
@@ -141,8 +142,10 @@ async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<(StatusCode, Json<FileView>)> {
+    // A missing or malformed boundary is refused before any of the body is read.
+    let mut multipart = multipart.map_err(|e| Error::new("invalid-multipart", e.body_text()))?;
     let limit = state.config.server.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -155,7 +158,7 @@ async fn upload(
         diarize: true,
         ..UploadOptions::default()
     };
-    let mut stored: Option<(String, PinnedBlob)> = None;
+    let mut stored: Option<(String, StoredUpload)> = None;
     loop {
         let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, multipart.next_field())
             .await
@@ -163,7 +166,7 @@ async fn upload(
         let field = match next {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return Err(Error::new("invalid-multipart", e.body_text())),
+            Err(e) => return Err(multipart_error(&e)),
         };
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
@@ -198,6 +201,43 @@ async fn upload(
     Ok((StatusCode::CREATED, Json(FileView::from(&record))))
 }
 
+/// An upload's stored blob until its file record is committed. Dropped unrecorded (a later
+/// part was refused, the client went away, the content is not media), its blob is removed
+/// unless something else refers to it, so a refused upload leaves nothing behind.
+pub(crate) struct StoredUpload {
+    blob: Option<PinnedBlob>,
+    state: AppState,
+}
+
+impl StoredUpload {
+    pub(crate) fn new(state: &AppState, blob: PinnedBlob) -> Self {
+        StoredUpload {
+            blob: Some(blob),
+            state: state.clone(),
+        }
+    }
+}
+
+impl Drop for StoredUpload {
+    fn drop(&mut self) {
+        let Some(blob) = self.blob.take() else {
+            return;
+        };
+        let (store, blobs) = (self.state.store.clone(), self.state.blobs.clone());
+        let discard = move || {
+            let sha = blob.info.sha256.clone();
+            drop(blob.pin);
+            if let Err(e) = blobs.remove_unreferenced(&sha, || store.blob_ref_count(&sha)) {
+                tracing::warn!(error = %e, "could not remove a refused upload's blob; the sweep will");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(discard)),
+            Err(_) => discard(),
+        }
+    }
+}
+
 /// Turns a stored upload into a file record with its queued job (one transaction), tells the
 /// owner's event sockets and wakes a worker. Refuses content that is not media. The blob stays
 /// pinned until its reference is committed; on any failure it is removed unless something else
@@ -206,9 +246,12 @@ pub(crate) async fn ingest(
     state: &AppState,
     owner_id: &str,
     filename: String,
-    blob: PinnedBlob,
+    mut upload: StoredUpload,
     options: UploadOptions,
 ) -> Result<FileRecord> {
+    let Some(blob) = upload.blob.take() else {
+        return Err(Error::internal("internal", "upload already recorded"));
+    };
     let sha = blob.info.sha256.clone();
     let outcome = ingest_pinned(state, owner_id, filename, blob, options).await;
     if outcome.is_err() {
@@ -277,11 +320,7 @@ async fn ingest_pinned(
 
 pub async fn read_small_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String> {
     let mut buffer = Vec::new();
-    while let Some(chunk) = field
-        .chunk()
-        .await
-        .map_err(|e| Error::new("invalid-multipart", e.body_text()))?
-    {
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
         buffer.extend_from_slice(&chunk);
         if buffer.len() > OPTION_PART_LIMIT {
             return Err(Error::new("invalid-multipart", "option part too long"));
@@ -350,7 +389,7 @@ pub(crate) async fn stream_to_blob(
     state: &AppState,
     mut field: axum::extract::multipart::Field<'_>,
     limit: u64,
-) -> Result<PinnedBlob> {
+) -> Result<StoredUpload> {
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Chunk>(8);
     let blobs = state.blobs.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<Option<PinnedBlob>> {
@@ -373,7 +412,7 @@ pub(crate) async fn stream_to_blob(
             let chunk = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, field.chunk())
                 .await
                 .map_err(|_| Error::new("invalid-multipart", "upload stalled"))?
-                .map_err(|e| Error::new("invalid-multipart", e.body_text()))?;
+                .map_err(|e| multipart_error(&e))?;
             let Some(chunk) = chunk else { break };
             received += chunk.len() as u64;
             if received > limit {
@@ -407,7 +446,7 @@ pub(crate) async fn stream_to_blob(
         .map_err(|e| Error::internal("internal", format!("upload writer failed: {e}")))?;
     streamed?;
     match written? {
-        Some(info) => Ok(info),
+        Some(blob) => Ok(StoredUpload::new(state, blob)),
         None => Err(Error::new("invalid-multipart", "upload ended early")),
     }
 }

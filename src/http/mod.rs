@@ -9,6 +9,7 @@ pub mod headers;
 pub mod health;
 pub mod idle;
 pub mod library;
+pub mod multipart_guard;
 pub mod openai;
 pub mod openapi;
 pub mod routes_table;

@@ -20,6 +20,7 @@ use super::files::{
     MULTIPART_OVERHEAD, UPLOAD_IDLE_TIMEOUT, apply_option, ingest, read_small_field,
     sanitize_filename, stream_to_blob, too_large,
 };
+use super::multipart_guard::multipart_error;
 use crate::app::{AppState, blocking};
 use crate::error::Error;
 use crate::store::records::UploadOptions;
@@ -158,7 +159,7 @@ async fn transcriptions(
         let field = match next {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return Err(Error::new("invalid-multipart", e.body_text()).into()),
+            Err(e) => return Err(multipart_error(&e).into()),
         };
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {

@@ -356,7 +356,7 @@ async fn every_route_for_every_kind_of_caller() {
         .as_str()
         .unwrap()
         .to_owned();
-    let ids = Ids {
+    let mut ids = Ids {
         file,
         segment,
         speaker,
@@ -539,6 +539,10 @@ async fn every_route_for_every_kind_of_caller() {
             0
         }
     });
+    // A password change and "sign out everywhere" end the caller's API tokens too: the owner
+    // signs in again and mints new ones after them.
+    let mut alice = alice.clone();
+    let mut alice_password = "user-password";
     for (method, path, access) in allowed {
         let url = fill(path, &ids);
         let (who, token) = match access {
@@ -567,6 +571,15 @@ async fn every_route_for_every_kind_of_caller() {
             ok,
             "served (not 401/403/405, not hidden)",
         );
+        if *method == Method::POST && ["/api/auth/password", "/api/auth/logout-all"].contains(path)
+        {
+            if *path == "/api/auth/password" && got.0 == 204 {
+                alice_password = "user-password-2";
+            }
+            let session = server.token("alice", alice_password).await;
+            alice = api_token(&server, &session, "alice again").await.0;
+            ids.spare_token = api_token(&server, &session, "spare again").await.1;
+        }
     }
 
     // Methods not in the table are not served (anonymously, 405 comes before authentication).

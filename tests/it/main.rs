@@ -14,6 +14,7 @@ mod layout;
 mod library;
 mod malformed_media;
 mod models;
+mod multipart;
 mod openai;
 mod openapi;
 mod pipeline;
