@@ -30,6 +30,58 @@ pub struct FileEvent {
     pub error: Option<String>,
 }
 
+impl FileEvent {
+    fn of(kind: &'static str, file: &FileRecord, status: &str, stage: &str, progress: f32) -> Self {
+        FileEvent {
+            kind,
+            owner_id: file.owner_id.clone(),
+            file_id: file.id.clone(),
+            status: status.to_owned(),
+            stage: stage.to_owned(),
+            progress,
+            error: None,
+        }
+    }
+
+    /// A new file with its job queued.
+    pub fn created(file: &FileRecord) -> Self {
+        Self::of("file.created", file, &file.status, "queued", 0.0)
+    }
+
+    /// The file and its data are gone.
+    pub fn deleted(file: &FileRecord) -> Self {
+        Self::of("file.deleted", file, "deleted", "deleted", 0.0)
+    }
+
+    /// The transcript or speakers changed (`kind` names what), not the file's status.
+    pub fn edited(kind: &'static str, file: &FileRecord) -> Self {
+        Self::of(kind, file, &file.status, "edited", file.progress)
+    }
+
+    /// The file's job was queued again (retry, reprocess) and now has `status`.
+    pub fn requeued(file: &FileRecord, status: &str) -> Self {
+        Self::of("file.status", file, status, "queued", 0.0)
+    }
+
+    /// A cancel was asked for; `status` is what the file has now.
+    pub fn cancelling(owner_id: &str, file_id: &str, status: &str) -> Self {
+        FileEvent {
+            kind: "file.status",
+            owner_id: owner_id.to_owned(),
+            file_id: file_id.to_owned(),
+            status: status.to_owned(),
+            stage: "cancelling".to_owned(),
+            progress: 0.0,
+            error: None,
+        }
+    }
+
+    /// A running job's progress through its stages.
+    pub fn progress(file: &FileRecord, stage: &str, fraction: f32) -> Self {
+        Self::of("file.status", file, "processing", stage, fraction)
+    }
+}
+
 /// Wakes idle workers when a job is queued, so they need not poll quickly.
 #[derive(Debug, Default)]
 pub struct Wake {
@@ -152,7 +204,7 @@ impl Worker {
                 .storage
                 .min_free_disk_mb
                 .saturating_mul(1024 * 1024);
-            if let Some(free) = crate::http::health::free_disk_bytes(&self.config.data_dir)
+            if let Some(free) = crate::fsutil::free_disk_bytes(&self.config.data_dir)
                 && free < floor
             {
                 if !self.paused_for_disk {
@@ -387,15 +439,7 @@ impl Worker {
             last_stage = name;
             match store.heartbeat(&file.id, name, fraction, now_secs(), lease) {
                 Ok(JobControl::Continue) => {
-                    jobs.publish(FileEvent {
-                        kind: "file.status",
-                        owner_id: file.owner_id.clone(),
-                        file_id: file.id.clone(),
-                        status: "processing".to_owned(),
-                        stage: name.to_owned(),
-                        progress: fraction,
-                        error: None,
-                    });
+                    jobs.publish(FileEvent::progress(file, name, fraction));
                     ControlFlow::Continue(())
                 }
                 Ok(JobControl::Stop) => ControlFlow::Break(()),
