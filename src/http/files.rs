@@ -75,7 +75,7 @@ impl From<&FileRecord> for FileView {
         Self {
             id: record.id.clone(),
             filename: record.filename.clone(),
-            status: record.status.clone(),
+            status: record.status.to_string(),
             progress: record.progress,
             size: record.size,
             sha256: record.sha256.clone(),
@@ -415,7 +415,7 @@ async fn list_files(
     })
     .await?;
     if let Some(status) = &query.status {
-        files.retain(|(f, _)| &f.status == status);
+        files.retain(|(f, _)| f.status.as_str() == status);
     }
     if let Some(tag) = &query.tag {
         let tag = tag.trim().to_lowercase();

@@ -60,10 +60,10 @@ async fn metrics(
         }
         let mut depth = 0;
         for job in store.list_jobs()? {
-            if job.state == "queued" {
+            if job.state == crate::store::records::JobState::Queued {
                 depth += 1;
             }
-            *by_state.entry(job.state).or_insert(0) += 1;
+            *by_state.entry(job.state.to_string()).or_insert(0) += 1;
         }
         Ok((by_state, depth))
     })

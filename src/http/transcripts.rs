@@ -117,9 +117,11 @@ async fn cancel_for(
     let status = blocking(move || store.cancel_job(&owner_id, &file_id, now_secs()))
         .await?
         .ok_or_else(|| Error::not_found("file"))?;
-    state
-        .jobs
-        .publish(crate::jobs::FileEvent::cancelling(&owner, &id, &status));
+    state.jobs.publish(crate::jobs::FileEvent::cancelling(
+        &owner,
+        &id,
+        status.as_str(),
+    ));
     Ok(Json(json!({"id": id, "status": status})))
 }
 async fn retry(
@@ -200,7 +202,7 @@ async fn admin_jobs(
             })
         })
         .collect();
-    let count = |state: &str| jobs.iter().filter(|j| j.state == state).count();
+    let count = |state: &str| jobs.iter().filter(|j| j.state.as_str() == state).count();
     Ok(Json(json!({
         "items": items,
         "counts": {"queued": count("queued"), "running": count("running"), "done": count("done"),
@@ -384,7 +386,7 @@ async fn reprocess(
             .ok_or_else(|| Error::not_found("file"))?;
     state
         .jobs
-        .publish(crate::jobs::FileEvent::requeued(&file, &status));
+        .publish(crate::jobs::FileEvent::requeued(&file, status.as_str()));
     state.jobs.wake.notify();
     Ok(Json(
         json!({"id": id, "status": status, "stages": body.stages}),

@@ -58,7 +58,7 @@ pub fn gather(state: &AppState) -> StatusReport {
     match state.store.list_jobs() {
         Ok(list) => {
             for job in list {
-                *jobs.entry(job.state).or_insert(0) += 1;
+                *jobs.entry(job.state.to_string()).or_insert(0) += 1;
             }
         }
         Err(e) => {

@@ -116,7 +116,7 @@ async fn ingest_pinned(
         size: info.size,
         sha256: info.sha256.clone(),
         media_type: media.media_type.clone(),
-        status: "queued".to_owned(),
+        status: crate::store::records::FileStatus::Queued,
         progress: 0.0,
         created_at: now,
         updated_at: now,

@@ -242,7 +242,7 @@ mod tests {
             filename: format!("{id}.wav"),
             size: 10,
             media_type: "audio/wav".to_owned(),
-            status: "completed".to_owned(),
+            status: crate::store::records::FileStatus::Completed,
             progress: 1.0,
             created_at: 1,
             updated_at: 1,

@@ -4,7 +4,7 @@
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::profiles;
-use super::records::{self, FileRecord, JobRecord};
+use super::records::{self, FileRecord, FileStatus, JobRecord, JobState};
 use super::tables::*;
 use super::{Store, db_err, decode, encode, read_record};
 use crate::error::{Error, Result};
@@ -18,7 +18,7 @@ pub(crate) fn new_job(file: &FileRecord, priority: u8) -> JobRecord {
     JobRecord {
         file_id: file.id.clone(),
         owner_id: file.owner_id.clone(),
-        state: "queued".to_owned(),
+        state: JobState::Queued,
         attempts: 0,
         lease_until: 0,
         not_before: 0,
@@ -55,7 +55,7 @@ fn requeue(
         .map_err(db_err)?;
     jobs.insert(file.id.as_str(), encode(&job)?.as_slice())
         .map_err(db_err)?;
-    file.status = "queued".to_owned();
+    file.status = FileStatus::Queued;
     file.progress = 0.0;
     file.error = None;
     file.updated_at = now;
@@ -115,7 +115,7 @@ impl Store {
                 let (key, file_id) = entry.map_err(db_err)?;
                 let job: Option<JobRecord> = read_record(&jobs, file_id.value())?;
                 match job {
-                    Some(job) if job.state == "queued" => {
+                    Some(job) if job.state == JobState::Queued => {
                         if job.not_before <= now {
                             found = Some((key.value().to_owned(), job));
                             break;
@@ -138,7 +138,7 @@ impl Store {
                             None
                         }
                         Some(mut file) => {
-                            job.state = "running".to_owned();
+                            job.set_state(&mut file, JobState::Running);
                             job.attempts += 1;
                             job.lease_until = now + lease_secs;
                             job.stage = "starting".to_owned();
@@ -146,7 +146,6 @@ impl Store {
                             job.updated_at = now;
                             jobs.insert(job.file_id.as_str(), encode(&job)?.as_slice())
                                 .map_err(db_err)?;
-                            file.status = "processing".to_owned();
                             file.progress = 0.0;
                             file.error = None;
                             file.updated_at = now;
@@ -177,7 +176,7 @@ impl Store {
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
             let job: Option<JobRecord> = read_record(&jobs, file_id)?;
             match job {
-                Some(mut job) if job.state == "running" && !job.cancel_requested => {
+                Some(mut job) if job.state == JobState::Running && !job.cancel_requested => {
                     job.stage = stage.to_owned();
                     job.progress = progress;
                     job.lease_until = now + lease_secs;
@@ -210,7 +209,7 @@ impl Store {
         file_id: &str,
         outcome: JobOutcome,
         now: u64,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<FileStatus>> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let status = {
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
@@ -218,7 +217,7 @@ impl Store {
             let job: Option<JobRecord> = read_record(&jobs, file_id)?;
             let file: Option<FileRecord> = read_record(&files, file_id)?;
             match (job, file) {
-                (Some(mut job), Some(mut file)) if job.state == "running" => {
+                (Some(mut job), Some(mut file)) if job.state == JobState::Running => {
                     let outcome = if job.cancel_requested {
                         JobOutcome::Cancelled
                     } else {
@@ -246,17 +245,15 @@ impl Store {
                                 &transcript_json,
                                 speaker_embeddings.as_deref(),
                             )?;
-                            job.state = "done".to_owned();
+                            job.set_state(&mut file, JobState::Done);
                             job.stage = "done".to_owned();
                             job.progress = 1.0;
-                            file.status = "completed".to_owned();
                             file.progress = 1.0;
                             file.error = None;
                         }
                         JobOutcome::Failed { message } => {
-                            job.state = "failed".to_owned();
+                            job.set_state(&mut file, JobState::Failed);
                             job.error = Some(message.clone());
-                            file.status = "error".to_owned();
                             file.error = Some(message);
                         }
                         JobOutcome::Retry {
@@ -265,12 +262,11 @@ impl Store {
                             max_attempts,
                         } => {
                             if job.attempts >= max_attempts {
-                                job.state = "failed".to_owned();
+                                job.set_state(&mut file, JobState::Failed);
                                 job.error = Some(message.clone());
-                                file.status = "error".to_owned();
                                 file.error = Some(message);
                             } else {
-                                job.state = "queued".to_owned();
+                                job.set_state(&mut file, JobState::Queued);
                                 job.error = Some(message);
                                 job.not_before = now + backoff_secs;
                                 job.stage = "queued".to_owned();
@@ -278,14 +274,12 @@ impl Store {
                                 queue
                                     .insert(job.queue_key.as_str(), file_id)
                                     .map_err(db_err)?;
-                                file.status = "queued".to_owned();
                                 file.progress = 0.0;
                             }
                         }
                         JobOutcome::Cancelled => {
-                            job.state = "cancelled".to_owned();
+                            job.set_state(&mut file, JobState::Cancelled);
                             job.cancel_requested = false;
-                            file.status = "cancelled".to_owned();
                         }
                     }
                     job.updated_at = now;
@@ -315,21 +309,20 @@ impl Store {
             for entry in jobs.iter().map_err(db_err)? {
                 let (_, value) = entry.map_err(db_err)?;
                 let job: JobRecord = decode(value.value())?;
-                if job.state == "running" && job.lease_until <= now {
+                if job.state == JobState::Running && job.lease_until <= now {
                     expired.push(job);
                 }
             }
             for mut job in expired.iter().cloned() {
                 job.state = if job.cancel_requested {
-                    "cancelled"
+                    JobState::Cancelled
                 } else {
-                    "queued"
-                }
-                .to_owned();
-                job.stage = job.state.clone();
+                    JobState::Queued
+                };
+                job.stage = job.state.to_string();
                 job.progress = 0.0;
                 job.updated_at = now;
-                if job.state == "queued" {
+                if job.state == JobState::Queued {
                     queue
                         .insert(job.queue_key.as_str(), job.file_id.as_str())
                         .map_err(db_err)?;
@@ -338,7 +331,7 @@ impl Store {
                     .map_err(db_err)?;
                 let file: Option<FileRecord> = read_record(&files, job.file_id.as_str())?;
                 if let Some(mut file) = file {
-                    file.status = job.state.clone();
+                    file.status = job.state.file_status();
                     file.progress = 0.0;
                     files
                         .insert(file.id.as_str(), encode(&file)?.as_slice())
@@ -353,7 +346,12 @@ impl Store {
 
     /// Cancels a user's queued or running job. Returns the file's new status, `None` if the
     /// file is not the user's, and an error if there is nothing to cancel.
-    pub fn cancel_job(&self, owner_id: &str, file_id: &str, now: u64) -> Result<Option<String>> {
+    pub fn cancel_job(
+        &self,
+        owner_id: &str,
+        file_id: &str,
+        now: u64,
+    ) -> Result<Option<FileStatus>> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let status = {
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
@@ -369,14 +367,13 @@ impl Store {
                     "this file has no job to cancel",
                 ));
             };
-            match job.state.as_str() {
-                "queued" => {
+            match job.state {
+                JobState::Queued => {
                     let mut queue = txn.open_table(QUEUE).map_err(db_err)?;
                     queue.remove(job.queue_key.as_str()).map_err(db_err)?;
-                    job.state = "cancelled".to_owned();
-                    file.status = "cancelled".to_owned();
+                    job.set_state(&mut file, JobState::Cancelled);
                 }
-                "running" => {
+                JobState::Running => {
                     // The worker sees this at its next progress report and stops.
                     job.cancel_requested = true;
                 }
@@ -410,7 +407,7 @@ impl Store {
         stages: Vec<String>,
         options: records::UploadOptions,
         now: u64,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<FileStatus>> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let status = {
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
@@ -419,7 +416,7 @@ impl Store {
             let Some(mut file) = file.filter(|f| f.owner_id == owner_id) else {
                 return Ok(None);
             };
-            if matches!(file.status.as_str(), "queued" | "processing") {
+            if matches!(file.status, FileStatus::Queued | FileStatus::Processing) {
                 return Err(Error::new(
                     "not-retryable",
                     format!("the file is {}; wait until it ends", file.status),
@@ -442,7 +439,7 @@ impl Store {
         Ok(Some(status))
     }
 
-    pub fn retry_job(&self, owner_id: &str, file_id: &str, now: u64) -> Result<Option<String>> {
+    pub fn retry_job(&self, owner_id: &str, file_id: &str, now: u64) -> Result<Option<FileStatus>> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let status = {
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
@@ -451,7 +448,7 @@ impl Store {
             let Some(mut file) = file.filter(|f| f.owner_id == owner_id) else {
                 return Ok(None);
             };
-            if !matches!(file.status.as_str(), "error" | "cancelled") {
+            if !matches!(file.status, FileStatus::Error | FileStatus::Cancelled) {
                 return Err(Error::new(
                     "not-retryable",
                     format!(
@@ -471,7 +468,7 @@ impl Store {
     /// their files keep their status and transcript. Returns how many went.
     pub fn purge_job_history(&self, cutoff: u64) -> Result<usize> {
         self.remove_where(JOBS, |_, job: &JobRecord| {
-            matches!(job.state.as_str(), "done" | "failed" | "cancelled") && job.updated_at < cutoff
+            job.state.is_final() && job.updated_at < cutoff
         })
     }
 
