@@ -1,12 +1,10 @@
-//! Application state and start-up: directories, database, blob store, the servers, shutdown.
+//! Application state: what every request handler, worker and service shares (config, store,
+//! blobs, throttle, jobs, search), and `blocking()`, the one way async code runs blocking work.
+//! Start-up and shutdown (the composition root) live in `daemon.rs`, which may import anything.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::auth::throttle::LoginThrottle;
 use crate::blobs::BlobStore;
@@ -46,12 +44,7 @@ where
         .map_err(|e| Error::internal("internal", format!("blocking task failed: {e}")))?
 }
 
-/// Creates `dir` (and parents) and restricts it to the owner.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
+use crate::fsutil::create_private_dir;
 
 impl AppState {
     /// Files whose searchable content or readers changed (edits, tags, sharing). The search
@@ -77,9 +70,6 @@ impl AppState {
             .then(|| config.secrets_dir().join("blob.key"));
         let blobs = BlobStore::open(&config.blob_dir(), key_file.as_deref())
             .map_err(|e| Error::internal(e.code(), e))?;
-        crate::ops::backup::clean_staging(&config.data_dir).map_err(|e| {
-            Error::internal("internal", format!("cannot remove old backup staging: {e}"))
-        })?;
         let referenced = store.referenced_blobs()?;
         // At start-up no upload can be in flight (redb's lock keeps one daemon per data dir),
         // so every temp file is left over from a crash.
@@ -113,231 +103,4 @@ impl AppState {
             index_queue: Arc::new(std::sync::OnceLock::new()),
         })
     }
-}
-
-/// A server started by [`start`]; tests hold it, `serve` waits on it.
-#[derive(Debug)]
-pub struct RunningServer {
-    pub https_addr: SocketAddr,
-    pub http_addr: Option<SocketAddr>,
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-    pub fingerprint: String,
-    /// The local admin socket (`status`, online `backup`), if its path fits a unix socket.
-    pub admin_socket: Option<PathBuf>,
-    pub state: AppState,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    tls: axum_server::tls_rustls::RustlsConfig,
-    workers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl RunningServer {
-    /// Reloads the certificate and key from disk; connections already open keep theirs.
-    pub fn reload_tls(&self) -> Result<()> {
-        let config = crate::http::tls::load_server_config(&self.cert_path, &self.key_path)
-            .map_err(|e| Error::internal(e.code(), e))?;
-        self.tls.reload_from_config(config);
-        tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
-        Ok(())
-    }
-
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
-    /// Asks the servers to stop and waits until in-flight requests finished or the grace ended.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        self.wait().await;
-    }
-
-    /// Waits until something else cancelled the shutdown token and everything stopped.
-    pub async fn wait(self) {
-        self.shutdown.cancelled().await;
-        self.state.jobs.wake.notify();
-        self.tracker.close();
-        self.tracker.wait().await;
-        // Workers notice the token between chunks (at most seconds) and requeue their job.
-        let workers = self.workers;
-        let _ = tokio::task::spawn_blocking(move || {
-            for worker in workers {
-                let _ = worker.join();
-            }
-        })
-        .await;
-    }
-}
-
-/// Opens state, prepares TLS, binds the listeners and starts serving in the background.
-pub async fn start(config: Config) -> Result<RunningServer> {
-    crate::http::tls::install_crypto_provider();
-    let state = blocking(move || AppState::open(config)).await?;
-    let config = state.config.clone();
-    let (cert_path, key_path) = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => {
-            let data_dir = config.data_dir.clone();
-            blocking(move || {
-                crate::http::tls::ensure_self_signed(&data_dir)
-                    .map_err(|e| Error::internal(e.code(), e))
-            })
-            .await?
-        }
-    };
-    let server_config = crate::http::tls::load_server_config(&cert_path, &key_path)
-        .map_err(|e| Error::new(e.code(), e.to_string()))?;
-    let fingerprint = crate::http::tls::cert_fingerprint_sha256(&cert_path)
-        .map_err(|e| Error::new(e.code(), e.to_string()))?;
-    tracing::info!(cert = %cert_path.display(), sha256 = %fingerprint, "TLS certificate");
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(server_config);
-
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let https_listener = std::net::TcpListener::bind(config.server.listen).map_err(|e| {
-        Error::internal(
-            "internal",
-            format!("cannot listen on {}: {e}", config.server.listen),
-        )
-    })?;
-    let https_addr = https_listener
-        .local_addr()
-        .map_err(|e| Error::internal("internal", e))?;
-    let http_listener = match config.server.http_listen.as_str() {
-        "off" => None,
-        addr => {
-            let addr: SocketAddr = addr
-                .parse()
-                .map_err(|e| Error::internal("internal", format!("http_listen {addr}: {e}")))?;
-            Some(std::net::TcpListener::bind(addr).map_err(|e| {
-                Error::internal("internal", format!("cannot listen on {addr}: {e}"))
-            })?)
-        }
-    };
-    let http_addr = match &http_listener {
-        Some(listener) => Some(
-            listener
-                .local_addr()
-                .map_err(|e| Error::internal("internal", e))?,
-        ),
-        None => None,
-    };
-
-    crate::http::server::spawn_servers(
-        state.clone(),
-        https_listener,
-        http_listener,
-        tls.clone(),
-        shutdown.clone(),
-        &tracker,
-    )
-    .map_err(|e| Error::internal("internal", e))?;
-    spawn_housekeeping(state.clone(), shutdown.clone(), &tracker);
-    crate::watch::spawn(state.clone(), shutdown.clone(), &tracker);
-    if let Some(search) = state.search.clone() {
-        let queue = crate::indexer::spawn(
-            state.store.clone(),
-            search,
-            state.jobs.events.clone(),
-            shutdown.clone(),
-            &tracker,
-        );
-        let _ = state.index_queue.set(queue);
-    }
-    let admin_socket = crate::ops::admin::spawn(state.clone(), shutdown.clone(), &tracker)
-        .map_err(|e| Error::internal("internal", format!("admin socket: {e}")))?;
-    let workers = crate::jobs::spawn_workers(
-        state.config.clone(),
-        state.store.clone(),
-        state.blobs.clone(),
-        state.jobs.clone(),
-        shutdown.clone(),
-    );
-    tracing::info!(%https_addr, ?http_addr, admin_socket = ?admin_socket, "listening");
-
-    Ok(RunningServer {
-        https_addr,
-        http_addr,
-        cert_path,
-        key_path,
-        fingerprint,
-        admin_socket,
-        state,
-        shutdown,
-        tracker,
-        tls,
-        workers,
-    })
-}
-
-/// Periodic work: expired sessions are removed every few minutes.
-fn spawn_housekeeping(state: AppState, shutdown: CancellationToken, tracker: &TaskTracker) {
-    tracker.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(300));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    let store = state.store.clone();
-                    let auth = state.config.auth.clone();
-                    let purged = blocking(move || store.purge_sessions(
-                        crate::store::now_secs(),
-                        auth.session_idle_timeout_secs,
-                        auth.session_absolute_timeout_secs,
-                    )).await;
-                    if let Err(e) = purged {
-                        tracing::warn!(error = %e, "session purge failed");
-                    }
-                    let days = state.config.jobs.history_days;
-                    if days > 0 {
-                        let store = state.store.clone();
-                        let cutoff = crate::store::now_secs().saturating_sub(days * 86_400);
-                        match blocking(move || store.purge_job_history(cutoff)).await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(jobs = n, "finished job records past their history time removed"),
-                            Err(e) => tracing::warn!(error = %e, "job history purge failed"),
-                        }
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// `opentranscribe serve`: runs until SIGTERM/SIGINT, reloads TLS on SIGHUP, talks to systemd.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let watchdog = watchdog_interval();
-    let server = start(config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let shutdown = server.shutdown_token();
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                if let Err(e) = server.reload_tls() {
-                    tracing::error!(error = %e, "TLS reload failed; keeping the old certificate");
-                }
-            }
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = watchdog_tick.tick() => {
-                if watchdog.is_some() {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-            }
-        }
-    }
-    tracing::info!("shutting down");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    shutdown.cancel();
-    server.wait().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Half the watchdog period systemd asked for, if it asked.
-fn watchdog_interval() -> Option<Duration> {
-    sd_notify::watchdog_enabled().map(|period| period / 2)
 }

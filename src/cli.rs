@@ -327,7 +327,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .thread_name("opentranscribe")
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(crate::app::serve(config))
+            runtime.block_on(crate::daemon::serve(config))
         }
         Command::Config { command } => match command {
             ConfigCommand::Example => {
@@ -595,7 +595,7 @@ fn create_user_offline(
 ) -> anyhow::Result<()> {
     crate::auth::validate_username(username)?;
     crate::auth::validate_password(password, config.auth.min_password_length)?;
-    crate::app::create_private_dir(&config.data_dir)
+    crate::fsutil::create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let store = crate::store::Store::open(&config.db_path()).map_err(|e| {
         anyhow::anyhow!("{e} (is the daemon running on this data dir? use the admin API instead)")
@@ -686,7 +686,7 @@ fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
 /// Creates the data dir, the self-signed certificate (unless one is configured) and the blob
 /// key, keeping whatever exists already.
 fn run_init(config: &Config) -> anyhow::Result<()> {
-    crate::app::create_private_dir(&config.data_dir)
+    crate::fsutil::create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     if config.server.tls_cert.is_none() {
         let (cert, _) = crate::http::tls::ensure_self_signed(&config.data_dir)?;

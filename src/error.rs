@@ -136,6 +136,18 @@ pub fn http_status_for_code(code: &str) -> u16 {
         .unwrap_or(500)
 }
 
+/// Blob store errors as the API shows them: a full disk is 507, a missing blob 404 (`media`),
+/// the rest internal (logged with their cause).
+impl From<crate::blobs::BlobError> for Error {
+    fn from(error: crate::blobs::BlobError) -> Self {
+        match error.code() {
+            "disk-full" => Error::new("disk-full", "the server's disk is full"),
+            "blob-not-found" => Error::not_found("media"),
+            code => Error::internal(code, error),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -465,13 +465,14 @@ async fn import(
             .map_err(|e| Error::internal("blob-io", e))
     })
     .await?;
-    let filename = crate::http::files::sanitize_filename(&name.to_string_lossy());
+    let filename = crate::services::ingest::sanitize_filename(&name.to_string_lossy());
     let options = UploadOptions {
         diarize: true,
         ..UploadOptions::default()
     };
-    let upload = crate::http::files::StoredUpload::new(state, info);
-    let record = crate::http::files::ingest(state, &owner.id, filename, upload, options).await?;
+    let upload = crate::services::ingest::StoredUpload::new(state, info);
+    let record =
+        crate::services::ingest::ingest(state, &owner.id, filename, upload, options).await?;
     Ok(record.id)
 }
 

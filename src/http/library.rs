@@ -115,15 +115,9 @@ async fn edit_transcript<R: Send + 'static>(
             )
         })?;
     state.files_changed(vec![file.id.clone()]);
-    state.jobs.publish(crate::jobs::FileEvent {
-        kind: event,
-        owner_id: file.owner_id.clone(),
-        file_id: file.id.clone(),
-        status: file.status.clone(),
-        stage: "edited".to_owned(),
-        progress: file.progress,
-        error: None,
-    });
+    state
+        .jobs
+        .publish(crate::jobs::FileEvent::edited(event, &file));
     Ok(outcome)
 }
 

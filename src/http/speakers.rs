@@ -56,15 +56,9 @@ fn speakers_json(transcript: &Transcript) -> Json<Value> {
 /// Tells the owner's sockets and the search index that a file's speakers changed.
 fn changed(state: &AppState, file: &FileRecord) {
     state.files_changed(vec![file.id.clone()]);
-    state.jobs.publish(crate::jobs::FileEvent {
-        kind: "speaker.updated",
-        owner_id: file.owner_id.clone(),
-        file_id: file.id.clone(),
-        status: file.status.clone(),
-        stage: "edited".to_owned(),
-        progress: file.progress,
-        error: None,
-    });
+    state
+        .jobs
+        .publish(crate::jobs::FileEvent::edited("speaker.updated", file));
 }
 
 async fn list_speakers(

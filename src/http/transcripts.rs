@@ -117,15 +117,11 @@ async fn cancel_for(
     let status = blocking(move || store.cancel_job(&owner_id, &file_id, now_secs()))
         .await?
         .ok_or_else(|| Error::not_found("file"))?;
-    state.jobs.publish(crate::jobs::FileEvent {
-        kind: "file.status",
-        owner_id: owner,
-        file_id: id.clone(),
-        status: status.clone(),
-        stage: "cancelling".to_owned(),
-        progress: 0.0,
-        error: None,
-    });
+    state.jobs.publish(crate::jobs::FileEvent::cancelling(
+        &owner,
+        &id,
+        status.as_str(),
+    ));
     Ok(Json(json!({"id": id, "status": status})))
 }
 async fn retry(
@@ -206,7 +202,7 @@ async fn admin_jobs(
             })
         })
         .collect();
-    let count = |state: &str| jobs.iter().filter(|j| j.state == state).count();
+    let count = |state: &str| jobs.iter().filter(|j| j.state.as_str() == state).count();
     Ok(Json(json!({
         "items": items,
         "counts": {"queued": count("queued"), "running": count("running"), "done": count("done"),
@@ -388,15 +384,9 @@ async fn reprocess(
         blocking(move || store.reprocess_job(&owner, &file_id, stages, options, now_secs()))
             .await?
             .ok_or_else(|| Error::not_found("file"))?;
-    state.jobs.publish(crate::jobs::FileEvent {
-        kind: "file.status",
-        owner_id: file.owner_id.clone(),
-        file_id: id.clone(),
-        status: status.clone(),
-        stage: "queued".to_owned(),
-        progress: 0.0,
-        error: None,
-    });
+    state
+        .jobs
+        .publish(crate::jobs::FileEvent::requeued(&file, status.as_str()));
     state.jobs.wake.notify();
     Ok(Json(
         json!({"id": id, "status": status, "stages": body.stages}),

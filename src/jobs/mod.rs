@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::blobs::BlobStore;
 use crate::config::Config;
 use crate::pipeline::{BlobSource, Engine, FileOptions, PipelineError, Stage, process_media};
-use crate::store::records::{FileRecord, JobRecord};
+use crate::store::records::{FileRecord, FileStatus, JobRecord};
 use crate::store::{JobControl, JobOutcome, Store, now_secs};
 
 /// Something that happened to a user's file, for WebSocket clients.
@@ -28,6 +28,77 @@ pub struct FileEvent {
     pub progress: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl FileEvent {
+    fn of(kind: &'static str, file: &FileRecord, status: &str, stage: &str, progress: f32) -> Self {
+        FileEvent {
+            kind,
+            owner_id: file.owner_id.clone(),
+            file_id: file.id.clone(),
+            status: status.to_owned(),
+            stage: stage.to_owned(),
+            progress,
+            error: None,
+        }
+    }
+
+    /// A new file with its job queued.
+    pub fn created(file: &FileRecord) -> Self {
+        Self::of("file.created", file, file.status.as_str(), "queued", 0.0)
+    }
+
+    /// The file and its data are gone.
+    pub fn deleted(file: &FileRecord) -> Self {
+        Self::of("file.deleted", file, "deleted", "deleted", 0.0)
+    }
+
+    /// The transcript or speakers changed (`kind` names what), not the file's status.
+    pub fn edited(kind: &'static str, file: &FileRecord) -> Self {
+        Self::of(kind, file, file.status.as_str(), "edited", file.progress)
+    }
+
+    /// The file's job was queued again (retry, reprocess) and now has `status`.
+    pub fn requeued(file: &FileRecord, status: &str) -> Self {
+        Self::of("file.status", file, status, "queued", 0.0)
+    }
+
+    /// A cancel was asked for; `status` is what the file has now.
+    pub fn cancelling(owner_id: &str, file_id: &str, status: &str) -> Self {
+        FileEvent {
+            kind: "file.status",
+            owner_id: owner_id.to_owned(),
+            file_id: file_id.to_owned(),
+            status: status.to_owned(),
+            stage: "cancelling".to_owned(),
+            progress: 0.0,
+            error: None,
+        }
+    }
+
+    /// A job ended (or went back to the queue): the event's kind follows from the file's new
+    /// status alone, `file.completed`, `file.error`, or `file.status` (queued, cancelled).
+    pub fn finished(file: &FileRecord, status: FileStatus, error: Option<String>) -> Self {
+        let kind = match status {
+            FileStatus::Completed => "file.completed",
+            FileStatus::Error => "file.error",
+            _ => "file.status",
+        };
+        let progress = if status == FileStatus::Completed {
+            1.0
+        } else {
+            0.0
+        };
+        FileEvent {
+            error: (status == FileStatus::Error).then_some(error).flatten(),
+            ..Self::of(kind, file, status.as_str(), status.as_str(), progress)
+        }
+    }
+
+    /// A running job's progress through its stages.
+    pub fn progress(file: &FileRecord, stage: &str, fraction: f32) -> Self {
+        Self::of("file.status", file, "processing", stage, fraction)
+    }
 }
 
 /// Wakes idle workers when a job is queued, so they need not poll quickly.
@@ -152,7 +223,7 @@ impl Worker {
                 .storage
                 .min_free_disk_mb
                 .saturating_mul(1024 * 1024);
-            if let Some(free) = crate::http::health::free_disk_bytes(&self.config.data_dir)
+            if let Some(free) = crate::fsutil::free_disk_bytes(&self.config.data_dir)
                 && free < floor
             {
                 if !self.paused_for_disk {
@@ -207,7 +278,7 @@ impl Worker {
         tracing::info!(file_id = %file.id, attempt = job.attempts, "job started");
         self.event("file.status", &file, "processing", "starting", 0.0);
         let outcome = self.run_pipeline(&file, &job.reprocess);
-        let (outcome, kind, error) = match outcome {
+        let (outcome, error) = match outcome {
             Ok((transcript, embeddings, waveform)) => match serde_json::to_vec(&transcript) {
                 Ok(json) => (
                     JobOutcome::Completed {
@@ -218,14 +289,12 @@ impl Worker {
                         waveform: serde_json::to_vec(&waveform).ok(),
                         stage_seconds: std::mem::take(&mut self.stage_seconds),
                     },
-                    "file.completed",
                     None,
                 ),
                 Err(e) => (
                     JobOutcome::Failed {
                         message: format!("cannot store the transcript: {e}"),
                     },
-                    "file.error",
                     Some(e.to_string()),
                 ),
             },
@@ -236,17 +305,15 @@ impl Worker {
                     backoff_secs: 0,
                     max_attempts: u32::MAX,
                 },
-                "file.status",
                 None,
             ),
-            Err(PipelineError::Cancelled) => (JobOutcome::Cancelled, "file.status", None),
+            Err(PipelineError::Cancelled) => (JobOutcome::Cancelled, None),
             Err(error @ PipelineError::Media(_)) => {
                 let message = format!("this file cannot be decoded: {error}");
                 (
                     JobOutcome::Failed {
                         message: message.clone(),
                     },
-                    "file.error",
                     Some(message),
                 )
             }
@@ -265,30 +332,15 @@ impl Worker {
                         backoff_secs: 30 * u64::from(job.attempts.max(1)),
                         max_attempts: self.config.jobs.max_attempts,
                     },
-                    "file.error",
                     Some(message),
                 )
             }
         };
         match self.store.finish_job(&file.id, outcome, now_secs()) {
             Ok(Some(status)) => {
-                let kind = if status == "queued" || status == "cancelled" {
-                    "file.status"
-                } else {
-                    kind
-                };
-                let progress = if status == "completed" { 1.0 } else { 0.0 };
-                self.jobs.publish(FileEvent {
-                    kind,
-                    owner_id: file.owner_id.clone(),
-                    file_id: file.id.clone(),
-                    status: status.clone(),
-                    stage: status.clone(),
-                    progress,
-                    error: if status == "error" { error } else { None },
-                });
+                self.jobs.publish(FileEvent::finished(&file, status, error));
                 crate::metrics::METRICS.job_finished(
-                    &status,
+                    status.as_str(),
                     file.duration_secs,
                     started.elapsed().as_secs_f64(),
                 );
@@ -387,15 +439,7 @@ impl Worker {
             last_stage = name;
             match store.heartbeat(&file.id, name, fraction, now_secs(), lease) {
                 Ok(JobControl::Continue) => {
-                    jobs.publish(FileEvent {
-                        kind: "file.status",
-                        owner_id: file.owner_id.clone(),
-                        file_id: file.id.clone(),
-                        status: "processing".to_owned(),
-                        stage: name.to_owned(),
-                        progress: fraction,
-                        error: None,
-                    });
+                    jobs.publish(FileEvent::progress(file, name, fraction));
                     ControlFlow::Continue(())
                 }
                 Ok(JobControl::Stop) => ControlFlow::Break(()),

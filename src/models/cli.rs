@@ -241,7 +241,7 @@ pub fn doctor(config: anyhow::Result<Config>) -> anyhow::Result<()> {
     } else {
         std::path::PathBuf::from("/")
     };
-    match crate::http::health::free_disk_bytes(&probe_dir) {
+    match crate::fsutil::free_disk_bytes(&probe_dir) {
         Some(free) => {
             let free_mb = free / (1024 * 1024);
             println!(

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod backup;
+pub mod health;
 pub mod status;
 
 /// File name of the admin socket inside the data dir.

@@ -15,7 +15,7 @@ pub struct StatusReport {
     pub data_dir: String,
     pub listen: String,
     pub ready: bool,
-    pub checks: Vec<crate::http::health::Check>,
+    pub checks: Vec<crate::ops::health::Check>,
     /// Job state (`queued`, `running`, `done`, …) → count.
     pub jobs: BTreeMap<String, u64>,
     pub disk: Disk,
@@ -53,12 +53,12 @@ pub struct RuntimeStatus {
 /// Collects the report; blocking I/O, so it runs on a blocking thread.
 pub fn gather(state: &AppState) -> StatusReport {
     use crate::models::cache::{Depth, ModelCache};
-    let checks = crate::http::health::readiness_checks(state);
+    let checks = crate::ops::health::readiness_checks(state);
     let mut jobs = BTreeMap::new();
     match state.store.list_jobs() {
         Ok(list) => {
             for job in list {
-                *jobs.entry(job.state).or_insert(0) += 1;
+                *jobs.entry(job.state.to_string()).or_insert(0) += 1;
             }
         }
         Err(e) => {
@@ -116,7 +116,7 @@ pub fn gather(state: &AppState) -> StatusReport {
         checks,
         jobs,
         disk: Disk {
-            free_bytes: crate::http::health::free_disk_bytes(&state.config.data_dir),
+            free_bytes: crate::fsutil::free_disk_bytes(&state.config.data_dir),
             blob_bytes,
             blob_files,
             database_bytes: std::fs::metadata(state.config.db_path())

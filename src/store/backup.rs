@@ -206,7 +206,7 @@ pub(crate) fn copy_before_migration(
 ) -> std::result::Result<PathBuf, String> {
     let dest = pre_migration_path(db_path, from_version);
     if let Some(dir) = dest.parent() {
-        crate::app::create_private_dir(dir)
+        crate::fsutil::create_private_dir(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let partial = dest.with_extension("redb.partial");
@@ -242,7 +242,7 @@ mod tests {
             filename: format!("{id}.wav"),
             size: 10,
             media_type: "audio/wav".to_owned(),
-            status: "completed".to_owned(),
+            status: crate::store::records::FileStatus::Completed,
             progress: 1.0,
             created_at: 1,
             updated_at: 1,

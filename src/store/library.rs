@@ -548,7 +548,7 @@ mod tests {
             size: 1,
             sha256: format!("sha-{id}"),
             media_type: "audio/wav".to_owned(),
-            status: "completed".to_owned(),
+            status: crate::store::records::FileStatus::Completed,
             progress: 1.0,
             created_at: 1,
             updated_at: 1,
@@ -706,7 +706,7 @@ mod tests {
         assert_eq!(store.purge_job_history(101).unwrap(), 3);
         assert!(store.get_job("high").unwrap().is_none());
         let kept = store.get_file("high").unwrap().unwrap();
-        assert_eq!(kept.status, "error", "the file keeps its outcome");
+        assert_eq!(kept.status.as_str(), "error", "the file keeps its outcome");
         // A retry queues at the file's own priority.
         store.retry_job("alice", "high", 200).unwrap();
         assert_eq!(store.get_job("high").unwrap().unwrap().priority, 1);

@@ -131,7 +131,7 @@ fn v2_to_v3(txn: &WriteTransaction) -> Result<(), String> {
         queue
             .insert(job.queue_key.as_str(), record.id.as_str())
             .map_err(|e| e.to_string())?;
-        record.status = "queued".to_owned();
+        record.status = crate::store::records::FileStatus::Queued;
         record.progress = 0.0;
         let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
         files

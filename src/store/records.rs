@@ -95,6 +95,112 @@ fn default_true() -> bool {
     true
 }
 
+/// Where a file is, as users see it. Stored and sent as the lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    Queued,
+    Processing,
+    Completed,
+    Error,
+    Cancelled,
+}
+
+impl FileStatus {
+    pub const ALL: [FileStatus; 5] = [
+        FileStatus::Queued,
+        FileStatus::Processing,
+        FileStatus::Completed,
+        FileStatus::Error,
+        FileStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Queued => "queued",
+            FileStatus::Processing => "processing",
+            FileStatus::Completed => "completed",
+            FileStatus::Error => "error",
+            FileStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// No job runs or waits for the file.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            FileStatus::Completed | FileStatus::Error | FileStatus::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for FileStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a file's job is. Stored as the lower-case name. Each state has exactly one file
+/// status ([`JobState::file_status`]): the two change together, through [`JobRecord::set_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// The file's status while its job is in this state.
+    pub fn file_status(self) -> FileStatus {
+        match self {
+            JobState::Queued => FileStatus::Queued,
+            JobState::Running => FileStatus::Processing,
+            JobState::Done => FileStatus::Completed,
+            JobState::Failed => FileStatus::Error,
+            JobState::Cancelled => FileStatus::Cancelled,
+        }
+    }
+
+    /// The job has ended (its record stays as history).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub id: String,
@@ -104,8 +210,7 @@ pub struct FileRecord {
     pub sha256: String,
     /// MIME type decided by sniffing the content, e.g. `audio/wav`.
     pub media_type: String,
-    /// queued | processing | completed | error | cancelled
-    pub status: String,
+    pub status: FileStatus,
     #[serde(default)]
     pub progress: f32,
     pub created_at: u64,
@@ -131,8 +236,7 @@ pub struct FileRecord {
 pub struct JobRecord {
     pub file_id: String,
     pub owner_id: String,
-    /// queued | running | done | failed | cancelled
-    pub state: String,
+    pub state: JobState,
     pub attempts: u32,
     /// While running: the worker must renew its lease before this time, or the job is retaken.
     pub lease_until: u64,
@@ -159,6 +263,14 @@ pub struct JobRecord {
     /// `diarize`, `match`).
     #[serde(default)]
     pub stage_seconds: Vec<(String, f64)>,
+}
+
+impl JobRecord {
+    /// Moves the job to `state` and its file to the matching status, together.
+    pub fn set_state(&mut self, file: &mut FileRecord, state: JobState) {
+        self.state = state;
+        file.status = state.file_status();
+    }
 }
 
 /// What a user may do with a file: see it, also edit its transcript, or everything.
@@ -219,4 +331,36 @@ pub struct CommentRecord {
     pub time: f64,
     pub text: String,
     pub created_at: u64,
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    /// The enums are stored and sent as the strings the records always held: no migration.
+    #[test]
+    fn states_serialise_to_the_old_strings_and_read_them_back() {
+        for state in JobState::ALL {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(serde_json::from_str::<JobState>(&json).unwrap(), state);
+        }
+        for status in FileStatus::ALL {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(FileStatus::parse(status.as_str()), Some(status));
+        }
+        let names: Vec<&str> = FileStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            ["queued", "processing", "completed", "error", "cancelled"]
+        );
+        let jobs: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(jobs, ["queued", "running", "done", "failed", "cancelled"]);
+        // Every job state has its one file status.
+        assert_eq!(JobState::Running.file_status(), FileStatus::Processing);
+        assert_eq!(JobState::Done.file_status(), FileStatus::Completed);
+        assert_eq!(JobState::Failed.file_status(), FileStatus::Error);
+        assert!(serde_json::from_str::<JobState>("\"processing\"").is_err());
+    }
 }

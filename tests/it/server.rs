@@ -279,7 +279,7 @@ async fn version_1_database_is_migrated_and_served() {
         size: 3,
         sha256: "ab".repeat(32),
         media_type: "audio/wav".into(),
-        status: "completed".into(),
+        status: opentranscribe::store::records::FileStatus::Completed,
         progress: 1.0,
         created_at: 1_700_000_000,
         updated_at: 1_700_000_000,
@@ -292,14 +292,17 @@ async fn version_1_database_is_migrated_and_served() {
     };
     let db_path = data_dir.path().join("opentranscribe.redb");
     let mut waiting = file("f2");
-    waiting.status = "queued".into();
+    waiting.status = opentranscribe::store::records::FileStatus::Queued;
     opentranscribe::store::write_v1_fixture(&db_path, &[user], &[file("f1"), waiting]).unwrap();
 
     let server = TestServer::start_in(data_dir, |c| c.jobs.workers = 0).await;
     let store = &server.running().state.store;
     assert_eq!(store.schema_version().unwrap(), 3);
     // v3 gave the file that was still waiting a queued job, and none to the finished one.
-    assert_eq!(store.get_job("f2").unwrap().unwrap().state, "queued");
+    assert_eq!(
+        store.get_job("f2").unwrap().unwrap().state.as_str(),
+        "queued"
+    );
     assert!(store.get_job("f1").unwrap().is_none());
     // The derived reference count makes both files keep the shared blob.
     assert_eq!(

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use opentranscribe::app::{RunningServer, start};
 use opentranscribe::config::Config;
+use opentranscribe::daemon::{RunningServer, start};
 use serde_json::{Value, json};
 
 pub struct TestServer {

@@ -17,7 +17,7 @@ pub fn stage_online(state: &AppState) -> crate::error::Result<Value> {
     let data_dir = &state.config.data_dir;
     let id = uuid::Uuid::now_v7().to_string();
     let dir = data_dir.join(STAGING_DIR).join(&id);
-    crate::app::create_private_dir(&dir)
+    crate::fsutil::create_private_dir(&dir)
         .map_err(io(format!("creating {}", dir.display())))
         .map_err(internal)?;
     let staged = stage_into(state, &dir);

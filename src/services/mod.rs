@@ -1,0 +1,6 @@
+//! Services: the floor between the HTTP handlers (and the watch folder) and storage. A handler
+//! parses its request, calls one service and maps the result; a service owns a use case's
+//! steps (checks, store transaction, blob lifetime, events, waking workers) and knows nothing
+//! of HTTP.
+
+pub mod ingest;
