@@ -126,6 +126,14 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("tls-io", 500),
     ("not-ready", 503),
     ("disk-full", 507),
+    // Operations (CLI, admin socket, start-up): what an operator sees, never a client.
+    ("database-busy", 503),
+    ("database-too-new", 500),
+    ("backup", 500),
+    ("backup-exists", 409),
+    ("backup-incomplete", 500),
+    ("search-index", 500),
+    ("watch-io", 500),
 ];
 
 pub fn http_status_for_code(code: &str) -> u16 {
@@ -166,5 +174,56 @@ mod tests {
         }
         assert_eq!(http_status_for_code("not-found"), 404);
         assert_eq!(http_status_for_code("something-new"), 500);
+    }
+
+    /// Every code the source passes to `Error::new` / `Error::internal` is in the table (so its
+    /// status is deliberate) and documented in docs/errors.md, and every code there is real.
+    #[test]
+    fn every_code_used_is_in_the_table_and_documented() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut used = std::collections::BTreeSet::new();
+        let mut stack = vec![root.join("src")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for call in ["Error::new(", "Error::internal("] {
+                        for (at, _) in text.match_indices(call) {
+                            let rest = text[at + call.len()..].trim_start();
+                            if let Some(literal) = rest.strip_prefix('"') {
+                                let code = literal.split('"').next().unwrap_or("");
+                                let kebab = !code.is_empty()
+                                    && code.chars().all(|c| {
+                                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+                                    });
+                                if kebab {
+                                    used.insert(code.to_owned());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(used.len() > 30, "the scan found only {used:?}");
+        let table: std::collections::BTreeSet<String> =
+            CODE_STATUS.iter().map(|(c, _)| (*c).to_owned()).collect();
+        let missing: Vec<&String> = used.difference(&table).collect();
+        assert!(
+            missing.is_empty(),
+            "codes used but not in CODE_STATUS: {missing:?}"
+        );
+        let docs = std::fs::read_to_string(root.join("docs/errors.md")).unwrap();
+        let undocumented: Vec<&String> = table
+            .iter()
+            .filter(|code| !docs.contains(&format!("| `{code}` |")))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "codes missing from docs/errors.md: {undocumented:?}"
+        );
     }
 }
