@@ -21,6 +21,8 @@ pub struct AppState {
     pub throttle: Arc<LoginThrottle>,
     pub jobs: crate::jobs::Jobs,
     pub started_at: Instant,
+    /// The time every expiry, lockout, lease and retention rule reads (tests move it).
+    pub clock: Arc<dyn crate::clock::Clock>,
     /// The search index (`None` only if it could not be opened; search then answers 503).
     pub search: Option<Arc<crate::search::SearchService>>,
     /// Where changed files are queued for reindexing, once the indexer runs.
@@ -57,6 +59,11 @@ impl AppState {
 
     /// Opens the data directory: database (migrated), blob store (orphans swept).
     pub fn open(config: Config) -> Result<Self> {
+        Self::open_with_clock(config, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// [`Self::open`] with the clock given (tests pass a `ManualClock`).
+    pub fn open_with_clock(config: Config, clock: Arc<dyn crate::clock::Clock>) -> Result<Self> {
         create_private_dir(&config.data_dir).map_err(|e| {
             Error::internal(
                 "internal",
@@ -99,6 +106,7 @@ impl AppState {
             throttle,
             jobs: crate::jobs::Jobs::new(),
             started_at: Instant::now(),
+            clock,
             search,
             index_queue: Arc::new(std::sync::OnceLock::new()),
         })

@@ -69,9 +69,17 @@ impl RunningServer {
 
 /// Opens state, prepares TLS, binds the listeners and starts serving in the background.
 pub async fn start(config: Config) -> Result<RunningServer> {
+    start_with_clock(config, std::sync::Arc::new(crate::clock::SystemClock)).await
+}
+
+/// [`start`] on the clock given (tests pass a `ManualClock` to test expiry without sleeping).
+pub async fn start_with_clock(
+    config: Config,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+) -> Result<RunningServer> {
     crate::http::tls::install_crypto_provider();
     let state = blocking(move || {
-        let state = AppState::open(config)?;
+        let state = AppState::open_with_clock(config, clock)?;
         crate::ops::backup::clean_staging(&state.config.data_dir).map_err(|e| {
             Error::internal("internal", format!("cannot remove old backup staging: {e}"))
         })?;
@@ -156,6 +164,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         state.store.clone(),
         state.blobs.clone(),
         state.jobs.clone(),
+        state.clock.clone(),
         shutdown.clone(),
     );
     tracing::info!(%https_addr, ?http_addr, admin_socket = ?admin_socket, "listening");
@@ -185,8 +194,9 @@ fn spawn_housekeeping(state: AppState, shutdown: CancellationToken, tracker: &Ta
                 _ = tick.tick() => {
                     let store = state.store.clone();
                     let auth = state.config.auth.clone();
+                    let now = state.clock.now_secs();
                     let purged = blocking(move || store.purge_sessions(
-                        crate::store::now_secs(),
+                        now,
                         auth.session_idle_timeout_secs,
                         auth.session_absolute_timeout_secs,
                     )).await;
@@ -196,7 +206,7 @@ fn spawn_housekeeping(state: AppState, shutdown: CancellationToken, tracker: &Ta
                     let days = state.config.jobs.history_days;
                     if days > 0 {
                         let store = state.store.clone();
-                        let cutoff = crate::store::now_secs().saturating_sub(days * 86_400);
+                        let cutoff = state.clock.now_secs().saturating_sub(days * 86_400);
                         match blocking(move || store.purge_job_history(cutoff)).await {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(jobs = n, "finished job records past their history time removed"),

@@ -5,6 +5,7 @@ pub mod asr;
 pub mod auth;
 pub mod blobs;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod diarize;

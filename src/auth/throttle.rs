@@ -172,6 +172,7 @@ impl LoginThrottle {
             account,
             address,
             settled: false,
+            began: now,
         })
     }
 
@@ -182,12 +183,12 @@ impl LoginThrottle {
     }
 
     /// A successful login clears the account's failures (not the address's).
-    pub fn record_success(&self, username: &str) {
+    pub fn record_success(&self, username: &str, now: Instant) {
         let mut state = self.lock();
         if let Some(entry) = state.accounts.get_mut(&username.to_lowercase()) {
             *entry = Failures {
                 in_flight: entry.in_flight,
-                ..Failures::fresh(Instant::now())
+                ..Failures::fresh(now)
             };
         }
     }
@@ -247,21 +248,24 @@ pub struct Attempt {
     account: String,
     address: IpAddr,
     settled: bool,
+    /// When it began: an attempt dropped unsettled fails at that time.
+    began: Instant,
 }
 
 impl Attempt {
-    /// The password was right: the account's failures are cleared.
-    pub fn succeeded(mut self) {
+    /// The password was right (at `now`): the account's failures are cleared.
+    pub fn succeeded(mut self, now: Instant) {
         self.settled = true;
         self.throttle
-            .settle(&self.account, self.address, true, true, Instant::now());
+            .settle(&self.account, self.address, true, true, now);
     }
 
-    /// The password was wrong; returns the lockout in seconds if this one triggered it.
-    pub fn failed(mut self) -> Option<u64> {
+    /// The password was wrong (at `now`); returns the lockout in seconds if this one
+    /// triggered it.
+    pub fn failed(mut self, now: Instant) -> Option<u64> {
         self.settled = true;
         self.throttle
-            .settle(&self.account, self.address, true, false, Instant::now())
+            .settle(&self.account, self.address, true, false, now)
     }
 }
 
@@ -269,7 +273,7 @@ impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.settled {
             self.throttle
-                .settle(&self.account, self.address, true, false, Instant::now());
+                .settle(&self.account, self.address, true, false, self.began);
         }
     }
 }
@@ -325,14 +329,14 @@ mod tests {
             .collect();
         // Three are hashing: a fourth may not start, although none has failed yet.
         assert_eq!(throttle.begin("Carol", ip, t0).unwrap_err(), 1);
-        let outcomes: Vec<Option<u64>> = running.into_iter().map(Attempt::failed).collect();
+        let outcomes: Vec<Option<u64>> = running.into_iter().map(|a| a.failed(t0)).collect();
         assert_eq!(outcomes, vec![None, None, Some(60)]);
         assert!(throttle.begin("carol", ip, t0).unwrap_err() >= 59);
         // Dropped unsettled counts as a failure.
         let other = throttle.begin("dave", ip, t0).unwrap();
         drop(other);
         let again = throttle.begin("dave", ip, t0).unwrap();
-        again.succeeded();
+        again.succeeded(t0);
         assert!(throttle.begin("dave", ip, t0).is_ok());
     }
 }

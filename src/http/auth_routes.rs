@@ -1,7 +1,6 @@
 //! `/api/auth/*` and `/api/admin/users*`: registration, login, sessions, API tokens, admin.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -15,7 +14,7 @@ use crate::app::{AppState, blocking};
 use crate::auth::{self, API_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, new_token, password, token_hash};
 use crate::error::{Error, Result};
 use crate::store::records::{ApiTokenRecord, Role, SessionRecord, UserRecord};
-use crate::store::{RegistrationPolicy, Revoke, now_secs};
+use crate::store::{RegistrationPolicy, Revoke};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -120,7 +119,7 @@ async fn login(
     // The slot is taken before hashing: concurrent attempts count like failures.
     let attempt = state
         .throttle
-        .begin(&body.username, address, Instant::now())
+        .begin(&body.username, address, state.clock.now())
         .map_err(too_many_attempts)?;
     let permit = hash_slot(&state).await?;
     let store = state.store.clone();
@@ -139,20 +138,20 @@ async fn login(
     })
     .await?;
     let Some(user) = checked else {
-        attempt.failed();
+        attempt.failed(state.clock.now());
         tracing::info!(%address, "failed sign-in");
         return Err(Error::new(
             "invalid-credentials",
             "wrong username or password",
         ));
     };
-    attempt.succeeded();
+    attempt.succeeded(state.clock.now());
     if user.disabled {
         return Err(Error::new("account-disabled", "this account is disabled"));
     }
     let token = new_token(SESSION_TOKEN_PREFIX);
     let csrf_token = new_token("");
-    let now = now_secs();
+    let now = state.clock.now_secs();
     let record = SessionRecord {
         user_id: user.id.clone(),
         created_at: now,
@@ -269,7 +268,7 @@ async fn change_password(
     auth::validate_password(&body.new_password, state.config.auth.min_password_length)?;
     let attempt = state
         .throttle
-        .begin(&user.user.username, peer.ip(), Instant::now())
+        .begin(&user.user.username, peer.ip(), state.clock.now())
         .map_err(too_many_attempts)?;
     let permit = hash_slot(&state).await?;
     let store = state.store.clone();
@@ -302,13 +301,13 @@ async fn change_password(
     })
     .await?;
     if !outcome {
-        attempt.failed();
+        attempt.failed(state.clock.now());
         return Err(Error::new(
             "invalid-credentials",
             "current password is wrong",
         ));
     }
-    attempt.succeeded();
+    attempt.succeeded(state.clock.now());
     tracing::info!(user_id = %user.user.id, "password changed; other sessions and API tokens revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -358,7 +357,7 @@ async fn create_token(
         id: uuid::Uuid::now_v7().to_string(),
         user_id: user.user.id.clone(),
         name,
-        created_at: now_secs(),
+        created_at: state.clock.now_secs(),
         last_used_at: None,
     };
     let store = state.store.clone();

@@ -15,7 +15,6 @@ use serde::de::DeserializeOwned;
 use crate::app::{AppState, blocking};
 use crate::auth::{self, API_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, constant_time_eq, token_hash};
 use crate::error::{Error, Result};
-use crate::store::now_secs;
 use crate::store::records::{Role, UserRecord};
 
 /// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain.
@@ -117,7 +116,7 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let now = now_secs();
+        let now = state.clock.now_secs();
         let auth_config = state.config.auth.clone();
         if let Some(token) = bearer_token(parts) {
             let store = state.store.clone();

@@ -18,7 +18,6 @@ use crate::app::{AppState, blocking};
 use crate::blobs::{BlobReader, PinnedBlob};
 use crate::error::{Error, Result};
 pub use crate::services::ingest::{StoredUpload, ingest, sanitize_filename};
-use crate::store::now_secs;
 use crate::store::records::{Access, FileRecord, UploadOptions};
 
 pub fn routes() -> Router<AppState> {
@@ -488,11 +487,12 @@ async fn rename_file(
     let (record, _) = load_file(&state, &user, id, Access::Owner).await?;
     let store = state.store.clone();
     let owner = user.user.id.clone();
+    let now = state.clock.now_secs();
     // Only the name changes, on the current record: a worker's status update is never undone.
     let record = blocking(move || {
         store.update_user_file(&owner, &record.id, |file| {
             file.filename = filename;
-            file.updated_at = now_secs();
+            file.updated_at = now;
         })
     })
     .await?

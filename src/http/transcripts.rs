@@ -14,7 +14,6 @@ use super::extract::{AdminUser, AuthUser};
 use super::files::content_disposition;
 use crate::app::{AppState, blocking};
 use crate::error::{Error, Result};
-use crate::store::now_secs;
 use crate::store::records::Access;
 use crate::transcript::Transcript;
 use crate::transcript::export::{Format, render};
@@ -114,7 +113,8 @@ async fn cancel_for(
     let store = state.store.clone();
     let file_id = id.clone();
     let owner_id = owner.clone();
-    let status = blocking(move || store.cancel_job(&owner_id, &file_id, now_secs()))
+    let now = state.clock.now_secs();
+    let status = blocking(move || store.cancel_job(&owner_id, &file_id, now))
         .await?
         .ok_or_else(|| Error::not_found("file"))?;
     state.jobs.publish(crate::jobs::FileEvent::cancelling(
@@ -135,7 +135,8 @@ async fn retry(
 async fn retry_for(state: &AppState, owner: String, id: String) -> Result<Json<serde_json::Value>> {
     let store = state.store.clone();
     let file_id = id.clone();
-    let status = blocking(move || store.retry_job(&owner, &file_id, now_secs()))
+    let now = state.clock.now_secs();
+    let status = blocking(move || store.retry_job(&owner, &file_id, now))
         .await?
         .ok_or_else(|| Error::not_found("file"))?;
     state.jobs.wake.notify();
@@ -249,8 +250,8 @@ async fn still_valid(state: &AppState, user: &AuthUser) -> bool {
     let auth = state.config.auth.clone();
     let credential = user.credential.clone();
     let user_id = user.user.id.clone();
+    let now = state.clock.now_secs();
     blocking(move || {
-        let now = now_secs();
         let enabled = store.get_user(&user_id)?.is_some_and(|u| !u.disabled);
         let live = match &credential {
             super::extract::Credential::SessionCookie { token_hash }
@@ -380,10 +381,10 @@ async fn reprocess(
     let owner = user.user.id.clone();
     let file_id = id.clone();
     let stages = body.stages.clone();
-    let status =
-        blocking(move || store.reprocess_job(&owner, &file_id, stages, options, now_secs()))
-            .await?
-            .ok_or_else(|| Error::not_found("file"))?;
+    let now = state.clock.now_secs();
+    let status = blocking(move || store.reprocess_job(&owner, &file_id, stages, options, now))
+        .await?
+        .ok_or_else(|| Error::not_found("file"))?;
     state
         .jobs
         .publish(crate::jobs::FileEvent::requeued(&file, status.as_str()));

@@ -13,7 +13,7 @@ use crate::blobs::BlobStore;
 use crate::config::Config;
 use crate::pipeline::{BlobSource, Engine, FileOptions, PipelineError, Stage, process_media};
 use crate::store::records::{FileRecord, FileStatus, JobRecord};
-use crate::store::{JobControl, JobOutcome, Store, now_secs};
+use crate::store::{JobControl, JobOutcome, Store};
 
 /// Something that happened to a user's file, for WebSocket clients.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -164,6 +164,7 @@ pub fn spawn_workers(
     store: Store,
     blobs: BlobStore,
     jobs: Jobs,
+    clock: Arc<dyn crate::clock::Clock>,
     shutdown: CancellationToken,
 ) -> Vec<std::thread::JoinHandle<()>> {
     match store.recover_jobs(u64::MAX) {
@@ -178,6 +179,7 @@ pub fn spawn_workers(
                 store: store.clone(),
                 blobs: blobs.clone(),
                 jobs: jobs.clone(),
+                clock: clock.clone(),
                 shutdown: shutdown.clone(),
                 engine: None,
                 stage_seconds: Vec::new(),
@@ -197,6 +199,7 @@ struct Worker {
     store: Store,
     blobs: BlobStore,
     jobs: Jobs,
+    clock: Arc<dyn crate::clock::Clock>,
     shutdown: CancellationToken,
     engine: Option<Engine>,
     /// Seconds each stage of the current job took, in order.
@@ -212,7 +215,7 @@ impl Worker {
     fn run(mut self) {
         while !self.shutdown.is_cancelled() {
             // Expired leases of other workers (a worker thread that panicked) are retaken.
-            if let Err(e) = self.store.recover_jobs(now_secs()) {
+            if let Err(e) = self.store.recover_jobs(self.clock.now_secs()) {
                 tracing::warn!(error = %e, "lease recovery failed");
             }
             // A job writes scratch audio and then its results: with the disk below the
@@ -242,7 +245,7 @@ impl Worker {
             }
             match self
                 .store
-                .claim_job(now_secs(), self.config.jobs.lease_secs)
+                .claim_job(self.clock.now_secs(), self.config.jobs.lease_secs)
             {
                 Ok(Some((job, file))) => self.process(job, file),
                 Ok(None) => self.jobs.wake.wait(Duration::from_secs(2)),
@@ -336,7 +339,10 @@ impl Worker {
                 )
             }
         };
-        match self.store.finish_job(&file.id, outcome, now_secs()) {
+        match self
+            .store
+            .finish_job(&file.id, outcome, self.clock.now_secs())
+        {
             Ok(Some(status)) => {
                 self.jobs.publish(FileEvent::finished(&file, status, error));
                 crate::metrics::METRICS.job_finished(
@@ -410,6 +416,7 @@ impl Worker {
         let jobs = self.jobs.clone();
         let shutdown = self.shutdown.clone();
         let lease = self.config.jobs.lease_secs;
+        let clock = self.clock.clone();
         let mut last_report = Instant::now() - HEARTBEAT_EVERY;
         let mut last_stage = "";
         let mut stage_started = Instant::now();
@@ -437,7 +444,7 @@ impl Worker {
             }
             last_report = Instant::now();
             last_stage = name;
-            match store.heartbeat(&file.id, name, fraction, now_secs(), lease) {
+            match store.heartbeat(&file.id, name, fraction, clock.now_secs(), lease) {
                 Ok(JobControl::Continue) => {
                     jobs.publish(FileEvent::progress(file, name, fraction));
                     ControlFlow::Continue(())

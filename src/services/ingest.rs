@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::jobs::FileEvent;
 use crate::media::probe::{self, MediaInfo};
 use crate::pipeline::BlobSource;
-use crate::store::now_secs;
 use crate::store::records::{FileRecord, UploadOptions};
 
 /// Bidirectional overrides and isolates: they make `evil\u{202E}vaw.exe` display as
@@ -108,7 +107,7 @@ async fn ingest_pinned(
 ) -> Result<FileRecord> {
     let PinnedBlob { info, pin } = blob;
     let media = sniff(state, &info).await?;
-    let now = now_secs();
+    let now = state.clock.now_secs();
     let record = FileRecord {
         id: uuid::Uuid::now_v7().to_string(),
         owner_id: owner_id.to_owned(),

@@ -382,3 +382,66 @@ async fn admin_api_manages_users_and_others_cannot() {
     assert_eq!(json(promote).await["role"], "admin");
     server.stop().await;
 }
+
+/// Expiry and lockouts read the daemon's clock: moved forward, sessions expire (idle and
+/// absolute) and a lockout ends, with no sleeping.
+#[tokio::test]
+async fn expiry_and_lockout_follow_the_clock_without_sleeping() {
+    let clock = std::sync::Arc::new(opentranscribe::clock::ManualClock::new());
+    let server = TestServer::start_on_clock(
+        tempfile::tempdir().unwrap(),
+        |c| {
+            c.jobs.workers = 0;
+            c.auth.session_idle_timeout_secs = 3600;
+            c.auth.session_absolute_timeout_secs = 7 * 86_400;
+            c.auth.login_lockout_secs = 900;
+        },
+        clock.clone(),
+    )
+    .await;
+    let me = |token: String| {
+        let request = server
+            .client
+            .get(server.url("/api/auth/me"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    let token = server.admin().await;
+    clock.advance(3000);
+    assert_eq!(
+        me(token.clone()).await.status(),
+        200,
+        "within the idle limit"
+    );
+    // The use refreshed the idle timer: 3000 s more is still within an hour of it.
+    clock.advance(3000);
+    assert_eq!(me(token.clone()).await.status(), 200);
+    clock.advance(3601);
+    let expired = me(token).await;
+    assert_eq!(expired.status(), 401, "idle past the limit");
+    assert_eq!(json(expired).await["code"], "session-expired");
+
+    // Absolute limit: used every half hour, the session still ends after seven days.
+    let token = server.token("admin", "admin-password").await;
+    for _ in 0..(7 * 48) {
+        clock.advance(1800);
+        if me(token.clone()).await.status() != 200 {
+            break;
+        }
+    }
+    assert_eq!(me(token).await.status(), 401, "past the absolute limit");
+
+    // A lockout lasts `login_lockout_secs` of the clock.
+    for _ in 0..5 {
+        assert_eq!(server.login("admin", "wrong-password").await.status(), 401);
+    }
+    assert_eq!(server.login("admin", "admin-password").await.status(), 429);
+    clock.advance(600);
+    assert_eq!(server.login("admin", "admin-password").await.status(), 429);
+    clock.advance(301);
+    assert_eq!(
+        server.login("admin", "admin-password").await.status(),
+        200,
+        "lockout over"
+    );
+}

@@ -69,7 +69,11 @@ async fn axum_rejections_are_json_errors() {
             "bad-request",
         ),
         // A body that is not multipart: the same code as the OpenAI route's.
-        (request(Method::POST, "/api/files"), 400, "invalid-multipart"),
+        (
+            request(Method::POST, "/api/files"),
+            400,
+            "invalid-multipart",
+        ),
         (request(Method::GET, "/api/ws"), 400, "bad-request"),
         (
             request(Method::PUT, "/api/health"),

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use opentranscribe::config::Config;
-use opentranscribe::daemon::{RunningServer, start};
+use opentranscribe::daemon::{RunningServer, start_with_clock};
 use serde_json::{Value, json};
 
 pub struct TestServer {
@@ -71,6 +71,21 @@ impl TestServer {
         data_dir: tempfile::TempDir,
         customize: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_on_clock(
+            data_dir,
+            customize,
+            Arc::new(opentranscribe::clock::SystemClock),
+        )
+        .await
+    }
+
+    /// A server whose time the test controls (`ManualClock::advance`), so expiry and
+    /// lockouts are tested without sleeping.
+    pub async fn start_on_clock(
+        data_dir: tempfile::TempDir,
+        customize: impl FnOnce(&mut Config),
+        clock: Arc<dyn opentranscribe::clock::Clock>,
+    ) -> Self {
         let mut config = Config {
             data_dir: data_dir.path().to_path_buf(),
             models_dir: data_dir.path().join("models"),
@@ -79,7 +94,9 @@ impl TestServer {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.storage.min_free_disk_mb = 1;
         customize(&mut config);
-        let server = start(config).await.expect("server starts");
+        let server = start_with_clock(config, clock)
+            .await
+            .expect("server starts");
         let base = format!("https://localhost:{}", server.https_addr.port());
         let client = client_for(&server.cert_path);
         Self {
