@@ -21,7 +21,6 @@ use super::transcripts::load_transcript;
 use crate::app::{AppState, blocking};
 use crate::error::{Error, Result};
 use crate::store::library::{CollectionView, upsert_share};
-use crate::store::now_secs;
 use crate::store::records::{Access, CollectionRecord, CommentRecord};
 use crate::transcript::Transcript;
 use crate::transcript::analytics::{Analytics, analyze};
@@ -450,7 +449,7 @@ async fn add_comment(
         user_id: user.user.id.clone(),
         time: body.time,
         text: body.text.trim().to_owned(),
-        created_at: now_secs(),
+        created_at: state.clock.now_secs(),
     };
     let store = state.store.clone();
     let saved = record.clone();
@@ -518,7 +517,7 @@ async fn create_collection(
         owner_id: user.user.id.clone(),
         name: body.name.trim().to_owned(),
         description: body.description.trim().to_owned(),
-        created_at: now_secs(),
+        created_at: state.clock.now_secs(),
         shares: Vec::new(),
     };
     let store = state.store.clone();

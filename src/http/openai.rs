@@ -86,7 +86,10 @@ async fn models(
 ) -> ApiResult<Json<Value>> {
     // Refusals in OpenAI's shape too: its clients parse `error.message` on a 401.
     user?;
-    let created = crate::store::now_secs().saturating_sub(state.started_at.elapsed().as_secs());
+    let created = state
+        .clock
+        .now_secs()
+        .saturating_sub(state.started_at.elapsed().as_secs());
     let data: Vec<Value> = model_names(&state)
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "opentranscribe"}))
