@@ -203,13 +203,14 @@ pub enum ModelsCommand {
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Config file (TOML). Default: $OPENTRANSCRIBE_CONFIG, else built-in defaults.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Data directory (database, media, certificates, secrets).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Model cache directory.
-    #[arg(long, value_name = "DIR")]
+    /// Model cache directory. Global: `models --models-dir DIR list` and
+    /// `models list --models-dir DIR` both work.
+    #[arg(long, value_name = "DIR", global = true)]
     pub models_dir: Option<PathBuf>,
 }
 

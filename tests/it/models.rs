@@ -77,6 +77,25 @@ fn verify_catches_a_flipped_byte_and_names_the_file() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The contract: `--models-dir` after the subcommand works as well (a global flag), for
+    // list, verify and remove alike.
+    for args in [&["list"][..], &["verify", "tiny-vad"]] {
+        let output = binary()
+            .arg("models")
+            .args(args)
+            .arg("--models-dir")
+            .arg(root.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "models {args:?} --models-dir: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if args[0] == "list" {
+            assert!(String::from_utf8_lossy(&output.stdout).contains("tiny-vad"));
+        }
+    }
 
     let path = root.path().join("tiny-vad/model.onnx");
     let mut bytes = std::fs::read(&path).unwrap();
