@@ -113,6 +113,85 @@ pub(crate) fn too_large(limit: u64) -> Error {
     )
 }
 
+/// What one upload route makes of the small parts around the `file` part.
+pub(crate) trait UploadForm {
+    /// Whether a part of this name (other than `file`) belongs to the form.
+    fn knows(&self, name: &str) -> bool;
+    /// A known small (at most 1 KiB) part other than `file`.
+    fn option(&mut self, name: &str, value: &str) -> Result<()>;
+    /// Checks that must pass before the audio is stored (parts sent before `file`).
+    fn before_file(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// The file name when the `file` part has none.
+    fn default_filename(&self) -> &'static str {
+        "upload"
+    }
+}
+
+/// The upload routes' one multipart reader: parts in any order, exactly one `file` part
+/// streamed into the blob store, each other part read small and handed to `form`; a stall of
+/// `UPLOAD_IDLE_TIMEOUT` or a broken multipart cap ends it. A stored blob whose upload is
+/// then refused is removed when its `StoredUpload` drops.
+pub(crate) async fn read_upload_form(
+    state: &AppState,
+    multipart: &mut Multipart,
+    limit: u64,
+    form: &mut impl UploadForm,
+) -> Result<(String, StoredUpload)> {
+    let mut stored: Option<(String, StoredUpload)> = None;
+    loop {
+        let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, multipart.next_field())
+            .await
+            .map_err(|_| Error::new("invalid-multipart", "upload stalled"))?;
+        let field = match next {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(&e)),
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        if name == "file" {
+            if stored.is_some() {
+                return Err(Error::new(
+                    "invalid-multipart",
+                    "send one `file` part per upload",
+                ));
+            }
+            form.before_file()?;
+            let filename = sanitize_filename(field.file_name().unwrap_or(form.default_filename()));
+            let info = stream_to_blob(state, field, limit).await?;
+            stored = Some((filename, info));
+        } else if form.knows(&name) {
+            let text = read_small_field(field).await?;
+            form.option(&name, &text)?;
+        } else {
+            return Err(Error::new(
+                "invalid-multipart",
+                format!("unknown part `{name}`"),
+            ));
+        }
+    }
+    stored.ok_or_else(|| Error::new("missing-file", "the upload has no `file` part"))
+}
+
+/// The library upload's options.
+struct LibraryForm {
+    options: UploadOptions,
+}
+
+impl UploadForm for LibraryForm {
+    fn knows(&self, name: &str) -> bool {
+        matches!(
+            name,
+            "language" | "num_speakers" | "min_speakers" | "max_speakers" | "diarize" | "priority"
+        )
+    }
+
+    fn option(&mut self, name: &str, value: &str) -> Result<()> {
+        apply_option(&mut self.options, name, value.trim())
+    }
+}
+
 async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -129,49 +208,14 @@ async fn upload(
     if declared.is_some_and(|len| len > limit.saturating_add(MULTIPART_OVERHEAD)) {
         return Err(too_large(limit));
     }
-    let mut options = UploadOptions {
-        diarize: true,
-        ..UploadOptions::default()
+    let mut form = LibraryForm {
+        options: UploadOptions {
+            diarize: true,
+            ..UploadOptions::default()
+        },
     };
-    let mut stored: Option<(String, StoredUpload)> = None;
-    loop {
-        let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, multipart.next_field())
-            .await
-            .map_err(|_| Error::new("invalid-multipart", "upload stalled"))?;
-        let field = match next {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => return Err(multipart_error(&e)),
-        };
-        let name = field.name().unwrap_or("").to_owned();
-        match name.as_str() {
-            "file" => {
-                if stored.is_some() {
-                    return Err(Error::new(
-                        "invalid-multipart",
-                        "send one `file` part per upload",
-                    ));
-                }
-                let filename = sanitize_filename(field.file_name().unwrap_or("upload"));
-                let info = stream_to_blob(&state, field, limit).await?;
-                stored = Some((filename, info));
-            }
-            "language" | "num_speakers" | "min_speakers" | "max_speakers" | "diarize"
-            | "priority" => {
-                let text = read_small_field(field).await?;
-                apply_option(&mut options, &name, text.trim())?;
-            }
-            _ => {
-                return Err(Error::new(
-                    "invalid-multipart",
-                    format!("unknown part `{name}`"),
-                ));
-            }
-        }
-    }
-    let Some((filename, info)) = stored else {
-        return Err(Error::new("missing-file", "the upload has no `file` part"));
-    };
+    let (filename, info) = read_upload_form(&state, &mut multipart, limit, &mut form).await?;
+    let options = form.options;
     let record = ingest(&state, &user.user.id, filename, info, options).await?;
     Ok((StatusCode::CREATED, Json(FileView::from(&record))))
 }

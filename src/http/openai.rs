@@ -17,10 +17,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::extract::AuthUser;
 use super::files::{
-    MULTIPART_OVERHEAD, UPLOAD_IDLE_TIMEOUT, apply_option, ingest, read_small_field,
-    sanitize_filename, stream_to_blob, too_large,
+    MULTIPART_OVERHEAD, UploadForm, apply_option, ingest, read_upload_form, too_large,
 };
-use super::multipart_guard::multipart_error;
 use crate::app::{AppState, blocking};
 use crate::error::Error;
 use crate::store::records::UploadOptions;
@@ -125,6 +123,70 @@ struct Request {
     segments: bool,
 }
 
+/// The OpenAI route's parts around the audio.
+struct OpenAiForm<'a> {
+    state: &'a AppState,
+    options: UploadOptions,
+    request: Request,
+    model: Option<String>,
+}
+
+impl UploadForm for OpenAiForm<'_> {
+    fn knows(&self, name: &str) -> bool {
+        matches!(
+            name,
+            "model"
+                | "language"
+                | "response_format"
+                | "timestamp_granularities[]"
+                | "timestamp_granularities"
+                // Accepted for compatibility; Whisper's own fallback schedule decides these.
+                | "prompt"
+                | "temperature"
+                | "stream"
+        )
+    }
+
+    fn option(&mut self, name: &str, value: &str) -> crate::error::Result<()> {
+        let value = value.trim();
+        match name {
+            "model" => self.model = Some(value.to_owned()),
+            "language" => apply_option(&mut self.options, "language", value)?,
+            "response_format" => {
+                self.request.format = ResponseFormat::parse(value).ok_or_else(|| {
+                    Error::bad_request(
+                        "`response_format` must be json, text, srt, vtt or verbose_json",
+                    )
+                })?;
+            }
+            "timestamp_granularities[]" | "timestamp_granularities" => match value {
+                "word" => self.request.words = true,
+                "segment" => self.request.segments = true,
+                _ => {
+                    return Err(Error::bad_request(
+                        "`timestamp_granularities[]` must be word or segment",
+                    ));
+                }
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Everything except the audio is checked before the audio is stored, when the client
+    /// sends those parts first (OpenAI's clients do).
+    fn before_file(&mut self) -> crate::error::Result<()> {
+        match &self.model {
+            Some(name) => check_model(self.state, name),
+            None => Ok(()),
+        }
+    }
+
+    fn default_filename(&self) -> &'static str {
+        "audio"
+    }
+}
+
 async fn transcriptions(
     State(state): State<AppState>,
     user: std::result::Result<AuthUser, Error>,
@@ -143,82 +205,27 @@ async fn transcriptions(
         return Err(too_large(limit).into());
     }
     // Someone is waiting on the answer: ahead of library uploads in the queue.
-    let mut options = UploadOptions {
-        diarize: false,
-        priority: 1,
-        ..UploadOptions::default()
+    let mut form = OpenAiForm {
+        state: &state,
+        options: UploadOptions {
+            diarize: false,
+            priority: 1,
+            ..UploadOptions::default()
+        },
+        request: Request {
+            format: ResponseFormat::Json,
+            words: false,
+            segments: false,
+        },
+        model: None,
     };
-    let mut request = Request {
-        format: ResponseFormat::Json,
-        words: false,
-        segments: false,
-    };
-    let mut model: Option<String> = None;
-    let mut stored = None;
-    loop {
-        let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, multipart.next_field())
-            .await
-            .map_err(|_| Error::new("invalid-multipart", "upload stalled"))?;
-        let field = match next {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => return Err(multipart_error(&e).into()),
-        };
-        let name = field.name().unwrap_or("").to_owned();
-        match name.as_str() {
-            "file" => {
-                if stored.is_some() {
-                    return Err(Error::new("invalid-multipart", "send one `file` part").into());
-                }
-                // Everything except the audio is checked before the audio is stored, when
-                // the client sends those parts first (OpenAI's clients do).
-                if let Some(name) = &model {
-                    check_model(&state, name)?;
-                }
-                let filename = sanitize_filename(field.file_name().unwrap_or("audio"));
-                let info = stream_to_blob(&state, field, limit).await?;
-                stored = Some((filename, info));
-            }
-            "model" => model = Some(read_small_field(field).await?.trim().to_owned()),
-            "language" => {
-                let text = read_small_field(field).await?;
-                apply_option(&mut options, "language", text.trim())?;
-            }
-            "response_format" => {
-                let text = read_small_field(field).await?;
-                request.format = ResponseFormat::parse(text.trim()).ok_or_else(|| {
-                    Error::bad_request(
-                        "`response_format` must be json, text, srt, vtt or verbose_json",
-                    )
-                })?;
-            }
-            "timestamp_granularities[]" | "timestamp_granularities" => {
-                let text = read_small_field(field).await?;
-                match text.trim() {
-                    "word" => request.words = true,
-                    "segment" => request.segments = true,
-                    _ => {
-                        return Err(Error::bad_request(
-                            "`timestamp_granularities[]` must be word or segment",
-                        )
-                        .into());
-                    }
-                }
-            }
-            // Accepted for compatibility; Whisper's own fallback schedule decides these.
-            "prompt" | "temperature" | "stream" => {
-                read_small_field(field).await?;
-            }
-            _ => {
-                return Err(
-                    Error::new("invalid-multipart", format!("unknown part `{name}`")).into(),
-                );
-            }
-        }
-    }
-    let Some((filename, info)) = stored else {
-        return Err(Error::new("missing-file", "the request has no `file` part").into());
-    };
+    let (filename, info) = read_upload_form(&state, &mut multipart, limit, &mut form).await?;
+    let OpenAiForm {
+        options,
+        mut request,
+        model,
+        ..
+    } = form;
     let Some(model) = model else {
         return Err(Error::bad_request("`model` is required").into());
     };
