@@ -423,12 +423,19 @@ async fn expiry_and_lockout_follow_the_clock_without_sleeping() {
 
     // Absolute limit: used every half hour, the session still ends after seven days.
     let token = server.token("admin", "admin-password").await;
-    for _ in 0..(7 * 48) {
+    let mut half_hours = 0;
+    while half_hours < 7 * 48 + 2 {
         clock.advance(1800);
+        half_hours += 1;
         if me(token.clone()).await.status() != 200 {
             break;
         }
     }
+    // Seven days are 336 half hours: the session ends at the first use past them.
+    assert!(
+        (7 * 48..=7 * 48 + 1).contains(&half_hours),
+        "ended after {half_hours} half hours"
+    );
     assert_eq!(me(token).await.status(), 401, "past the absolute limit");
 
     // A lockout lasts `login_lockout_secs` of the clock.
