@@ -70,6 +70,13 @@ fn version_of(doc: &FileDoc) -> u64 {
     serde_json::to_vec(doc)
         .unwrap_or_default()
         .hash(&mut hasher);
+    // How files are cut into semantic chunks is part of what is indexed: a change reindexes.
+    (
+        crate::search::vectors::CHUNK_WORDS,
+        crate::search::vectors::CHUNK_MIN_WORDS_AT_TURN,
+        crate::search::vectors::CHUNK_OVERLAP_WORDS,
+    )
+        .hash(&mut hasher);
     // 0 is kept for "never indexed".
     hasher.finish().max(1)
 }

@@ -5,7 +5,8 @@ use tantivy::{DocAddress, Searcher};
 
 use super::hits::{FastLookup, file_groups};
 use super::{
-    FileGroup, HYBRID_KEYWORD, Hit, RRF_K, SearchError, SearchRequest, SearchService, collect,
+    FileGroup, HYBRID_KEYWORD, Hit, MIN_COSINE, RRF_K, SearchError, SearchRequest, SearchService,
+    collect,
 };
 
 impl SearchService {
@@ -68,7 +69,7 @@ impl SearchService {
             highlighter = Some(keyword_highlighter);
         }
         for (index, (cosine, address)) in semantic.iter().enumerate() {
-            if !absorbed[index] {
+            if !absorbed[index] && *cosine >= MIN_COSINE {
                 fused.push((
                     1.0 / (RRF_K + index as f32 + 1.0),
                     *address,

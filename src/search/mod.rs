@@ -37,12 +37,14 @@
 //! - Semantic mode: the query is embedded, every visible chunk that passes the filters is
 //!   scored (int8 scan, AVX2 when the CPU has it, on up to [`MAX_SCAN_THREADS`] threads from
 //!   [`PARALLEL_SCAN_ROWS`] vectors; then the best 4× candidates rescored with the stored f32
-//!   vectors); hits with cosine ≥ [`MIN_COSINE`], at most [`SEMANTIC_RESULTS`], best first;
+//!   vectors); the best chunks it has with cosine > [`SEMANTIC_FLOOR`], at most
+//!   [`SEMANTIC_RESULTS`], best first;
 //!   `score` is the true cosine. A hit is a chunk: `segment_id`/`start` of its first segment, `end` of its
 //!   last, `speaker` the one with most words, `highlight` the escaped text (no marks).
 //! - Hybrid mode: the best [`HYBRID_KEYWORD`] keyword hits and the semantic hits fused by
 //!   reciprocal rank (k = 60). A keyword hit inside a semantic chunk gets both contributions
-//!   (and absorbs the chunk); `score` is the fused score and `cosine` the chunk's true cosine.
+//!   (and absorbs the chunk); `score` is the fused score and `cosine` the chunk's true cosine;
+//!   a chunk with no keyword hit joins from [`MIN_COSINE`] up.
 //! - `total` counts all keyword matches exactly (keyword mode) or the fused/semantic list;
 //!   `files` groups the same set by file, most matches first, at most [`MAX_FILE_GROUPS`]
 //!   (file ids and names are read with one sorted pass over each segment's dictionary, so
@@ -86,9 +88,15 @@ use schema::{Fields, build_schema};
 use vectors::VectorCache;
 use writer::{WriterOp, WriterThread};
 
-/// Semantic hits below this cosine are not shown (unrelated text scores about 0–0.15 with
-/// MiniLM, paraphrases 0.4 and up).
-pub const MIN_COSINE: f32 = 0.2;
+/// Semantic mode returns the best chunks it has, ranked, down to this cosine: a question
+/// against a chunk of natural conversation that answers it scores only 0.2–0.35 with MiniLM
+/// (the whole chunk's other talk dilutes it), so a fixed cut at 0.2 left real answers out.
+/// Only chunks pointing away from the query (cosine ≤ 0) are dropped.
+pub const SEMANTIC_FLOOR: f32 = 0.0;
+/// In hybrid mode, a chunk no keyword hit lies in joins the results from this cosine up
+/// (unrelated text scores about 0–0.15 with MiniLM); a keyword hit always shows the cosine of
+/// the chunk it lies in.
+pub const MIN_COSINE: f32 = 0.15;
 /// Most semantic hits per query.
 pub const SEMANTIC_RESULTS: usize = 100;
 /// Keyword hits taken into hybrid fusion.

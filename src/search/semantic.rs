@@ -9,8 +9,8 @@ use super::query::plain_words;
 use super::schema::KIND_CHUNK;
 use super::vectors::{Candidate, TopCandidates, dot_f32, quantize};
 use super::{
-    FileGroup, Hit, MIN_COSINE, PARALLEL_SCAN_ROWS, SEMANTIC_RESULTS, SearchError, SearchRequest,
-    SearchService, collect,
+    FileGroup, Hit, PARALLEL_SCAN_ROWS, SEMANTIC_FLOOR, SEMANTIC_RESULTS, SearchError,
+    SearchRequest, SearchService, collect,
 };
 
 impl SearchService {
@@ -169,7 +169,7 @@ impl SearchService {
             .filter_map(|c| {
                 let exact = segments[c.segment_ord as usize].exact(c.doc)?;
                 let cosine = dot_f32(query_vector, &exact);
-                (cosine >= MIN_COSINE).then_some((cosine, DocAddress::new(c.segment_ord, c.doc)))
+                (cosine > SEMANTIC_FLOOR).then_some((cosine, DocAddress::new(c.segment_ord, c.doc)))
             })
             .collect();
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
