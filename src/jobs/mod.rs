@@ -13,7 +13,7 @@ use crate::blobs::BlobStore;
 use crate::config::Config;
 use crate::pipeline::{BlobSource, Engine, FileOptions, PipelineError, Stage, process_media};
 use crate::store::records::{FileRecord, FileStatus, JobRecord};
-use crate::store::{JobControl, JobOutcome, Store};
+use crate::store::{JobControl, JobOutcome, RetryPolicy, Store};
 
 /// Something that happened to a user's file, for WebSocket clients.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -208,6 +208,9 @@ struct Worker {
     paused_for_disk: bool,
 }
 
+/// The n-th retry of a failing job waits n × this.
+const RETRY_BACKOFF_SECS: u64 = 30;
+
 /// How often progress is written to redb (and the lease renewed) at most.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
@@ -303,11 +306,7 @@ impl Worker {
             },
             Err(PipelineError::Cancelled) if self.shutdown.is_cancelled() => (
                 // Interrupted by shutdown, not by the user: run again after restart.
-                JobOutcome::Retry {
-                    message: "interrupted by shutdown".to_owned(),
-                    backoff_secs: 0,
-                    max_attempts: u32::MAX,
-                },
+                JobOutcome::Interrupted,
                 None,
             ),
             Err(PipelineError::Cancelled) => (JobOutcome::Cancelled, None),
@@ -332,17 +331,20 @@ impl Worker {
                 (
                     JobOutcome::Retry {
                         message: message.clone(),
-                        backoff_secs: 30 * u64::from(job.attempts.max(1)),
-                        max_attempts: self.config.jobs.max_attempts,
                     },
                     Some(message),
                 )
             }
         };
-        match self
-            .store
-            .finish_job(&file.id, outcome, self.clock.now_secs())
-        {
+        match self.store.finish_job(
+            &file.id,
+            outcome,
+            RetryPolicy {
+                max_attempts: self.config.jobs.max_attempts,
+                backoff_base_secs: RETRY_BACKOFF_SECS,
+            },
+            self.clock.now_secs(),
+        ) {
             Ok(Some(status)) => {
                 self.jobs.publish(FileEvent::finished(&file, status, error));
                 crate::metrics::METRICS.job_finished(

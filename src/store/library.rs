@@ -694,6 +694,10 @@ mod tests {
                     crate::store::JobOutcome::Failed {
                         message: "x".into(),
                     },
+                    crate::store::RetryPolicy {
+                        max_attempts: 3,
+                        backoff_base_secs: 30,
+                    },
                     100,
                 )
                 .unwrap();

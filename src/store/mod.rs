@@ -13,7 +13,7 @@ pub mod tables;
 
 pub use accounts::Revoke;
 pub(crate) use queue::new_job;
-pub use queue::{JobControl, JobOutcome};
+pub use queue::{Decision, JobControl, JobOutcome, RetryPolicy, decide};
 
 use std::path::Path;
 use std::sync::Arc;

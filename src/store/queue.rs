@@ -89,13 +89,59 @@ pub enum JobOutcome {
     Failed {
         message: String,
     },
-    /// A failure worth another attempt after `backoff_secs` (up to `max_attempts`).
+    /// A failure worth another attempt (model, runtime, I/O), within the [`RetryPolicy`].
     Retry {
         message: String,
-        backoff_secs: u64,
-        max_attempts: u32,
     },
+    /// Stopped by the daemon's shutdown, not by the user: runs again after the restart, and
+    /// does not count against the attempts.
+    Interrupted,
     Cancelled,
+}
+
+/// How often a failing job is tried and how long it waits between tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    /// The n-th retry waits n × this.
+    pub backoff_base_secs: u64,
+}
+
+/// What [`Store::finish_job`] does with a running job: the one place that decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Complete,
+    Fail { message: String },
+    Requeue { message: String, delay_secs: u64 },
+    Cancel,
+}
+
+/// The queue's policy in one function: a cancel the user asked for wins over any outcome; a
+/// bad-media failure ends the job; a retryable failure is queued again after a backoff that
+/// grows with the attempts, until `max_attempts`; a shutdown interruption is queued again at
+/// once without using an attempt.
+pub fn decide(job: &JobRecord, outcome: &JobOutcome, policy: RetryPolicy) -> Decision {
+    if job.cancel_requested {
+        return Decision::Cancel;
+    }
+    match outcome {
+        JobOutcome::Completed { .. } => Decision::Complete,
+        JobOutcome::Failed { message } => Decision::Fail {
+            message: message.clone(),
+        },
+        JobOutcome::Retry { message } if job.attempts >= policy.max_attempts => Decision::Fail {
+            message: message.clone(),
+        },
+        JobOutcome::Retry { message } => Decision::Requeue {
+            message: message.clone(),
+            delay_secs: policy.backoff_base_secs * u64::from(job.attempts.max(1)),
+        },
+        JobOutcome::Interrupted => Decision::Requeue {
+            message: "interrupted by shutdown".to_owned(),
+            delay_secs: 0,
+        },
+        JobOutcome::Cancelled => Decision::Cancel,
+    }
 }
 
 impl Store {
@@ -208,6 +254,7 @@ impl Store {
         &self,
         file_id: &str,
         outcome: JobOutcome,
+        policy: RetryPolicy,
         now: u64,
     ) -> Result<Option<FileStatus>> {
         let txn = self.db.begin_write().map_err(db_err)?;
@@ -218,18 +265,17 @@ impl Store {
             let file: Option<FileRecord> = read_record(&files, file_id)?;
             match (job, file) {
                 (Some(mut job), Some(mut file)) if job.state == JobState::Running => {
-                    let outcome = if job.cancel_requested {
-                        JobOutcome::Cancelled
-                    } else {
-                        outcome
-                    };
-                    match outcome {
-                        JobOutcome::Completed {
-                            transcript_json,
-                            speaker_embeddings,
-                            waveform,
-                            stage_seconds,
-                        } => {
+                    let decision = decide(&job, &outcome, policy);
+                    match (decision, outcome) {
+                        (
+                            Decision::Complete,
+                            JobOutcome::Completed {
+                                transcript_json,
+                                speaker_embeddings,
+                                waveform,
+                                stage_seconds,
+                            },
+                        ) => {
                             job.stage_seconds = stage_seconds;
                             if let Some(waveform) = &waveform {
                                 let mut table = txn.open_table(WAVEFORMS).map_err(db_err)?;
@@ -251,35 +297,37 @@ impl Store {
                             file.progress = 1.0;
                             file.error = None;
                         }
-                        JobOutcome::Failed { message } => {
+                        (Decision::Fail { message }, _) => {
                             job.set_state(&mut file, JobState::Failed);
                             job.error = Some(message.clone());
                             file.error = Some(message);
                         }
-                        JobOutcome::Retry {
-                            message,
-                            backoff_secs,
-                            max_attempts,
-                        } => {
-                            if job.attempts >= max_attempts {
-                                job.set_state(&mut file, JobState::Failed);
-                                job.error = Some(message.clone());
-                                file.error = Some(message);
-                            } else {
-                                job.set_state(&mut file, JobState::Queued);
-                                job.error = Some(message);
-                                job.not_before = now + backoff_secs;
-                                job.stage = "queued".to_owned();
-                                let mut queue = txn.open_table(QUEUE).map_err(db_err)?;
-                                queue
-                                    .insert(job.queue_key.as_str(), file_id)
-                                    .map_err(db_err)?;
-                                file.progress = 0.0;
-                            }
+                        (
+                            Decision::Requeue {
+                                message,
+                                delay_secs,
+                            },
+                            _,
+                        ) => {
+                            job.set_state(&mut file, JobState::Queued);
+                            job.error = Some(message);
+                            job.not_before = now + delay_secs;
+                            job.stage = "queued".to_owned();
+                            let mut queue = txn.open_table(QUEUE).map_err(db_err)?;
+                            queue
+                                .insert(job.queue_key.as_str(), file_id)
+                                .map_err(db_err)?;
+                            file.progress = 0.0;
                         }
-                        JobOutcome::Cancelled => {
+                        (Decision::Cancel, _) => {
                             job.set_state(&mut file, JobState::Cancelled);
                             job.cancel_requested = false;
+                        }
+                        (Decision::Complete, _) => {
+                            return Err(Error::internal(
+                                "internal",
+                                "a completion decided for an outcome that is not one",
+                            ));
                         }
                     }
                     job.updated_at = now;
@@ -485,5 +533,90 @@ impl Store {
             out.push(decode(value.value())?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(attempts: u32, cancel_requested: bool) -> JobRecord {
+        let file = FileRecord {
+            id: "f".into(),
+            owner_id: "o".into(),
+            filename: "a.wav".into(),
+            size: 1,
+            sha256: "s".into(),
+            media_type: "audio/wav".into(),
+            status: FileStatus::Processing,
+            progress: 0.0,
+            created_at: 1,
+            updated_at: 1,
+            options: records::UploadOptions::default(),
+            error: None,
+            duration_secs: None,
+            container: None,
+            codec: None,
+            tags: Vec::new(),
+        };
+        let mut job = new_job(&file, 5);
+        job.state = JobState::Running;
+        job.attempts = attempts;
+        job.cancel_requested = cancel_requested;
+        job
+    }
+
+    /// The whole retry/attempt/cancel policy, case by case.
+    #[test]
+    fn one_policy_decides_every_outcome() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            backoff_base_secs: 30,
+        };
+        let retry = || JobOutcome::Retry {
+            message: "model failed".into(),
+        };
+        let requeue = |delay_secs| Decision::Requeue {
+            message: "model failed".into(),
+            delay_secs,
+        };
+        assert_eq!(decide(&job(1, false), &retry(), policy), requeue(30));
+        assert_eq!(decide(&job(2, false), &retry(), policy), requeue(60));
+        assert_eq!(
+            decide(&job(3, false), &retry(), policy),
+            Decision::Fail {
+                message: "model failed".into()
+            }
+        );
+        // A user's cancel wins over every outcome.
+        assert_eq!(decide(&job(1, true), &retry(), policy), Decision::Cancel);
+        assert_eq!(
+            decide(&job(1, true), &JobOutcome::Interrupted, policy),
+            Decision::Cancel
+        );
+        // A shutdown interruption is queued again at once, whatever the attempts.
+        assert_eq!(
+            decide(&job(3, false), &JobOutcome::Interrupted, policy),
+            Decision::Requeue {
+                message: "interrupted by shutdown".into(),
+                delay_secs: 0
+            }
+        );
+        assert_eq!(
+            decide(
+                &job(1, false),
+                &JobOutcome::Failed {
+                    message: "bad media".into()
+                },
+                policy
+            ),
+            Decision::Fail {
+                message: "bad media".into()
+            }
+        );
+        assert_eq!(
+            decide(&job(1, false), &JobOutcome::Cancelled, policy),
+            Decision::Cancel
+        );
     }
 }
