@@ -18,7 +18,7 @@ use crate::app::{AppState, blocking};
 use crate::blobs::{BlobReader, PinnedBlob};
 use crate::error::{Error, Result};
 pub use crate::services::ingest::{StoredUpload, ingest, sanitize_filename};
-use crate::store::records::{Access, FileRecord, UploadOptions};
+use crate::store::records::{Access, FileRecord, FileStatus, UploadOptions};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -426,58 +426,23 @@ async fn list_files(
     if !matches!(scope.as_str(), "own" | "shared" | "all") {
         return Err(Error::bad_request("scope must be own, shared or all"));
     }
+    let file_query = crate::services::library::FileQuery {
+        page,
+        per_page,
+        status: query.status.as_deref().and_then(FileStatus::parse),
+        sort,
+        tag: query.tag.clone(),
+        scope,
+        collection: query.collection.clone(),
+    };
     let store = state.store.clone();
-    let collection = query.collection.clone();
-    let mut files: Vec<(FileRecord, Access)> = blocking(move || {
-        let user_id = &user.user.id;
-        if let Some(collection_id) = collection {
-            store
-                .collection_for(user_id, &collection_id)?
-                .ok_or_else(|| Error::not_found("collection"))?;
-            let mut out = Vec::new();
-            for file in store.collection_files(&collection_id)? {
-                if let Some(access) = store.file_access(user_id, &file.id)? {
-                    out.push(access);
-                }
-            }
-            return Ok(out);
-        }
-        let mut out = Vec::new();
-        if scope != "shared" {
-            out.extend(
-                store
-                    .list_user_files(user_id)?
-                    .into_iter()
-                    .map(|f| (f, Access::Owner)),
-            );
-        }
-        if scope != "own" {
-            out.extend(store.shared_files(user_id)?);
-        }
-        Ok(out)
-    })
-    .await?;
-    if let Some(status) = &query.status {
-        files.retain(|(f, _)| f.status.as_str() == status);
-    }
-    if let Some(tag) = &query.tag {
-        let tag = tag.trim().to_lowercase();
-        files.retain(|(f, _)| f.tags.contains(&tag));
-    }
-    match sort.as_str() {
-        // Ids are UUIDv7, so they order by creation time.
-        "created" => files.sort_by(|a, b| b.0.id.cmp(&a.0.id)),
-        "-created" => files.sort_by(|a, b| a.0.id.cmp(&b.0.id)),
-        "name" => files.sort_by_key(|f| f.0.filename.to_lowercase()),
-        "-name" => files.sort_by_key(|f| std::cmp::Reverse(f.0.filename.to_lowercase())),
-        "size" => files.sort_by_key(|f| f.0.size),
-        _ => files.sort_by_key(|f| std::cmp::Reverse(f.0.size)),
-    }
-    let total = files.len();
-    let items = files
+    let listed =
+        blocking(move || crate::services::library::list_files(&store, &user.user.id, &file_query))
+            .await?;
+    let total = listed.total;
+    let items = listed
+        .items
         .iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
         .map(|(f, access)| FileView::with_access(f, *access))
         .collect();
     Ok(Json(FileList {

@@ -4,3 +4,4 @@
 //! of HTTP.
 
 pub mod ingest;
+pub mod library;

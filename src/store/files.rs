@@ -79,6 +79,48 @@ impl Store {
         Ok(out)
     }
 
+    /// One page of a user's own files in creation order (ids are UUIDv7), newest first unless
+    /// `oldest_first`, read along the owner index: only the page's records are decoded, and
+    /// the total counts index keys. What the file list asks for when it filters nothing.
+    pub fn page_user_files(
+        &self,
+        owner_id: &str,
+        oldest_first: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<FileRecord>, usize)> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let user_files = txn.open_table(USER_FILES).map_err(db_err)?;
+        let files = txn.open_table(FILES).map_err(db_err)?;
+        let start = format!("{owner_id}/");
+        let end = format!("{owner_id}0"); // '0' sorts right after '/'
+        let range = user_files
+            .range(start.as_str()..end.as_str())
+            .map_err(db_err)?;
+        let keys: Box<dyn Iterator<Item = _>> = if oldest_first {
+            Box::new(range)
+        } else {
+            Box::new(range.rev())
+        };
+        let mut total = 0;
+        let mut page = Vec::new();
+        for entry in keys {
+            let (key, _) = entry.map_err(db_err)?;
+            let index = total;
+            total += 1;
+            if index < offset || page.len() >= limit {
+                continue;
+            }
+            let Some(file_id) = key.value().split('/').nth(1).map(str::to_owned) else {
+                continue;
+            };
+            if let Some(value) = files.get(file_id.as_str()).map_err(db_err)? {
+                page.push(decode(value.value())?);
+            }
+        }
+        Ok((page, total))
+    }
+
     /// Changes the fields of a user's file that `change` owns, in one transaction over the
     /// current record (so a concurrent status change by a worker is never overwritten).
     /// `Ok(None)` when the file is gone or not the user's.
