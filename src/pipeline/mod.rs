@@ -436,24 +436,45 @@ pub fn diarize_file(
     diarize_media(diarizer, &mut open, options, progress).map(|(d, _)| d)
 }
 
-/// Decodes to a spool (gathering waveform peaks) and diarizes it, without transcription.
-pub fn diarize_media(
-    diarizer: &mut Diarizer,
+/// The one decode loop: media to 16 kHz mono f32 in a spool file on disk (memory stays
+/// bounded however long the recording), gathering waveform peaks and reporting decode progress
+/// against the probed duration; `each` sees every chunk as it passes (the VAD). Returns the
+/// spool, the peaks and the number of samples.
+fn decode_to_spool(
     open: &mut Opener<'_>,
-    options: &DiarizeOptions,
     progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
-) -> Result<(Diarization, crate::media::waveform::Waveform), PipelineError> {
-    options.validate().map_err(PipelineError::Diarize)?;
-    let mut spool = Spool::create().map_err(PipelineError::Scratch)?;
+    mut each: impl FnMut(&[f32]) -> Result<(), PipelineError>,
+) -> Result<(Spool, crate::media::waveform::PeakAccumulator, usize), PipelineError> {
+    let expected_samples = crate::media::probe::probe(open()?)
+        .ok()
+        .and_then(|info| info.duration_secs)
+        .map(|secs| secs * SAMPLE_RATE as f64);
+    let spool = Spool::create().map_err(PipelineError::Scratch)?;
+    let mut total_samples = 0usize;
     let mut failure: Option<PipelineError> = None;
     let mut peaks = crate::media::waveform::PeakAccumulator::new(SAMPLE_RATE as u32);
     {
         let mut writer = BufWriter::with_capacity(1 << 20, &spool.file);
         decode_to_mono_16k(open()?, SAMPLE_RATE, |chunk| {
-            peaks.push(chunk);
-            let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
+            let mut bytes = Vec::with_capacity(chunk.len() * 4);
+            for sample in chunk {
+                bytes.extend_from_slice(&sample.to_le_bytes());
+            }
             if let Err(e) = writer.write_all(&bytes) {
                 failure = Some(PipelineError::Scratch(e));
+                return ControlFlow::Break(());
+            }
+            total_samples += chunk.len();
+            peaks.push(chunk);
+            if let Err(e) = each(chunk) {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+            let fraction = expected_samples
+                .map(|expected| (total_samples as f64 / expected).min(1.0) as f32)
+                .unwrap_or(0.0);
+            if progress(Stage::Decode(fraction)).is_break() {
+                failure = Some(PipelineError::Cancelled);
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
@@ -466,6 +487,18 @@ pub fn diarize_media(
     if progress(Stage::Decode(1.0)).is_break() {
         return Err(PipelineError::Cancelled);
     }
+    Ok((spool, peaks, total_samples))
+}
+
+/// Decodes to a spool (gathering waveform peaks) and diarizes it, without transcription.
+pub fn diarize_media(
+    diarizer: &mut Diarizer,
+    open: &mut Opener<'_>,
+    options: &DiarizeOptions,
+    progress: &mut dyn FnMut(Stage) -> ControlFlow<()>,
+) -> Result<(Diarization, crate::media::waveform::Waveform), PipelineError> {
+    options.validate().map_err(PipelineError::Diarize)?;
+    let (mut spool, peaks, _) = decode_to_spool(open, progress, |_| Ok(()))?;
     let diarization = diarizer
         .diarize(&mut spool, options, &mut |f| progress(Stage::Diarize(f)))
         .map_err(diarize_error)?;
@@ -531,61 +564,19 @@ pub fn process_media(
             });
         }
     }
-    let expected_samples = crate::media::probe::probe(open()?)
-        .ok()
-        .and_then(|info| info.duration_secs)
-        .map(|secs| secs * SAMPLE_RATE as f64);
-
-    let mut spool = Spool::create().map_err(PipelineError::Scratch)?;
     engine.vad.reset();
     let mut probabilities: Vec<f32> = Vec::new();
-    let mut total_samples = 0usize;
-    let mut failure: Option<PipelineError> = None;
-    let mut peaks = crate::media::waveform::PeakAccumulator::new(SAMPLE_RATE as u32);
+    let vad = &mut engine.vad;
+    let (mut spool, peaks, total_samples) = decode_to_spool(open, progress, |chunk| {
+        if !options.no_vad {
+            probabilities.extend(vad.process(chunk).map_err(PipelineError::Asr)?);
+        }
+        Ok(())
+    })?;
+    if !options.no_vad
+        && let Some(p) = engine.vad.finish()?
     {
-        let mut writer = BufWriter::with_capacity(1 << 20, &spool.file);
-        let vad = &mut engine.vad;
-        decode_to_mono_16k(open()?, SAMPLE_RATE, |chunk| {
-            let mut bytes = Vec::with_capacity(chunk.len() * 4);
-            for sample in chunk {
-                bytes.extend_from_slice(&sample.to_le_bytes());
-            }
-            if let Err(e) = writer.write_all(&bytes) {
-                failure = Some(PipelineError::Scratch(e));
-                return ControlFlow::Break(());
-            }
-            total_samples += chunk.len();
-            peaks.push(chunk);
-            if !options.no_vad {
-                match vad.process(chunk) {
-                    Ok(p) => probabilities.extend(p),
-                    Err(e) => {
-                        failure = Some(PipelineError::Asr(e));
-                        return ControlFlow::Break(());
-                    }
-                }
-            }
-            let fraction = expected_samples
-                .map(|expected| (total_samples as f64 / expected).min(1.0) as f32)
-                .unwrap_or(0.0);
-            if progress(Stage::Decode(fraction)).is_break() {
-                failure = Some(PipelineError::Cancelled);
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        writer.flush().map_err(PipelineError::Scratch)?;
-        if !options.no_vad
-            && let Some(p) = engine.vad.finish()?
-        {
-            probabilities.push(p);
-        }
-    }
-    if progress(Stage::Decode(1.0)).is_break() {
-        return Err(PipelineError::Cancelled);
+        probabilities.push(p);
     }
     let duration = total_samples as f64 / SAMPLE_RATE as f64;
 
