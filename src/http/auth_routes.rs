@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{AdminUser, ApiJson, AuthUser, Credential, SESSION_COOKIE};
 use crate::app::{AppState, blocking};
-use crate::auth::{self, API_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, new_token, password, token_hash};
+use crate::auth::{API_TOKEN_PREFIX, new_token, token_hash};
 use crate::error::{Error, Result};
-use crate::store::records::{ApiTokenRecord, Role, SessionRecord, UserRecord};
-use crate::store::{RegistrationPolicy, Revoke};
+use crate::services::accounts;
+use crate::store::records::{ApiTokenRecord, Role, UserRecord};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -75,30 +75,7 @@ async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<UserView>)> {
-    auth::validate_username(&body.username)?;
-    auth::validate_password(&body.password, state.config.auth.min_password_length)?;
-    let policy = if state.config.auth.registration == "open" {
-        RegistrationPolicy::Open
-    } else {
-        RegistrationPolicy::Closed
-    };
-    let store = state.store.clone();
-    let permit = hash_slot(&state).await?;
-    let user = blocking(move || {
-        let _permit = permit;
-        // Refuse early, before spending a hash, when registration is closed.
-        if policy == RegistrationPolicy::Closed && !store.list_users()?.is_empty() {
-            return Err(Error::new(
-                "registration-closed",
-                "registration is closed; ask an administrator for an account",
-            ));
-        }
-        let hash = password::hash_password(&body.password)?;
-        let id = uuid::Uuid::now_v7().to_string();
-        store.register_user(&id, &body.username, &hash, policy)
-    })
-    .await?;
-    tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
+    let user = accounts::register(&state, body.username, body.password).await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
 
@@ -115,68 +92,23 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response> {
-    let address = peer.ip();
-    // The slot is taken before hashing: concurrent attempts count like failures.
-    let attempt = state
-        .throttle
-        .begin(&body.username, address, state.clock.now())
-        .map_err(too_many_attempts)?;
-    let permit = hash_slot(&state).await?;
-    let store = state.store.clone();
-    let username = body.username.clone();
-    let candidate = body.password.clone();
-    let checked = blocking(move || {
-        let _permit = permit;
-        let user = store.get_user_by_name(&username)?;
-        // Verify against a dummy hash for unknown names so timing does not reveal them.
-        let phc = user
-            .as_ref()
-            .map(|u| u.password_hash.clone())
-            .unwrap_or_else(|| password::dummy_hash().to_owned());
-        let ok = password::verify_password(&candidate, &phc);
-        Ok(user.filter(|_| ok))
-    })
-    .await?;
-    let Some(user) = checked else {
-        attempt.failed(state.clock.now());
-        tracing::info!(%address, "failed sign-in");
-        return Err(Error::new(
-            "invalid-credentials",
-            "wrong username or password",
-        ));
-    };
-    attempt.succeeded(state.clock.now());
-    if user.disabled {
-        return Err(Error::new("account-disabled", "this account is disabled"));
-    }
-    let token = new_token(SESSION_TOKEN_PREFIX);
-    let csrf_token = new_token("");
-    let now = state.clock.now_secs();
-    let record = SessionRecord {
-        user_id: user.id.clone(),
-        created_at: now,
-        last_seen_at: now,
-        csrf_token: csrf_token.clone(),
-    };
-    let store = state.store.clone();
-    let hash = token_hash(&token);
-    blocking(move || store.insert_session(&hash, &record)).await?;
+    let signed_in = accounts::sign_in(&state, body.username, body.password, peer.ip()).await?;
     let max_age = state.config.auth.session_absolute_timeout_secs;
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+        "{SESSION_COOKIE}={}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict",
+        signed_in.token
     );
     let body = LoginResponse {
-        token,
-        csrf_token,
+        token: signed_in.token,
+        csrf_token: signed_in.csrf_token,
         expires_in: max_age,
-        user: UserView::from(&user),
+        user: UserView::from(&signed_in.user),
     };
     let mut response = Json(body).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(|e| Error::internal("internal", e))?,
     );
-    tracing::info!(user_id = %user.id, "signed in");
     Ok(response)
 }
 
@@ -200,34 +132,12 @@ async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<Respons
 
 /// Ends every session and every API token of the caller (one transaction).
 async fn logout_all(State(state): State<AppState>, user: AuthUser) -> Result<Response> {
-    let store = state.store.clone();
-    let user_id = user.user.id.clone();
-    let (sessions, tokens) = blocking(move || store.end_user_credentials(&user_id)).await?;
-    tracing::info!(user_id = %user.user.id, sessions, tokens, "signed out everywhere; API tokens revoked");
+    accounts::sign_out_everywhere(&state, &user.user.id).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, clear_cookie());
     Ok(response)
-}
-
-fn too_many_attempts(wait: u64) -> Error {
-    Error::new(
-        "too-many-attempts",
-        format!("too many sign-in attempts; try again in {wait} s"),
-    )
-    .with_retry_after(wait)
-}
-
-/// A password-hashing slot (bounded, so a flood cannot run one 19 MiB argon2 hash per request).
-async fn hash_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit> {
-    state.throttle.hash_slot().await.map_err(|wait| {
-        Error::new(
-            "too-many-attempts",
-            format!("the server is busy checking passwords; try again in {wait} s"),
-        )
-        .with_retry_after(wait)
-    })
 }
 
 #[derive(Debug, Serialize)]
@@ -257,58 +167,24 @@ struct PasswordChange {
     new_password: String,
 }
 
-/// Changes the caller's password. Throttled like a sign-in (per account and address); the
-/// caller's other sessions and all its API tokens end in the same transaction.
+/// Changes the caller's password (throttled like a sign-in; ends the other sessions and every
+/// API token).
 async fn change_password(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     user: AuthUser,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode> {
-    auth::validate_password(&body.new_password, state.config.auth.min_password_length)?;
-    let attempt = state
-        .throttle
-        .begin(&user.user.username, peer.ip(), state.clock.now())
-        .map_err(too_many_attempts)?;
-    let permit = hash_slot(&state).await?;
-    let store = state.store.clone();
     let keep = user.session_hash().map(str::to_owned);
-    let user_id = user.user.id.clone();
-    let outcome = blocking(move || {
-        let _permit = permit;
-        let current = store
-            .get_user(&user_id)?
-            .ok_or_else(|| Error::not_found("user"))?;
-        if !password::verify_password(&body.current_password, &current.password_hash) {
-            return Ok(false);
-        }
-        let new_hash = password::hash_password(&body.new_password)?;
-        // Only the hash changes, and only if nobody changed it since it was checked; a
-        // concurrent disable or role change is kept.
-        store
-            .update_user(&user_id, keep.as_deref(), |record| {
-                if record.password_hash != current.password_hash {
-                    return Err(Error::new(
-                        "conflict",
-                        "the password was changed meanwhile; try again",
-                    ));
-                }
-                record.password_hash = new_hash;
-                Ok(Revoke::Credentials)
-            })?
-            .ok_or_else(|| Error::not_found("user"))?;
-        Ok(true)
-    })
+    accounts::change_password(
+        &state,
+        &user.user,
+        keep,
+        body.current_password,
+        body.new_password,
+        peer.ip(),
+    )
     .await?;
-    if !outcome {
-        attempt.failed(state.clock.now());
-        return Err(Error::new(
-            "invalid-credentials",
-            "current password is wrong",
-        ));
-    }
-    attempt.succeeded(state.clock.now());
-    tracing::info!(user_id = %user.user.id, "password changed; other sessions and API tokens revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -415,27 +291,13 @@ async fn admin_create_user(
     AdminUser(admin): AdminUser,
     ApiJson(body): ApiJson<AdminNewUser>,
 ) -> Result<(StatusCode, Json<UserView>)> {
-    auth::validate_username(&body.username)?;
-    auth::validate_password(&body.password, state.config.auth.min_password_length)?;
     let role = match body.role.as_deref() {
         None => Role::User,
         Some(text) => {
             Role::parse(text).ok_or_else(|| Error::bad_request("role must be `admin` or `user`"))?
         }
     };
-    let store = state.store.clone();
-    let permit = hash_slot(&state).await?;
-    let user = blocking(move || {
-        let _permit = permit;
-        let hash = password::hash_password(&body.password)?;
-        store.create_user(
-            &uuid::Uuid::now_v7().to_string(),
-            &body.username,
-            &hash,
-            role,
-        )
-    })
-    .await?;
+    let user = accounts::create_user(&state, body.username, body.password, role).await?;
     tracing::info!(admin = %admin.user.id, user_id = %user.id, "user created by admin");
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
@@ -467,26 +329,7 @@ async fn admin_update_user(
             Role::parse(text).ok_or_else(|| Error::bad_request("role must be `admin` or `user`"))
         })
         .transpose()?;
-    let store = state.store.clone();
-    // One transaction: the fields asked for change on the current record, and disabling
-    // ends every session and API token at once.
-    let user = blocking(move || {
-        store.update_user(&id, None, |user| {
-            if let Some(role) = role {
-                user.role = role;
-            }
-            if let Some(disabled) = body.disabled {
-                user.disabled = disabled;
-            }
-            Ok(if user.disabled {
-                Revoke::Credentials
-            } else {
-                Revoke::Nothing
-            })
-        })
-    })
-    .await?
-    .ok_or_else(|| Error::not_found("user"))?;
+    let user = accounts::update_user(&state, id, role, body.disabled).await?;
     Ok(Json(UserView::from(&user)))
 }
 
@@ -502,20 +345,6 @@ async fn admin_reset_password(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminPasswordReset>,
 ) -> Result<StatusCode> {
-    auth::validate_password(&body.password, state.config.auth.min_password_length)?;
-    let store = state.store.clone();
-    let permit = hash_slot(&state).await?;
-    // The new hash, every session and every API token of the user change in one transaction.
-    blocking(move || {
-        let _permit = permit;
-        let hash = password::hash_password(&body.password)?;
-        store
-            .update_user(&id, None, |user| {
-                user.password_hash = hash;
-                Ok(Revoke::Credentials)
-            })?
-            .ok_or_else(|| Error::not_found("user"))
-    })
-    .await?;
+    accounts::reset_password(&state, id, body.password).await?;
     Ok(StatusCode::NO_CONTENT)
 }

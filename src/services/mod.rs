@@ -3,5 +3,6 @@
 //! steps (checks, store transaction, blob lifetime, events, waking workers) and knows nothing
 //! of HTTP.
 
+pub mod accounts;
 pub mod ingest;
 pub mod library;
