@@ -151,7 +151,7 @@ pub struct TranscribeArgs {
     #[arg(long, default_value = "whisper-base")]
     pub model: String,
     /// Output format.
-    #[arg(long, default_value = "json", value_parser = ["json", "srt", "vtt", "txt", "csv", "rttm"])]
+    #[arg(long, default_value = "json", value_parser = ["json", "srt", "vtt", "txt", "csv", "md", "rttm"])]
     pub format: String,
     /// Language code (e.g. `en`); detected when absent.
     #[arg(long)]

@@ -792,7 +792,7 @@ async fn export_zip(
 ) -> Result<Response> {
     let Query(query) = query.map_err(|e| Error::bad_request(e.body_text()))?;
     let format = Format::parse(&query.format)
-        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json or csv"))?;
+        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json, csv or md"))?;
     // Each file once, in the order given.
     let mut seen = std::collections::HashSet::new();
     let ids: Vec<String> = query

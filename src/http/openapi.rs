@@ -131,7 +131,8 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             json!({"username": username(), "password": password()}),
         )
     };
-    let export_format = || json!({"type": "string", "enum": ["srt", "vtt", "txt", "json", "csv"]});
+    let export_format =
+        || json!({"type": "string", "enum": ["srt", "vtt", "txt", "json", "csv", "md"]});
     let details = match (method.as_str(), path) {
         ("GET", "/api/openapi.json") => Details::new("This document", 200, "OpenAPI 3.1 JSON"),
         ("GET", "/api/health") => {

@@ -74,7 +74,7 @@ async fn export(
 ) -> Result<Response> {
     let Query(query) = query.map_err(|e| Error::bad_request(e.body_text()))?;
     let format = Format::parse(&query.format)
-        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json or csv"))?;
+        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json, csv or md"))?;
     let (file, transcript) = load_transcript(&state, &user, id).await?;
     let filename = file.filename;
     let body = render(&transcript, format, query.speakers.unwrap_or(true));

@@ -9,6 +9,8 @@ pub enum Format {
     Vtt,
     Txt,
     Csv,
+    /// Speaker-labelled paragraphs with their start times, for notes and wikis.
+    Markdown,
 }
 
 impl Format {
@@ -20,6 +22,7 @@ impl Format {
             Format::Vtt => "vtt",
             Format::Txt => "txt",
             Format::Csv => "csv",
+            Format::Markdown => "md",
         }
     }
 
@@ -30,6 +33,7 @@ impl Format {
             "vtt" => Some(Format::Vtt),
             "txt" | "text" => Some(Format::Txt),
             "csv" => Some(Format::Csv),
+            "md" | "markdown" => Some(Format::Markdown),
             _ => None,
         }
     }
@@ -41,6 +45,7 @@ impl Format {
             Format::Vtt => "text/vtt",
             Format::Txt => "text/plain; charset=utf-8",
             Format::Csv => "text/csv; charset=utf-8",
+            Format::Markdown => "text/markdown; charset=utf-8",
         }
     }
 }
@@ -178,7 +183,76 @@ pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> S
             }
             out
         }
+        Format::Markdown => {
+            // Consecutive segments of one speaker make one paragraph, headed by the speaker
+            // (when shown) and the paragraph's start time.
+            let mut out = String::new();
+            let mut current: Option<Option<String>> = None;
+            for segment in &transcript.segments {
+                let text = markdown_text(&segment.text);
+                if text.is_empty() {
+                    continue;
+                }
+                let speaker = label(segment.speaker.as_deref());
+                if current.as_ref() != Some(&speaker) {
+                    if current.is_some() {
+                        out.push_str("\n\n");
+                    }
+                    let time = clock(segment.start, '.');
+                    let time = time.split('.').next().unwrap_or_default();
+                    match &speaker {
+                        Some(name) => {
+                            out.push_str(&format!("**{}** ({time})\n\n", markdown_text(name)))
+                        }
+                        None => out.push_str(&format!("*{time}*\n\n")),
+                    }
+                    current = Some(speaker);
+                } else {
+                    out.push(' ');
+                }
+                out.push_str(&text);
+            }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out
+        }
     }
+}
+
+/// Transcript text as Markdown shows it literally: one line, and every character Markdown
+/// (or the HTML it may contain) would read as markup escaped with a backslash.
+fn markdown_text(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if matches!(
+            c,
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '{'
+                | '}'
+                | '['
+                | ']'
+                | '<'
+                | '>'
+                | '('
+                | ')'
+                | '#'
+                | '+'
+                | '-'
+                | '.'
+                | '!'
+                | '|'
+                | '~'
+                | '&'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Quotes a CSV field, and defuses spreadsheet formulas (a leading =, +, -, @, tab or CR, as
@@ -195,6 +269,36 @@ fn csv_field(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_groups_turns_labels_times_and_escapes_markup() {
+        let transcript: Transcript = serde_json::from_value(serde_json::json!({
+            "language": "en",
+            "duration": 20.0,
+            "speakers": [
+                {"id": "SPEAKER_00", "label": "SPEAKER_00", "name": "Maria *admin*"},
+                {"id": "SPEAKER_01", "label": "SPEAKER_01", "name": null}
+            ],
+            "segments": [
+                {"id": 0, "start": 0.0, "end": 2.0, "text": " Hello,", "speaker": "SPEAKER_00", "words": []},
+                {"id": 1, "start": 2.0, "end": 4.0, "text": " this is Maria.", "speaker": "SPEAKER_00", "words": []},
+                {"id": 2, "start": 65.5, "end": 70.0, "text": " <script>x</script> # not a heading", "speaker": "SPEAKER_01", "words": []}
+            ]
+        }))
+        .unwrap();
+        let md = render(&transcript, Format::Markdown, true);
+        assert_eq!(
+            md,
+            "**Maria \\*admin\\*** (00:00:00)\n\nHello, this is Maria\\.\n\n**SPEAKER\\_01** (00:01:05)\n\n\\<script\\>x\\</script\\> \\# not a heading\n"
+        );
+        let plain = render(&transcript, Format::Markdown, false);
+        assert!(
+            plain.starts_with("*00:00:00*\n\nHello, this is Maria\\. \\<script"),
+            "{plain}"
+        );
+        assert_eq!(Format::parse("md"), Some(Format::Markdown));
+        assert_eq!(Format::Markdown.extension(), "md");
+    }
     use crate::transcript::{Segment, Speaker};
 
     fn sample() -> Transcript {
