@@ -295,5 +295,6 @@ fuzz_target!(|input: Input| {
             &transcript,
         );
         let _ = render(&transcript, Format::Txt, with_speakers);
+        let _ = render(&transcript, Format::Markdown, with_speakers);
     }
 });
