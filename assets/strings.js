@@ -135,7 +135,7 @@ export const STRINGS = {
   speaker: "Speaker",
   export: "Export",
   exportWithSpeakers: "Include speaker names",
-  exportFormats: { srt: "SRT", vtt: "VTT", txt: "TXT", json: "JSON", csv: "CSV", md: "Markdown" },
+  exportFormats: { srt: "SRT", vtt: "VTT", txt: "TXT", json: "JSON", csv: "CSV", md: "Markdown", docx: "DOCX" },
 
   // Search
   searchHeading: "Search transcripts",

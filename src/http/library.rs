@@ -24,7 +24,7 @@ use crate::store::library::{CollectionView, upsert_share};
 use crate::store::records::{Access, CollectionRecord, CommentRecord};
 use crate::transcript::Transcript;
 use crate::transcript::analytics::{Analytics, analyze};
-use crate::transcript::export::{Format, render};
+use crate::transcript::export::{Format, render_bytes};
 
 const MAX_TEXT: usize = 10_000;
 const MAX_NAME: usize = 200;
@@ -792,7 +792,7 @@ async fn export_zip(
 ) -> Result<Response> {
     let Query(query) = query.map_err(|e| Error::bad_request(e.body_text()))?;
     let format = Format::parse(&query.format)
-        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json, csv or md"))?;
+        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json, csv, md or docx"))?;
     // Each file once, in the order given.
     let mut seen = std::collections::HashSet::new();
     let ids: Vec<String> = query
@@ -813,7 +813,7 @@ async fn export_zip(
     }
     let mut total = 0usize;
     let speakers = query.speakers.unwrap_or(true);
-    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
     let mut used = std::collections::HashSet::new();
     for id in ids {
         let (file, transcript) = load_transcript(&state, &user, id).await?;
@@ -828,7 +828,7 @@ async fn export_zip(
             name = format!("{stem} ({n}).{}", format.extension());
             n += 1;
         }
-        let body = render(&transcript, format, speakers);
+        let body = render_bytes(&transcript, format, speakers);
         total += body.len();
         if total > MAX_ZIP_BYTES {
             return Err(Error::new(
@@ -848,7 +848,7 @@ async fn export_zip(
         for (name, body) in entries {
             zip.start_file(name, options)
                 .map_err(|e| Error::internal("internal", e))?;
-            zip.write_all(body.as_bytes())
+            zip.write_all(&body)
                 .map_err(|e| Error::internal("internal", e))?;
         }
         let cursor = zip.finish().map_err(|e| Error::internal("internal", e))?;

@@ -132,7 +132,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         )
     };
     let export_format =
-        || json!({"type": "string", "enum": ["srt", "vtt", "txt", "json", "csv", "md"]});
+        || json!({"type": "string", "enum": ["srt", "vtt", "txt", "json", "csv", "md", "docx"]});
     let details = match (method.as_str(), path) {
         ("GET", "/api/openapi.json") => Details::new("This document", 200, "OpenAPI 3.1 JSON"),
         ("GET", "/api/health") => {

@@ -16,7 +16,7 @@ use crate::app::{AppState, blocking};
 use crate::error::{Error, Result};
 use crate::store::records::Access;
 use crate::transcript::Transcript;
-use crate::transcript::export::{Format, render};
+use crate::transcript::export::{Format, render_bytes};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -74,10 +74,10 @@ async fn export(
 ) -> Result<Response> {
     let Query(query) = query.map_err(|e| Error::bad_request(e.body_text()))?;
     let format = Format::parse(&query.format)
-        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json, csv or md"))?;
+        .ok_or_else(|| Error::bad_request("format must be srt, vtt, txt, json, csv, md or docx"))?;
     let (file, transcript) = load_transcript(&state, &user, id).await?;
     let filename = file.filename;
-    let body = render(&transcript, format, query.speakers.unwrap_or(true));
+    let body = render_bytes(&transcript, format, query.speakers.unwrap_or(true));
     let stem = filename
         .rsplit_once('.')
         .map(|(stem, _)| stem.to_owned())

@@ -11,6 +11,8 @@ pub enum Format {
     Csv,
     /// Speaker-labelled paragraphs with their start times, for notes and wikis.
     Markdown,
+    /// A Word document (binary: [`render_bytes`]), one paragraph per speaker turn.
+    Docx,
 }
 
 impl Format {
@@ -23,6 +25,7 @@ impl Format {
             Format::Txt => "txt",
             Format::Csv => "csv",
             Format::Markdown => "md",
+            Format::Docx => "docx",
         }
     }
 
@@ -34,6 +37,7 @@ impl Format {
             "txt" | "text" => Some(Format::Txt),
             "csv" => Some(Format::Csv),
             "md" | "markdown" => Some(Format::Markdown),
+            "docx" => Some(Format::Docx),
             _ => None,
         }
     }
@@ -46,6 +50,9 @@ impl Format {
             Format::Txt => "text/plain; charset=utf-8",
             Format::Csv => "text/csv; charset=utf-8",
             Format::Markdown => "text/markdown; charset=utf-8",
+            Format::Docx => {
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            }
         }
     }
 }
@@ -110,6 +117,16 @@ fn voice_name(name: &str) -> String {
     name
 }
 
+/// An export as bytes: the DOCX package for [`Format::Docx`], the UTF-8 text otherwise.
+pub fn render_bytes(transcript: &Transcript, format: Format, with_speakers: bool) -> Vec<u8> {
+    match format {
+        Format::Docx => super::docx::render_docx(transcript, with_speakers).unwrap_or_default(),
+        _ => render(transcript, format, with_speakers).into_bytes(),
+    }
+}
+
+/// An export as text. DOCX is binary: its text here is the plain-text export (use
+/// [`render_bytes`] for the document).
 pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> String {
     let label = |speaker: Option<&str>| -> Option<String> {
         if with_speakers {
@@ -183,6 +200,7 @@ pub fn render(transcript: &Transcript, format: Format, with_speakers: bool) -> S
             }
             out
         }
+        Format::Docx => render(transcript, Format::Txt, with_speakers),
         Format::Markdown => {
             // Consecutive segments of one speaker make one paragraph, headed by the speaker
             // (when shown) and the paragraph's start time.

@@ -1,6 +1,7 @@
 //! Transcripts as users see them: segments, words, speakers, and the export formats.
 
 pub mod analytics;
+pub mod docx;
 pub mod export;
 
 use serde::{Deserialize, Serialize};

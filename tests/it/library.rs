@@ -544,3 +544,94 @@ async fn edit_tag_comment_share_and_zip() {
     );
     server.stop().await;
 }
+
+/// Markdown and DOCX exports of a real transcript; the DOCX is opened by a real reader
+/// (python-docx, in the test Python that scripts/test prepares, `OT_TEST_OPENAI_PYTHON`).
+#[tokio::test]
+async fn markdown_and_docx_exports_open_in_real_readers() {
+    let server = TestServer::start_with(|c| {
+        c.models_dir = crate::models::models_dir();
+        c.jobs.model = "whisper-tiny.en".to_owned();
+        c.jobs.beam_size = 1;
+    })
+    .await;
+    let token = server.admin().await;
+    let file = transcribed_file(&server, &token, "talk.wav").await;
+    let (_, transcript) = server
+        .call(
+            Method::GET,
+            &format!("/api/files/{file}/transcript"),
+            &token,
+            None,
+        )
+        .await;
+    let first_words: Vec<String> = transcript["segments"][0]["text"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .take(3)
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_owned())
+        .collect();
+
+    let export = |format: &'static str| {
+        let request = server
+            .client
+            .get(server.url(&format!("/api/files/{file}/export?format={format}")))
+            .bearer_auth(&token);
+        async move { request.send().await.unwrap() }
+    };
+    let md = export("md").await;
+    assert_eq!(md.status(), 200);
+    assert!(
+        md.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/markdown")
+    );
+    let md = md.text().await.unwrap();
+    assert!(md.contains("(00:00:0"), "{md}");
+    for word in &first_words {
+        assert!(md.contains(word.as_str()), "{word} missing from {md}");
+    }
+
+    let docx = export("docx").await;
+    assert_eq!(docx.status(), 200);
+    assert_eq!(
+        docx.headers()["content-type"],
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    );
+    assert!(
+        docx.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("talk.docx")
+    );
+    let bytes = docx.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("talk.docx");
+    std::fs::write(&path, &bytes).unwrap();
+    let python = std::env::var("OT_TEST_OPENAI_PYTHON").expect(
+        "OT_TEST_OPENAI_PYTHON must name a python with python-docx (scripts/test sets it up)",
+    );
+    let output = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys, docx\nfor p in docx.Document(sys.argv[1]).paragraphs:\n    print(('B:' if any(r.bold for r in p.runs) else 'P:') + p.text)",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python-docx could not open it: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 2, "{text}");
+    // A heading (speaker in bold when diarized, and the time) then the turn's text.
+    assert!(lines[0].contains("00:00:0"), "{text}");
+    for word in &first_words {
+        assert!(text.contains(word.as_str()), "{word} missing from {text}");
+    }
+}
