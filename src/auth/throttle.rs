@@ -182,17 +182,6 @@ impl LoginThrottle {
         self.settle(&username.to_lowercase(), address, false, false, now)
     }
 
-    /// A successful login clears the account's failures (not the address's).
-    pub fn record_success(&self, username: &str, now: Instant) {
-        let mut state = self.lock();
-        if let Some(entry) = state.accounts.get_mut(&username.to_lowercase()) {
-            *entry = Failures {
-                in_flight: entry.in_flight,
-                ..Failures::fresh(now)
-            };
-        }
-    }
-
     fn settle(
         &self,
         account: &str,

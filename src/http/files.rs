@@ -36,7 +36,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/files/{id}/media", get(media))
 }
 
-pub const FILE_STATUSES: &[&str] = &["queued", "processing", "completed", "error", "cancelled"];
+/// The statuses a file can have, as the API spells them (from [`FileStatus::ALL`]).
+pub fn file_statuses() -> Vec<&'static str> {
+    FileStatus::ALL.iter().map(|s| s.as_str()).collect()
+}
 
 /// A file as the API shows it.
 #[derive(Debug, Serialize)]
@@ -406,11 +409,11 @@ async fn list_files(
     let page = query.page.unwrap_or(1).max(1);
     let per_page = query.per_page.unwrap_or(50).clamp(1, 500);
     if let Some(status) = &query.status
-        && !FILE_STATUSES.contains(&status.as_str())
+        && FileStatus::parse(status).is_none()
     {
         return Err(Error::bad_request(format!(
             "status must be one of {}",
-            FILE_STATUSES.join(", ")
+            file_statuses().join(", ")
         )));
     }
     let sort = query.sort.clone().unwrap_or_else(|| "created".to_owned());

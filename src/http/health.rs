@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::app::{AppState, blocking};
+use crate::ops::health::readiness_checks;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -80,9 +81,6 @@ async fn metrics(
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
-
-pub use crate::fsutil::free_disk_bytes;
-pub use crate::ops::health::{Check, readiness_checks};
 
 async fn ready(State(state): State<AppState>) -> Response {
     let checks = match blocking(move || Ok(readiness_checks(&state))).await {

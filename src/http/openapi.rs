@@ -213,7 +213,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             .query(
                 "status",
                 false,
-                json!({"type": "string", "enum": super::files::FILE_STATUSES}),
+                json!({"type": "string", "enum": super::files::file_statuses()}),
             )
             .query(
                 "sort",
@@ -542,7 +542,7 @@ fn schemas() -> Value {
             "properties": {
                 "id": string(),
                 "filename": string(),
-                "status": {"type": "string", "enum": super::files::FILE_STATUSES},
+                "status": {"type": "string", "enum": super::files::file_statuses()},
                 "progress": {"type": "number"},
                 "size": {"type": "integer", "minimum": 0},
                 "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},

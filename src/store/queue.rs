@@ -445,7 +445,6 @@ impl Store {
         Ok(Some(status))
     }
 
-    /// Queues a failed or cancelled file again.
     /// Queues chosen stages of a finished file again with new options (e.g. another speaker
     /// count). `stages` empty runs everything; `["diarize"]` keeps the transcript's text.
     pub fn reprocess_job(
@@ -487,6 +486,7 @@ impl Store {
         Ok(Some(status))
     }
 
+    /// Queues a failed or cancelled file again.
     pub fn retry_job(&self, owner_id: &str, file_id: &str, now: u64) -> Result<Option<FileStatus>> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let status = {

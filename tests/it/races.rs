@@ -383,3 +383,76 @@ fn rss_kib() -> u64 {
         .and_then(|kib| kib.parse().ok())
         .unwrap_or(0)
 }
+
+/// Collections: two shares and a rename of one collection at once (each rewrote the whole
+/// record it had read before). Every change is kept; then two removals at once leave none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_shares_and_edits_of_a_collection_are_all_kept() {
+    let server = idle_server().await;
+    let admin = server.admin().await;
+    let _ = server.user(&admin, "bob").await;
+    let _ = server.user(&admin, "carol").await;
+    let (status, created) = server
+        .call(
+            Method::POST,
+            "/api/collections",
+            &admin,
+            Some(json!({"name": "shared"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let cid = created["id"].as_str().unwrap().to_owned();
+    let (shares, path) = (
+        format!("/api/collections/{cid}/shares"),
+        format!("/api/collections/{cid}"),
+    );
+    for round in 0..iterations() / 4 {
+        let name = format!("shared {round}");
+        let share = |user: &'static str| {
+            server.call(
+                Method::PUT,
+                &shares,
+                &admin,
+                Some(json!({"username": user, "role": "viewer"})),
+            )
+        };
+        let rename = server.call(Method::PATCH, &path, &admin, Some(json!({"name": name})));
+        let ((b, _), (c, _), (r, _)) = tokio::join!(share("bob"), share("carol"), rename);
+        assert_eq!((b, c, r), (200, 200, 200), "round {round}");
+        let (_, collection) = server.call(Method::GET, &path, &admin, None).await;
+        let members: Vec<&str> = collection["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["username"].as_str().unwrap())
+            .collect();
+        assert!(
+            members.contains(&"bob") && members.contains(&"carol"),
+            "round {round}: a share was lost: {members:?}"
+        );
+        assert_eq!(
+            collection["name"],
+            name.as_str(),
+            "round {round}: rename lost"
+        );
+        let ids: Vec<String> = collection["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["user_id"].as_str().unwrap().to_owned())
+            .collect();
+        let (srv, adm) = (&server, &admin);
+        let unshare = |id: &String| {
+            let path = format!("{shares}/{id}");
+            async move { srv.call(Method::DELETE, &path, adm, None).await }
+        };
+        let ((u1, _), (u2, _)) = tokio::join!(unshare(&ids[0]), unshare(&ids[1]));
+        assert_eq!((u1, u2), (204, 204), "round {round}");
+        let (_, collection) = server.call(Method::GET, &path, &admin, None).await;
+        assert_eq!(
+            collection["members"],
+            json!([]),
+            "round {round}: a removed member came back"
+        );
+    }
+}
