@@ -36,14 +36,18 @@ impl std::fmt::Debug for AppState {
 }
 
 /// Runs blocking work (redb, hashing, file I/O) on the blocking pool, never on the executor.
-pub async fn blocking<T, F>(work: F) -> Result<T>
+/// The work's own error (a store or blob error) becomes the service's `Error` here.
+pub async fn blocking<T, E, F>(work: F) -> Result<T>
 where
-    F: FnOnce() -> Result<T> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
     T: Send + 'static,
+    E: Send + 'static,
+    Error: From<E>,
 {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::internal("internal", format!("blocking task failed: {e}")))?
+        .map_err(Error::from)
 }
 
 use crate::fsutil::create_private_dir;

@@ -83,7 +83,7 @@ pub async fn start_with_clock(
         crate::ops::backup::clean_staging(&state.config.data_dir).map_err(|e| {
             Error::internal("internal", format!("cannot remove old backup staging: {e}"))
         })?;
-        Ok(state)
+        Ok::<_, Error>(state)
     })
     .await?;
     let config = state.config.clone();

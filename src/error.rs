@@ -144,6 +144,33 @@ pub fn http_status_for_code(code: &str) -> u16 {
         .unwrap_or(500)
 }
 
+/// Store failures as the API shows them: the one place that gives them codes (and so statuses).
+impl From<crate::store::StoreError> for Error {
+    fn from(error: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        let message = error.to_string();
+        match error {
+            S::Db(cause) => Error::internal("store", cause),
+            S::NotFound(what) => Error::not_found(what),
+            S::UsernameTaken(_) => Error::new("username-taken", message),
+            S::RegistrationClosed => Error::new("registration-closed", message),
+            S::AccessTooLow(_) => Error::new("forbidden", message),
+            S::NotCancellable(_) => Error::new("not-cancellable", message),
+            S::NotRetryable(_) => Error::new("not-retryable", message),
+            S::TranscriptNotReady(_) => Error::new("transcript-not-ready", message),
+            S::NoVoice => Error::new("no-speaker-embedding", message),
+            S::NotAssigned => Error::new("not-assigned", message),
+            S::NoSuggestion => Error::new("no-suggestion", message),
+            S::Invalid(_) => Error::new("bad-request", message),
+            S::DatabaseBusy(_) => Error::new("database-busy", message),
+            S::DatabaseTooNew(_) => Error::new("database-too-new", message),
+            S::BackupExists(_) => Error::new("backup-exists", message),
+            S::BackupIncomplete(cause) => Error::internal("backup-incomplete", cause),
+            S::Invariant(cause) => Error::internal("internal", cause),
+        }
+    }
+}
+
 /// Blob store errors as the API shows them: a full disk is 507, a missing blob 404 (`media`),
 /// the rest internal (logged with their cause).
 impl From<crate::blobs::BlobError> for Error {

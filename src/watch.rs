@@ -76,7 +76,7 @@ async fn run(state: AppState, shutdown: CancellationToken) {
         match blocking(move || {
             let folder = Arc::new(Folder::open(&scan_dir)?);
             let found = scan(&folder, mark)?;
-            Ok((folder, found))
+            Ok::<_, Error>((folder, found))
         })
         .await
         {

@@ -60,7 +60,7 @@ impl From<&UserRecord> for UserView {
 /// Tells the web UI whether to show first-run setup (no user exists yet).
 async fn setup_needed(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
     let store = state.store.clone();
-    let empty = blocking(move || Ok(store.list_users()?.is_empty())).await?;
+    let empty = blocking(move || Ok::<_, Error>(store.list_users()?.is_empty())).await?;
     Ok(Json(serde_json::json!({ "setup_needed": empty })))
 }
 

@@ -531,11 +531,15 @@ async fn delete_file(
             // count is taken again under the blob lifetime lock: an upload of the same bytes
             // may have pinned or referenced the blob since.
             let sha = record.sha256.clone();
-            if let Err(e) = blobs.remove_unreferenced(&sha, || store.blob_ref_count(&sha)) {
+            if let Err(e) = blobs.remove_unreferenced(&sha, || {
+                store
+                    .blob_ref_count(&sha)
+                    .map_err(crate::error::Error::from)
+            }) {
                 tracing::warn!(error = %e, "blob removal failed; the start-up sweep will retry");
             }
         }
-        Ok(record)
+        Ok::<_, Error>(record)
     })
     .await
     .map(|record| {

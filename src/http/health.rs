@@ -26,7 +26,9 @@ async fn admin_status(
     _admin: super::extract::AdminUser,
 ) -> Result<Json<crate::ops::status::StatusReport>, crate::error::Error> {
     let gathered = state.clone();
-    let report = blocking(move || Ok(crate::ops::status::gather(&gathered))).await?;
+    let report =
+        blocking(move || Ok::<_, crate::error::Error>(crate::ops::status::gather(&gathered)))
+            .await?;
     Ok(Json(report))
 }
 
@@ -66,7 +68,7 @@ async fn metrics(
             }
             *by_state.entry(job.state.to_string()).or_insert(0) += 1;
         }
-        Ok((by_state, depth))
+        Ok::<_, crate::error::Error>((by_state, depth))
     })
     .await?;
     let body = crate::metrics::METRICS.render(&jobs, depth);
@@ -83,10 +85,11 @@ pub async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    let checks = match blocking(move || Ok(readiness_checks(&state))).await {
-        Ok(checks) => checks,
-        Err(e) => return e.into_response(),
-    };
+    let checks =
+        match blocking(move || Ok::<_, crate::error::Error>(readiness_checks(&state))).await {
+            Ok(checks) => checks,
+            Err(e) => return e.into_response(),
+        };
     let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
     if failing.is_empty() {
         (

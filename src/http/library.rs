@@ -20,14 +20,13 @@ use super::files::{FileView, load_file};
 use super::transcripts::load_transcript;
 use crate::app::{AppState, blocking};
 use crate::error::{Error, Result};
-use crate::store::library::{CollectionView, upsert_share};
-use crate::store::records::{Access, CollectionRecord, CommentRecord};
+use crate::services::collections::{self, MAX_NAME, MAX_TEXT, check_text};
+use crate::store::library::CollectionView;
+use crate::store::records::{Access, CommentRecord};
 use crate::transcript::Transcript;
 use crate::transcript::analytics::{Analytics, analyze};
 use crate::transcript::export::{Format, render_bytes};
 
-const MAX_TEXT: usize = 10_000;
-const MAX_NAME: usize = 200;
 const MAX_TAGS: usize = 50;
 /// Files in one ZIP download; each export is small, the whole archive is built in memory.
 const MAX_ZIP_FILES: usize = 500;
@@ -73,26 +72,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/exports/zip", get(export_zip))
 }
 
-pub(crate) fn check_text(text: &str, what: &str, max: usize) -> Result<()> {
-    if text.trim().is_empty() {
-        return Err(Error::bad_request(format!("{what} must not be empty")));
-    }
-    if text.chars().count() > max {
-        return Err(Error::bad_request(format!(
-            "{what} must be at most {max} characters"
-        )));
-    }
-    if text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(Error::bad_request(format!(
-            "{what} must not contain control characters"
-        )));
-    }
-    Ok(())
-}
-
 /// Applies `edit` to the stored transcript of a file the user may edit; publishes
 /// `speaker.updated` or `transcript.updated` to the owner's event sockets.
 async fn edit_transcript<R: Send + 'static>(
@@ -105,14 +84,16 @@ async fn edit_transcript<R: Send + 'static>(
     let (file, _) = load_file(state, user, id, Access::Editor).await?;
     let store = state.store.clone();
     let file_id = file.id.clone();
-    let outcome = blocking(move || store.update_transcript::<Transcript, R>(&file_id, edit))
-        .await?
-        .ok_or_else(|| {
-            Error::new(
-                "transcript-not-ready",
-                format!("the file is {}; its transcript is not ready", file.status),
-            )
-        })?;
+    let outcome = blocking(move || {
+        store.update_transcript::<Transcript, R, crate::error::Error>(&file_id, edit)
+    })
+    .await?
+    .ok_or_else(|| {
+        Error::new(
+            "transcript-not-ready",
+            format!("the file is {}; its transcript is not ready", file.status),
+        )
+    })?;
     state.files_changed(vec![file.id.clone()]);
     state
         .jobs
@@ -403,7 +384,7 @@ async fn comment_views(state: &AppState, file_id: String) -> Result<Vec<CommentV
             };
             out.push(CommentView { record, author });
         }
-        Ok(out)
+        Ok::<_, Error>(out)
     })
     .await
 }
@@ -498,8 +479,7 @@ struct NewCollection {
 }
 
 async fn list_collections(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>> {
-    let store = state.store.clone();
-    let collections = blocking(move || store.list_collections(&user.user.id)).await?;
+    let collections = collections::list(&state, &user.user.id).await?;
     Ok(Json(json!({ "collections": collections })))
 }
 
@@ -508,49 +488,8 @@ async fn create_collection(
     user: AuthUser,
     ApiJson(body): ApiJson<NewCollection>,
 ) -> Result<(StatusCode, Json<CollectionView>)> {
-    check_text(&body.name, "name", MAX_NAME)?;
-    if body.description.chars().count() > MAX_TEXT {
-        return Err(Error::bad_request("description is too long"));
-    }
-    let record = CollectionRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        owner_id: user.user.id.clone(),
-        name: body.name.trim().to_owned(),
-        description: body.description.trim().to_owned(),
-        created_at: state.clock.now_secs(),
-        shares: Vec::new(),
-    };
-    let store = state.store.clone();
-    let saved = record.clone();
-    blocking(move || store.create_collection(&saved)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CollectionView {
-            record,
-            role: Access::Owner,
-            file_count: 0,
-        }),
-    ))
-}
-
-async fn load_collection(
-    state: &AppState,
-    user: &AuthUser,
-    cid: String,
-    needed: Access,
-) -> Result<(CollectionRecord, Access)> {
-    let store = state.store.clone();
-    let user_id = user.user.id.clone();
-    let (record, role) = blocking(move || store.collection_for(&user_id, &cid))
-        .await?
-        .ok_or_else(|| Error::not_found("collection"))?;
-    if role < needed {
-        return Err(Error::new(
-            "forbidden",
-            format!("this needs {} access to the collection", needed.as_str()),
-        ));
-    }
-    Ok((record, role))
+    let view = collections::create(&state, &user.user.id, &body.name, &body.description).await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn get_collection(
@@ -558,43 +497,23 @@ async fn get_collection(
     user: AuthUser,
     Path(cid): Path<String>,
 ) -> Result<Json<Value>> {
-    let (record, role) = load_collection(&state, &user, cid, Access::Viewer).await?;
-    let store = state.store.clone();
-    let shown = record.clone();
-    let (files, members) = blocking(move || {
-        let files = store.collection_files(&record.id)?;
-        let mut members = Vec::new();
-        for share in &record.shares {
-            if let Some(member) = store.get_user(&share.user_id)? {
-                members.push(
-                    json!({"user_id": member.id, "username": member.username, "role": share.role}),
-                );
-            }
-        }
-        Ok((files, members))
-    })
-    .await?;
-    let views: Vec<FileView> = files
+    let detail = collections::detail(&state, &user.user.id, &cid).await?;
+    let views: Vec<FileView> = detail
+        .files
         .iter()
-        .map(|f| {
-            let access = if f.owner_id == user.user.id {
-                Access::Owner
-            } else {
-                role.min(Access::Editor)
-            };
-            FileView::with_access(f, access)
-        })
+        .map(|(file, access)| FileView::with_access(file, *access))
         .collect();
+    let record = detail.record;
     Ok(Json(json!({
-        "id": shown.id,
-        "owner_id": shown.owner_id,
-        "name": shown.name,
-        "description": shown.description,
-        "created_at": shown.created_at,
-        "role": role,
+        "id": record.id,
+        "owner_id": record.owner_id,
+        "name": record.name,
+        "description": record.description,
+        "created_at": record.created_at,
+        "role": detail.role,
         "file_count": views.len(),
         "files": views,
-        "members": members,
+        "members": detail.members,
     })))
 }
 
@@ -607,52 +526,15 @@ struct CollectionEdit {
     description: Option<String>,
 }
 
-/// Changes a collection on its current record (one transaction, so concurrent edits and
-/// shares are all kept) and tells search which files changed readers.
-async fn save_collection(
-    state: &AppState,
-    id: String,
-    change: impl FnOnce(&mut CollectionRecord) -> Result<()> + Send + 'static,
-) -> Result<CollectionRecord> {
-    let store = state.store.clone();
-    let (record, changed) = blocking(move || store.update_collection(&id, change)).await?;
-    state.files_changed(changed);
-    Ok(record)
-}
-
 async fn update_collection(
     State(state): State<AppState>,
     user: AuthUser,
     Path(cid): Path<String>,
     ApiJson(body): ApiJson<CollectionEdit>,
 ) -> Result<Json<CollectionView>> {
-    let (record, role) = load_collection(&state, &user, cid, Access::Owner).await?;
-    if let Some(name) = &body.name {
-        check_text(name, "name", MAX_NAME)?;
-    }
-    if let Some(description) = &body.description
-        && description.chars().count() > MAX_TEXT
-    {
-        return Err(Error::bad_request("description is too long"));
-    }
-    let record = save_collection(&state, record.id, move |record| {
-        if let Some(name) = body.name {
-            record.name = name.trim().to_owned();
-        }
-        if let Some(description) = body.description {
-            record.description = description.trim().to_owned();
-        }
-        Ok(())
-    })
-    .await?;
-    let store = state.store.clone();
-    let id = record.id.clone();
-    let file_count = blocking(move || store.collection_files(&id)).await?.len();
-    Ok(Json(CollectionView {
-        record,
-        role,
-        file_count,
-    }))
+    let view =
+        collections::update(&state, &user.user.id, &cid, body.name, body.description).await?;
+    Ok(Json(view))
 }
 
 async fn delete_collection(
@@ -660,36 +542,7 @@ async fn delete_collection(
     user: AuthUser,
     Path(cid): Path<String>,
 ) -> Result<StatusCode> {
-    let (record, _) = load_collection(&state, &user, cid, Access::Owner).await?;
-    let store = state.store.clone();
-    let files = blocking(move || store.delete_collection(&record.id)).await?;
-    state.files_changed(files);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Adding a file takes editor access to the collection and ownership of the file; removing
-/// takes editor access to the collection.
-async fn collection_file(
-    state: AppState,
-    user: AuthUser,
-    cid: String,
-    id: String,
-    add: bool,
-) -> Result<StatusCode> {
-    let (collection, _) = load_collection(&state, &user, cid, Access::Editor).await?;
-    let file_id = if add {
-        load_file(&state, &user, id, Access::Owner).await?.0.id
-    } else {
-        id
-    };
-    let store = state.store.clone();
-    let changed_id = file_id.clone();
-    let changed =
-        blocking(move || store.set_collection_file(&collection.id, &file_id, add)).await?;
-    if !add && !changed {
-        return Err(Error::not_found("file"));
-    }
-    state.files_changed(vec![changed_id]);
+    collections::delete(&state, &user.user.id, &cid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -698,7 +551,8 @@ async fn add_to_collection(
     user: AuthUser,
     Path((cid, id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    collection_file(state, user, cid, id, true).await
+    collections::set_file(&state, &user.user.id, &cid, &id, true).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn remove_from_collection(
@@ -706,7 +560,8 @@ async fn remove_from_collection(
     user: AuthUser,
     Path((cid, id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    collection_file(state, user, cid, id, false).await
+    collections::set_file(&state, &user.user.id, &cid, &id, false).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]
@@ -722,30 +577,10 @@ async fn share_collection(
     user: AuthUser,
     Path(cid): Path<String>,
     ApiJson(body): ApiJson<ShareRequest>,
-) -> Result<Json<Value>> {
-    let role = match Access::parse(&body.role) {
-        Some(role @ (Access::Viewer | Access::Editor)) => role,
-        _ => return Err(Error::bad_request("role must be viewer or editor")),
-    };
-    let (record, _) = load_collection(&state, &user, cid, Access::Owner).await?;
-    let store = state.store.clone();
-    let username = body.username.clone();
-    let member = blocking(move || store.get_user_by_name(&username))
-        .await?
-        .filter(|u| !u.disabled)
-        .ok_or_else(|| Error::not_found("user"))?;
-    if member.id == record.owner_id {
-        return Err(Error::bad_request("the owner already has the collection"));
-    }
-    let member_id = member.id.clone();
-    save_collection(&state, record.id, move |record| {
-        upsert_share(&mut record.shares, &member_id, role);
-        Ok(())
-    })
-    .await?;
-    Ok(Json(
-        json!({"user_id": member.id, "username": member.username, "role": role}),
-    ))
+) -> Result<Json<collections::Member>> {
+    let member =
+        collections::share(&state, &user.user.id, &cid, &body.username, &body.role).await?;
+    Ok(Json(member))
 }
 
 async fn unshare_collection(
@@ -753,23 +588,7 @@ async fn unshare_collection(
     user: AuthUser,
     Path((cid, member)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let (record, _) = load_collection(&state, &user, cid, Access::Viewer).await?;
-    // The owner removes anyone; a member may leave.
-    if record.owner_id != user.user.id && member != user.user.id {
-        return Err(Error::new(
-            "forbidden",
-            "only the collection's owner may remove other members",
-        ));
-    }
-    save_collection(&state, record.id, move |record| {
-        let before = record.shares.len();
-        record.shares.retain(|s| s.user_id != member);
-        if record.shares.len() == before {
-            return Err(Error::not_found("member"));
-        }
-        Ok(())
-    })
-    .await?;
+    collections::unshare(&state, &user.user.id, &cid, &member).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -852,7 +671,7 @@ async fn export_zip(
                 .map_err(|e| Error::internal("internal", e))?;
         }
         let cursor = zip.finish().map_err(|e| Error::internal("internal", e))?;
-        Ok(cursor.into_inner())
+        Ok::<_, Error>(cursor.into_inner())
     })
     .await?;
     let mut response = archive.into_response();

@@ -83,7 +83,7 @@ fn string() -> Value {
 }
 
 /// Non-blank text of at most `max` characters without control characters (tab and newline
-/// allowed where `multiline`), as `library::check_text` and the name checks want it.
+/// allowed where `multiline`), as `services::collections::check_text` and the name checks want it.
 fn text(max: usize, multiline: bool) -> Value {
     let allowed = if multiline {
         r"[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]"

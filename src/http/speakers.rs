@@ -45,7 +45,7 @@ fn clean_name(name: &str) -> Result<String> {
             "name must not contain control characters",
         ));
     }
-    super::library::check_text(name, "name", MAX_NAME)?;
+    crate::services::collections::check_text(name, "name", MAX_NAME)?;
     Ok(name.trim().to_owned())
 }
 
@@ -76,7 +76,9 @@ async fn owner_op(
     user: &AuthUser,
     id: String,
     needed: Access,
-    op: impl FnOnce(crate::store::Store, String, String) -> Result<Transcript> + Send + 'static,
+    op: impl FnOnce(crate::store::Store, String, String) -> crate::store::error::Result<Transcript>
+    + Send
+    + 'static,
 ) -> Result<Json<Value>> {
     let (file, _) = load_file(state, user, id, needed).await?;
     let store = state.store.clone();

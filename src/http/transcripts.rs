@@ -188,7 +188,7 @@ async fn admin_jobs(
             .into_iter()
             .map(|u| (u.id, u.username))
             .collect();
-        Ok((jobs, names, users))
+        Ok::<_, Error>((jobs, names, users))
     })
     .await?;
     let items: Vec<serde_json::Value> = jobs
@@ -266,7 +266,7 @@ async fn still_valid(state: &AppState, user: &AuthUser) -> bool {
                 .iter()
                 .any(|t| &t.id == token_id),
         };
-        Ok(enabled && live)
+        Ok::<_, Error>(enabled && live)
     })
     .await
     .unwrap_or(false)

@@ -110,7 +110,9 @@ async fn answer(request: Request, state: AppState) -> Value {
     let result = match request {
         Request::Status => {
             blocking(move || {
-                Ok(serde_json::to_value(super::status::gather(&state)).unwrap_or_default())
+                Ok::<_, crate::error::Error>(
+                    serde_json::to_value(super::status::gather(&state)).unwrap_or_default(),
+                )
             })
             .await
         }

@@ -60,7 +60,7 @@ pub async fn register(state: &AppState, username: String, secret: String) -> Res
         }
         let hash = password::hash_password(&secret)?;
         let id = uuid::Uuid::now_v7().to_string();
-        store.register_user(&id, &username, &hash, policy)
+        Ok(store.register_user(&id, &username, &hash, policy)?)
     })
     .await?;
     tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
@@ -90,7 +90,7 @@ pub async fn sign_in(
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| password::dummy_hash().to_owned());
         let ok = password::verify_password(&secret, &phc);
-        Ok(user.filter(|_| ok))
+        Ok::<_, Error>(user.filter(|_| ok))
     })
     .await?;
     let Some(user) = checked else {
@@ -157,7 +157,7 @@ pub async fn change_password(
     let permit = hash_slot(state).await?;
     let store = state.store.clone();
     let user_id = user.id.clone();
-    let outcome = blocking(move || {
+    let outcome = blocking(move || -> Result<bool> {
         let _permit = permit;
         let current = store
             .get_user(&user_id)?
@@ -209,7 +209,12 @@ pub async fn create_user(
     blocking(move || {
         let _permit = permit;
         let hash = password::hash_password(&secret)?;
-        store.create_user(&uuid::Uuid::now_v7().to_string(), &username, &hash, role)
+        Ok::<_, Error>(store.create_user(
+            &uuid::Uuid::now_v7().to_string(),
+            &username,
+            &hash,
+            role,
+        )?)
     })
     .await
 }
@@ -231,7 +236,7 @@ pub async fn update_user(
             if let Some(disabled) = disabled {
                 user.disabled = disabled;
             }
-            Ok(if user.disabled {
+            Ok::<_, Error>(if user.disabled {
                 Revoke::Credentials
             } else {
                 Revoke::Nothing
@@ -254,7 +259,7 @@ pub async fn reset_password(state: &AppState, user_id: String, secret: String) -
         store
             .update_user(&user_id, None, |user| {
                 user.password_hash = hash;
-                Ok(Revoke::Credentials)
+                Ok::<_, Error>(Revoke::Credentials)
             })?
             .ok_or_else(|| Error::not_found("user"))
     })

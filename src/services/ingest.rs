@@ -59,7 +59,11 @@ impl Drop for StoredUpload {
         let discard = move || {
             let sha = blob.info.sha256.clone();
             drop(blob.pin);
-            if let Err(e) = blobs.remove_unreferenced(&sha, || store.blob_ref_count(&sha)) {
+            if let Err(e) = blobs.remove_unreferenced(&sha, || {
+                store
+                    .blob_ref_count(&sha)
+                    .map_err(crate::error::Error::from)
+            }) {
                 tracing::warn!(error = %e, "could not remove a refused upload's blob; the sweep will");
             }
         };
@@ -89,8 +93,14 @@ pub async fn ingest(
     if outcome.is_err() {
         let store = state.store.clone();
         let blobs = state.blobs.clone();
-        let cleanup =
-            blocking(move || blobs.remove_unreferenced(&sha, || store.blob_ref_count(&sha))).await;
+        let cleanup = blocking(move || {
+            blobs.remove_unreferenced(&sha, || {
+                store
+                    .blob_ref_count(&sha)
+                    .map_err(crate::error::Error::from)
+            })
+        })
+        .await;
         if let Err(e) = cleanup {
             tracing::warn!(error = %e, "could not remove a refused upload's blob; the sweep will");
         }

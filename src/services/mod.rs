@@ -4,5 +4,6 @@
 //! of HTTP.
 
 pub mod accounts;
+pub mod collections;
 pub mod ingest;
 pub mod library;

@@ -2,10 +2,10 @@
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::error::{Result, StoreError};
 use super::records::{ApiTokenRecord, Role, SessionRecord, UserRecord};
 use super::tables::*;
 use super::{RegistrationPolicy, Store, db_err, decode, encode, now_secs, read_record, remove_in};
-use crate::error::{Error, Result};
 
 /// What a user change means for the user's sign-ins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +49,7 @@ impl Store {
             let users = txn.open_table(USERS).map_err(db_err)?;
             let is_first = users.first().map_err(db_err)?.is_none();
             if !is_first && policy == RegistrationPolicy::Closed {
-                return Err(Error::new(
-                    "registration-closed",
-                    "registration is closed; ask an administrator for an account",
-                ));
+                return Err(StoreError::RegistrationClosed);
             }
             drop(users);
             let role = if is_first { Role::Admin } else { Role::User };
@@ -97,12 +94,12 @@ impl Store {
     /// Changes a user in one transaction; when `change` reports that the user's credentials
     /// changed (password, disabled), every session (but `keep`) and every API token of the user
     /// ends in the same transaction. `Ok(None)` when the user is gone.
-    pub fn update_user(
+    pub fn update_user<E: From<StoreError>>(
         &self,
         user_id: &str,
         keep_session: Option<&str>,
-        change: impl FnOnce(&mut UserRecord) -> Result<Revoke>,
-    ) -> Result<Option<UserRecord>> {
+        change: impl FnOnce(&mut UserRecord) -> Result<Revoke, E>,
+    ) -> Result<Option<UserRecord>, E> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let record = {
             let mut users = txn.open_table(USERS).map_err(db_err)?;
@@ -261,10 +258,7 @@ fn insert_user(
     let mut names = txn.open_table(USERNAMES).map_err(db_err)?;
     let key = username.to_lowercase();
     if names.get(key.as_str()).map_err(db_err)?.is_some() {
-        return Err(Error::new(
-            "username-taken",
-            format!("username `{username}` is taken"),
-        ));
+        return Err(StoreError::UsernameTaken(username.to_owned()));
     }
     let record = UserRecord {
         id: id.to_owned(),

@@ -10,10 +10,10 @@ use redb::{
     TableDefinition, TableError, TableHandle, Value, WriteTransaction,
 };
 
+use super::error::{Result, StoreError};
 use super::records::FileRecord;
 use super::tables::*;
 use super::{Store, db_err};
-use crate::error::{Error, Result};
 
 /// What a snapshot copied.
 #[derive(Debug, Clone, Default)]
@@ -39,10 +39,7 @@ impl Store {
 /// so an old schema is copied as it is, not migrated.
 pub fn snapshot_file(source: &Path, dest: &Path) -> Result<SnapshotReport> {
     let db = redb::ReadOnlyDatabase::open(source).map_err(|e| {
-        Error::new(
-            "database-busy",
-            format!("cannot open {} read-only: {e}", source.display()),
-        )
+        StoreError::DatabaseBusy(format!("cannot open {} read-only: {e}", source.display()))
     })?;
     let txn = db.begin_read().map_err(db_err)?;
     snapshot_txn(&txn, dest)
@@ -50,10 +47,10 @@ pub fn snapshot_file(source: &Path, dest: &Path) -> Result<SnapshotReport> {
 
 fn snapshot_txn(source: &ReadTransaction, dest: &Path) -> Result<SnapshotReport> {
     if dest.exists() {
-        return Err(Error::new(
-            "backup-exists",
-            format!("{} exists already", dest.display()),
-        ));
+        return Err(StoreError::BackupExists(format!(
+            "{} exists already",
+            dest.display()
+        )));
     }
     let target = Database::create(dest)
         .map_err(|e| db_err(format!("cannot create {}: {e}", dest.display())))?;
@@ -78,13 +75,10 @@ fn snapshot_txn(source: &ReadTransaction, dest: &Path) -> Result<SnapshotReport>
         drop(write);
         drop(target);
         let _ = std::fs::remove_file(dest);
-        return Err(Error::internal(
-            "backup-incomplete",
-            format!(
-                "tables {} are not in the backup catalogue (src/store/backup.rs); refusing an incomplete backup",
-                unknown.join(", ")
-            ),
-        ));
+        return Err(StoreError::BackupIncomplete(format!(
+            "tables {} are not in the backup catalogue (src/store/backup.rs); refusing an incomplete backup",
+            unknown.join(", ")
+        )));
     }
     write.commit().map_err(db_err)?;
     // Read what we wrote back from the snapshot, so the blob list matches it exactly.

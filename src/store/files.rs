@@ -5,11 +5,11 @@ use std::collections::HashSet;
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::error::Result;
 use super::records::{FileRecord, JobRecord};
 use super::tables::*;
 use super::{Store, db_err, decode, encode, read_record, user_file_key};
 use super::{library, new_job, profiles};
-use crate::error::Result;
 
 impl Store {
     // ---- files ----

@@ -10,10 +10,10 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::error::{Result, StoreError};
 use super::records::{Access, CollectionRecord, CommentRecord, FileRecord, Share};
 use super::tables::*;
 use super::{Store, db_err, decode, encode, now_secs, read_record};
-use crate::error::{Error, Result};
 
 fn pair(a: &str, b: &str) -> String {
     format!("{a}/{b}")
@@ -85,10 +85,7 @@ impl Store {
         needed: Access,
     ) -> Result<Option<(FileRecord, Access)>> {
         match self.file_access(user_id, file_id)? {
-            Some((_, role)) if role < needed => Err(Error::new(
-                "forbidden",
-                format!("this needs {} access to the file", needed.as_str()),
-            )),
+            Some((_, role)) if role < needed => Err(StoreError::AccessTooLow(needed.as_str())),
             other => Ok(other),
         }
     }
@@ -159,13 +156,14 @@ impl Store {
 
     /// Changes a stored transcript in one transaction: reads it, lets `edit` change it, writes
     /// it back and touches the file's `updated_at`. `None` when there is no transcript.
-    pub fn update_transcript<T, R>(
+    pub fn update_transcript<T, R, E>(
         &self,
         file_id: &str,
-        edit: impl FnOnce(&mut T) -> Result<R>,
-    ) -> Result<Option<(T, R)>>
+        edit: impl FnOnce(&mut T) -> Result<R, E>,
+    ) -> Result<Option<(T, R)>, E>
     where
         T: DeserializeOwned + Serialize,
+        E: From<StoreError>,
     {
         let txn = self.db.begin_write().map_err(db_err)?;
         let outcome = {
@@ -202,8 +200,8 @@ impl Store {
         let txn = self.db.begin_write().map_err(db_err)?;
         let file = {
             let mut files = txn.open_table(FILES).map_err(db_err)?;
-            let mut file = read_record::<FileRecord>(&files, file_id)?
-                .ok_or_else(|| Error::not_found("file"))?;
+            let mut file =
+                read_record::<FileRecord>(&files, file_id)?.ok_or(StoreError::NotFound("file"))?;
             file.tags = clean;
             file.updated_at = now_secs();
             files
@@ -284,16 +282,16 @@ impl Store {
     /// Changes a collection (name, description, shares) on its current record in one
     /// transaction, and brings the members index in line with its shares. Returns the changed
     /// record and the ids of the files whose readers changed.
-    pub fn update_collection(
+    pub fn update_collection<E: From<StoreError>>(
         &self,
         collection_id: &str,
-        change: impl FnOnce(&mut CollectionRecord) -> Result<()>,
-    ) -> Result<(CollectionRecord, Vec<String>)> {
+        change: impl FnOnce(&mut CollectionRecord) -> Result<(), E>,
+    ) -> Result<(CollectionRecord, Vec<String>), E> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let (record, files) = {
             let mut collections = txn.open_table(COLLECTIONS).map_err(db_err)?;
             let old = read_record::<CollectionRecord>(&collections, collection_id)?
-                .ok_or_else(|| Error::not_found("collection"))?;
+                .ok_or(StoreError::NotFound("collection"))?;
             let mut record = old.clone();
             change(&mut record)?;
             let record = &record;
@@ -332,7 +330,7 @@ impl Store {
         let files = {
             let mut collections = txn.open_table(COLLECTIONS).map_err(db_err)?;
             let Some(old) = read_record::<CollectionRecord>(&collections, collection_id)? else {
-                return Err(Error::not_found("collection"));
+                return Err(StoreError::NotFound("collection"));
             };
             collections.remove(collection_id).map_err(db_err)?;
             let mut user_collections = txn.open_table(USER_COLLECTIONS).map_err(db_err)?;
@@ -596,7 +594,7 @@ mod tests {
                         Some(role) => upsert_share(&mut c.shares, "bob", role),
                         None => c.shares.clear(),
                     }
-                    Ok(())
+                    Ok::<_, StoreError>(())
                 })
                 .unwrap()
                 .1
@@ -613,7 +611,7 @@ mod tests {
         );
         assert!(matches!(
             store.file_with_access("bob", "f1", Access::Editor),
-            Err(e) if e.code == "forbidden"
+            Err(StoreError::AccessTooLow("editor"))
         ));
         assert_eq!(store.file_readers("f1").unwrap(), vec!["alice", "bob"]);
         assert_eq!(store.shared_files("bob").unwrap().len(), 1);

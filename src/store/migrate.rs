@@ -171,7 +171,7 @@ mod tests {
             )),
             "{message}"
         );
-        assert_eq!(error.code, "database-too-new");
+        assert!(matches!(error, super::super::StoreError::DatabaseTooNew(_)));
         // The refused database still holds its own version (nothing was migrated or reset).
         let db = redb::ReadOnlyDatabase::open(&path).unwrap();
         let txn = redb::ReadableDatabase::begin_read(&db).unwrap();

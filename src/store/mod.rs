@@ -3,6 +3,7 @@
 
 mod accounts;
 pub mod backup;
+pub mod error;
 mod files;
 pub mod library;
 pub mod migrate;
@@ -22,7 +23,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use error::Result;
+pub use error::StoreError;
 use records::{FileRecord, UserRecord};
 use tables::*;
 
@@ -45,8 +47,8 @@ pub enum RegistrationPolicy {
     Closed,
 }
 
-pub(crate) fn db_err(error: impl std::fmt::Display) -> Error {
-    Error::internal("store", error)
+pub(crate) fn db_err(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(error.to_string())
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -135,7 +137,7 @@ impl Store {
             .map_err(|e| db_err(format!("cannot open database {}: {e}", path.display())))?;
         // Refuse a newer schema before writing anything; copy the file before migrating it.
         let pending = migrate::pending(&db)
-            .map_err(|e| Error::new("database-too-new", format!("{}: {e}", path.display())))?;
+            .map_err(|e| StoreError::DatabaseTooNew(format!("{}: {e}", path.display())))?;
         if let Some(from_version) = pending {
             let copy = backup::copy_before_migration(&db, path, from_version).map_err(|e| {
                 db_err(format!(

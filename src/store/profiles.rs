@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::error::{Result, StoreError};
 use super::tables::*;
 use super::{Store, db_err, decode, encode, now_secs, read_record};
-use crate::error::{Error, Result};
 use crate::transcript::{Speaker, Suggestion, Transcript};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,15 +75,12 @@ fn absorb(profile: &mut ProfileRecord, embedding: &[f32]) {
     profile.embeddings += 1;
 }
 
-fn not_ready() -> Error {
-    Error::new("transcript-not-ready", "the file has no transcript yet")
+fn not_ready() -> StoreError {
+    StoreError::TranscriptNotReady("the file has no transcript yet")
 }
 
-fn no_voice() -> Error {
-    Error::new(
-        "no-speaker-embedding",
-        "this speaker has no voice sample (the file was transcribed without speaker detection)",
-    )
+fn no_voice() -> StoreError {
+    StoreError::NoVoice
 }
 
 /// The open tables one profile operation needs.
@@ -122,7 +119,7 @@ impl Tx<'_> {
         let table = self.txn.open_table(PROFILES).map_err(db_err)?;
         read_record::<ProfileRecord>(&table, profile_id)?
             .filter(|p| p.owner_id == owner_id)
-            .ok_or_else(|| Error::not_found("profile"))
+            .ok_or(StoreError::NotFound("profile"))
     }
 
     fn save_profile(&self, profile: &ProfileRecord) -> Result<()> {
@@ -173,7 +170,7 @@ fn speaker_mut<'a>(transcript: &'a mut Transcript, speaker_id: &str) -> Result<&
         .speakers
         .iter_mut()
         .find(|s| s.id == speaker_id)
-        .ok_or_else(|| Error::not_found("speaker"))
+        .ok_or(StoreError::NotFound("speaker"))
 }
 
 fn profile_ids(transcript: &Transcript) -> Vec<Option<String>> {
@@ -326,7 +323,7 @@ impl Store {
         self.with_transcript(file_id, |_, transcript| {
             let speaker = speaker_mut(transcript, speaker_id)?;
             if speaker.profile_id.take().is_none() {
-                return Err(Error::new("not-assigned", "the speaker has no profile"));
+                return Err(StoreError::NotAssigned);
             }
             speaker.similarity = None;
             Ok(())
@@ -347,9 +344,9 @@ impl Store {
             .speakers
             .iter()
             .find(|s| s.id == speaker_id)
-            .ok_or_else(|| Error::not_found("speaker"))?;
+            .ok_or(StoreError::NotFound("speaker"))?;
         let Some(suggestion) = speaker.suggestion.clone() else {
-            return Err(Error::new("no-suggestion", "the speaker has no suggestion"));
+            return Err(StoreError::NoSuggestion);
         };
         if accept {
             self.assign_profile(owner_id, file_id, speaker_id, &suggestion.profile_id)
@@ -366,7 +363,7 @@ impl Store {
     /// speaker list, and the voice of `into` becomes the mean of both.
     pub fn merge_speakers(&self, file_id: &str, from: &str, into: &str) -> Result<Transcript> {
         if from == into {
-            return Err(Error::bad_request("cannot merge a speaker into itself"));
+            return Err(StoreError::Invalid("cannot merge a speaker into itself"));
         }
         self.with_transcript(file_id, |tx, transcript| {
             speaker_mut(transcript, from)?;
@@ -681,12 +678,12 @@ mod tests {
         );
         assert!(matches!(
             store.answer_suggestion("alice", "f1", "S1", true),
-            Err(e) if e.code == "no-suggestion"
+            Err(StoreError::NoSuggestion)
         ));
         assert!(
             matches!(
                 store.assign_profile("bob", "f1", "S1", "p1"),
-                Err(e) if e.code == "not-found"
+                Err(StoreError::NotFound("profile"))
             ),
             "another user's profile does not exist for them"
         );

@@ -3,11 +3,11 @@
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::error::{Result, StoreError};
 use super::profiles;
 use super::records::{self, FileRecord, FileStatus, JobRecord, JobState};
 use super::tables::*;
 use super::{Store, db_err, decode, encode, read_record};
-use crate::error::{Error, Result};
 
 /// A fresh queued job for a file. The queue key orders by priority, then creation time.
 pub(crate) fn new_job(file: &FileRecord, priority: u8) -> JobRecord {
@@ -324,8 +324,7 @@ impl Store {
                             job.cancel_requested = false;
                         }
                         (Decision::Complete, _) => {
-                            return Err(Error::internal(
-                                "internal",
+                            return Err(StoreError::Invariant(
                                 "a completion decided for an outcome that is not one",
                             ));
                         }
@@ -410,9 +409,8 @@ impl Store {
             };
             let job: Option<JobRecord> = read_record(&jobs, file_id)?;
             let Some(mut job) = job else {
-                return Err(Error::new(
-                    "not-cancellable",
-                    "this file has no job to cancel",
+                return Err(StoreError::NotCancellable(
+                    "this file has no job to cancel".to_owned(),
                 ));
             };
             match job.state {
@@ -426,10 +424,10 @@ impl Store {
                     job.cancel_requested = true;
                 }
                 _ => {
-                    return Err(Error::new(
-                        "not-cancellable",
-                        format!("the file is {}, not queued or processing", file.status),
-                    ));
+                    return Err(StoreError::NotCancellable(format!(
+                        "the file is {}, not queued or processing",
+                        file.status
+                    )));
                 }
             }
             job.updated_at = now;
@@ -464,16 +462,15 @@ impl Store {
                 return Ok(None);
             };
             if matches!(file.status, FileStatus::Queued | FileStatus::Processing) {
-                return Err(Error::new(
-                    "not-retryable",
-                    format!("the file is {}; wait until it ends", file.status),
-                ));
+                return Err(StoreError::NotRetryable(format!(
+                    "the file is {}; wait until it ends",
+                    file.status
+                )));
             }
             if !stages.is_empty() {
                 let transcripts = txn.open_table(TRANSCRIPTS).map_err(db_err)?;
                 if transcripts.get(file_id).map_err(db_err)?.is_none() {
-                    return Err(Error::new(
-                        "transcript-not-ready",
+                    return Err(StoreError::TranscriptNotReady(
                         "the file has no transcript to relabel; reprocess everything instead",
                     ));
                 }
@@ -497,13 +494,10 @@ impl Store {
                 return Ok(None);
             };
             if !matches!(file.status, FileStatus::Error | FileStatus::Cancelled) {
-                return Err(Error::new(
-                    "not-retryable",
-                    format!(
-                        "the file is {}; only failed or cancelled files can be retried",
-                        file.status
-                    ),
-                ));
+                return Err(StoreError::NotRetryable(format!(
+                    "the file is {}; only failed or cancelled files can be retried",
+                    file.status
+                )));
             }
             requeue(&txn, &mut jobs, &mut files, &mut file, Vec::new(), now)?;
             file.status

@@ -144,6 +144,11 @@ fn the_layers_have_no_import_circle_and_nothing_below_http_imports_it() {
     for upper in ["app", "http", "ops", "jobs", "services", "daemon"] {
         assert!(!store.contains(upper), "store imports {upper}");
     }
+    // The store speaks `StoreError`; API codes and HTTP statuses are given in src/error.rs only.
+    assert!(
+        !store.contains("error"),
+        "store imports crate::error (API codes); return a StoreError instead"
+    );
 }
 
 /// No source file over 900 lines, tests aside (`tests.rs` files and `tests/` directories).

@@ -74,11 +74,8 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError 
     move |source| BackupError::Io { context, source }
 }
 
-fn store_err(e: crate::error::Error) -> BackupError {
-    BackupError::Store(match e.internal_cause {
-        Some(cause) => cause,
-        None => e.message,
-    })
+fn store_err(e: crate::store::StoreError) -> BackupError {
+    BackupError::Store(e.to_string())
 }
 
 /// One file of a backup.
