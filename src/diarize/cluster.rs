@@ -1,4 +1,4 @@
-//! Agglomerative clustering of speaker embeddings (centroid linkage on cosine distance), cut at a
+//! Agglomerative clustering of speaker embeddings (average linkage on cosine distance), cut at a
 //! threshold or at a requested number of speakers, small clusters folded into large ones, then a
 //! final reassignment of every embedding to its nearest centroid.
 
@@ -6,14 +6,16 @@ use super::embedding::{cosine, normalise};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClusterOptions {
-    /// Merging stops when the nearest two clusters are at least this cosine distance apart.
+    /// Merging stops when the nearest two clusters are at least this cosine distance apart
+    /// (average over their members' pairs).
     pub threshold: f32,
     pub num_speakers: Option<usize>,
     pub min_speakers: usize,
     pub max_speakers: usize,
-    /// Without a fixed count, a cluster holding less than this share of the speech is folded into
-    /// its nearest large cluster (stray embeddings of noise or overlap do not make a speaker).
-    pub min_cluster_share: f32,
+    /// Without a fixed count, a cluster whose embeddings' weights (seconds of speech) add up to
+    /// less than this is folded into its nearest large cluster (stray embeddings of noise or
+    /// overlap do not make a speaker, while a quiet participant of a long meeting still does).
+    pub min_cluster_weight: f32,
 }
 
 impl Default for ClusterOptions {
@@ -23,7 +25,7 @@ impl Default for ClusterOptions {
             num_speakers: None,
             min_speakers: 1,
             max_speakers: 20,
-            min_cluster_share: 0.04,
+            min_cluster_weight: 2.0,
         }
     }
 }
@@ -36,68 +38,60 @@ struct Merge {
     distance: f32,
 }
 
-fn dendrogram(embeddings: &[Vec<f32>], weights: &[f32]) -> Vec<Merge> {
+/// Average-linkage (UPGMA) dendrogram on cosine distance, by the nearest-neighbour chain
+/// (O(n²) time and memory); merges sorted by distance.
+fn dendrogram(embeddings: &[Vec<f32>]) -> Vec<Merge> {
     let n = embeddings.len();
-    let mut sums: Vec<Vec<f32>> = embeddings
-        .iter()
-        .zip(weights)
-        .map(|(e, w)| e.iter().map(|x| x * w).collect())
-        .collect();
-    let mut active = vec![true; n];
-    let distance = |a: &[f32], b: &[f32]| 1.0 - cosine(a, b);
-    let mut nearest = vec![(usize::MAX, f32::INFINITY); n];
-    let refresh = |i: usize, sums: &[Vec<f32>], active: &[bool]| -> (usize, f32) {
-        let mut best = (usize::MAX, f32::INFINITY);
-        for j in 0..sums.len() {
-            if j != i && active[j] {
-                let d = distance(&sums[i], &sums[j]);
-                if d < best.1 {
-                    best = (j, d);
-                }
-            }
+    let mut dist = vec![0f32; n * n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let d = 1.0 - cosine(&embeddings[i], &embeddings[j]);
+            dist[i * n + j] = d;
+            dist[j * n + i] = d;
         }
-        best
-    };
-    for (i, slot) in nearest.iter_mut().enumerate() {
-        *slot = refresh(i, &sums, &active);
     }
+    let mut size = vec![1f32; n];
+    let mut active = vec![true; n];
+    let mut chain: Vec<usize> = Vec::new();
     let mut merges = Vec::with_capacity(n.saturating_sub(1));
     for _ in 1..n {
-        let Some(i) = (0..n)
-            .filter(|&i| active[i])
-            .min_by(|&a, &b| nearest[a].1.total_cmp(&nearest[b].1))
-        else {
-            break;
-        };
-        let (j, d) = nearest[i];
-        if j == usize::MAX {
-            break;
+        if chain.is_empty() {
+            chain.extend((0..n).find(|&i| active[i]));
         }
-        let absorbed = std::mem::take(&mut sums[j]);
-        for (s, a) in sums[i].iter_mut().zip(&absorbed) {
-            *s += a;
-        }
-        active[j] = false;
-        merges.push(Merge {
-            kept: i,
-            absorbed: j,
-            distance: d,
-        });
-        nearest[i] = refresh(i, &sums, &active);
-        for k in 0..n {
-            if !active[k] || k == i {
-                continue;
-            }
-            if nearest[k].0 == i || nearest[k].0 == j {
-                nearest[k] = refresh(k, &sums, &active);
-            } else {
-                let dk = distance(&sums[k], &sums[i]);
-                if dk < nearest[k].1 {
-                    nearest[k] = (i, dk);
+        // Follow nearest neighbours until two clusters are each other's nearest.
+        let (a, b) = loop {
+            let a = chain[chain.len() - 1];
+            let previous = chain.len().checked_sub(2).map(|i| chain[i]);
+            let mut best = previous.map_or((usize::MAX, f32::INFINITY), |p| (p, dist[a * n + p]));
+            for j in 0..n {
+                if j != a && active[j] && dist[a * n + j] < best.1 {
+                    best = (j, dist[a * n + j]);
                 }
             }
+            if Some(best.0) == previous {
+                chain.truncate(chain.len() - 2);
+                break (best.0, a);
+            }
+            chain.push(best.0);
+        };
+        let distance = dist[a * n + b];
+        let (size_a, size_b) = (size[a], size[b]);
+        for k in 0..n {
+            if active[k] && k != a && k != b {
+                let d = (size_a * dist[a * n + k] + size_b * dist[b * n + k]) / (size_a + size_b);
+                dist[a * n + k] = d;
+                dist[k * n + a] = d;
+            }
         }
+        active[b] = false;
+        size[a] += size_b;
+        merges.push(Merge {
+            kept: a,
+            absorbed: b,
+            distance,
+        });
     }
+    merges.sort_by(|x, y| x.distance.total_cmp(&y.distance));
     merges
 }
 
@@ -149,7 +143,7 @@ pub fn cluster(
     }
     let min = options.min_speakers.max(1);
     let max = options.max_speakers.max(min);
-    let merges = dendrogram(embeddings, weights);
+    let merges = dendrogram(embeddings);
     let k = match options.num_speakers {
         Some(k) => k.max(1),
         None => {
@@ -181,7 +175,6 @@ pub fn cluster(
     let mut centres = centroids(embeddings, weights, &labels, k);
 
     if options.num_speakers.is_none() && k > min {
-        let total: f32 = weights.iter().sum();
         let mut mass = vec![0f32; k];
         for (&l, w) in labels.iter().zip(weights) {
             mass[l] += w;
@@ -192,7 +185,7 @@ pub fn cluster(
         let keep: Vec<usize> = order
             .iter()
             .enumerate()
-            .filter(|(rank, c)| *rank < min || mass[**c] >= options.min_cluster_share * total)
+            .filter(|(rank, c)| *rank < min || mass[**c] >= options.min_cluster_weight)
             .map(|(_, c)| *c)
             .collect();
         if keep.len() < k {
@@ -291,6 +284,23 @@ mod tests {
         let weights = vec![1.0; one.len()];
         assert_eq!(cluster(&one, &weights, &ClusterOptions::default()).len(), 1);
         assert!(cluster(&[], &[], &ClusterOptions::default()).is_empty());
+    }
+
+    #[test]
+    fn average_linkage_merges_by_the_mean_pairwise_distance() {
+        // Points on a circle at angles 0, 0.1, 1.0 and 1.2 (radians): first the two closest
+        // pairs, then the pairs together at the mean of the four cross distances.
+        let points: Vec<Vec<f32>> = [0.0f32, 0.1, 1.0, 1.2]
+            .iter()
+            .map(|a| vec![a.cos(), a.sin()])
+            .collect();
+        let merges = dendrogram(&points);
+        assert_eq!(merges.len(), 3);
+        let d = |a: f32| 1.0 - a.cos();
+        assert!((merges[0].distance - d(0.1)).abs() < 1e-5);
+        assert!((merges[1].distance - d(0.2)).abs() < 1e-5);
+        let cross = (d(1.0) + d(1.2) + d(0.9) + d(1.1)) / 4.0;
+        assert!((merges[2].distance - cross).abs() < 1e-5, "{merges:?}");
     }
 
     #[test]

@@ -33,6 +33,9 @@ use crate::models::runtime::Runtime;
 /// is then assigned to the nearest centroid (4 h at a 2.5 s step gives about 9 000).
 pub const MAX_CLUSTERED: usize = 1500;
 
+/// Fewest fbank rows (10 ms each) an embedding is computed from.
+const MIN_EMBEDDING_ROWS: usize = 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiarizeError {
     #[error("model `{model}`: {reason}")]
@@ -89,10 +92,15 @@ pub struct DiarizeOptions {
     /// Seconds between window starts (10 s windows).
     pub step_seconds: f64,
     pub binarisation: Binarisation,
-    /// Cosine distance at which clustering stops merging.
+    /// Clustering stops merging at this share of the recording's between-speaker distance scale
+    /// (the median cosine distance between two speakers of one window).
     pub threshold: f32,
-    /// A local speaker needs this much speech without overlap (seconds) for an embedding.
+    /// A local speaker needs this much speech without overlap (seconds) for an embedding that
+    /// takes part in clustering.
     pub min_embedding_seconds: f64,
+    /// Without a fixed count, a cluster needs this much clean speech summed over its embeddings
+    /// (seconds; a second of speech is seen by 10 / step_seconds windows) to be a speaker.
+    pub min_cluster_seconds: f64,
 }
 
 impl Default for DiarizeOptions {
@@ -103,8 +111,9 @@ impl Default for DiarizeOptions {
             max_speakers: None,
             step_seconds: 2.5,
             binarisation: Binarisation::default(),
-            threshold: 0.5,
+            threshold: 0.55,
             min_embedding_seconds: 0.5,
+            min_cluster_seconds: 8.0,
         }
     }
 }
@@ -218,6 +227,7 @@ impl Diarizer {
         let mut windows: Vec<WindowRecord> = Vec::with_capacity(starts.len());
         let mut embeddings: Vec<Vec<f32>> = Vec::new();
         let mut weights: Vec<f32> = Vec::new();
+        let mut for_clustering: Vec<bool> = Vec::new();
         let mut owners: Vec<usize> = Vec::new();
         let mut audio: Vec<f32> = Vec::with_capacity(WINDOW_SAMPLES);
         // Two thirds of the time goes to windows, the rest is quick.
@@ -258,19 +268,30 @@ impl Diarizer {
                     .map(|(f, &c)| f < valid_frames && POWERSET[c as usize] == [speaker])
                     .collect();
                 let count = clean.iter().filter(|c| **c).count();
-                if count < min_embedding_frames {
-                    continue;
-                }
+                // A local speaker with too little speech alone (a backchannel, a short turn, or
+                // one who mostly overlaps) still gets an embedding from all its frames, so that
+                // its speech is attributed; such embeddings are assigned but not clustered.
+                let (mask, clustered) = if count >= min_embedding_frames {
+                    (clean, true)
+                } else {
+                    let active: Vec<bool> = classes
+                        .iter()
+                        .enumerate()
+                        .map(|(f, &c)| f < valid_frames && POWERSET[c as usize].contains(&speaker))
+                        .collect();
+                    (active, false)
+                };
                 let window_features =
                     features.get_or_insert_with(|| fbank.compute(&audio[..valid.max(400)]));
-                let selected = embedding::select_rows(window_features, &clean);
-                if selected.len() / fbank::NUM_BINS < 20 {
+                let selected = embedding::select_rows(window_features, &mask);
+                if selected.len() / fbank::NUM_BINS < MIN_EMBEDDING_ROWS {
                     continue;
                 }
                 let vector = self.embedder.embed_features(&selected)?;
                 record.embedding[speaker] = Some(embeddings.len());
                 embeddings.push(vector);
                 weights.push(count as f32 * FRAME_STEP_SAMPLES as f32 / SAMPLE_RATE as f32);
+                for_clustering.push(clustered);
                 owners.push(index);
             }
             windows.push(record);
@@ -281,15 +302,19 @@ impl Diarizer {
 
         // Cluster (a bounded subset), then assign every embedding under the constraint that
         // the local speakers of one window are different people.
+        let clusterable: Vec<usize> = (0..embeddings.len())
+            .filter(|&i| for_clustering[i])
+            .collect();
         let cluster_options = ClusterOptions {
-            threshold: options.threshold,
+            threshold: options.threshold
+                * within_window_distance(&clusterable, &embeddings, &owners),
             num_speakers: options.num_speakers,
             min_speakers: options.min_speakers.unwrap_or(1),
             max_speakers: options.max_speakers.unwrap_or(20),
-            ..ClusterOptions::default()
+            min_cluster_weight: options.min_cluster_seconds as f32,
         };
-        let stride = embeddings.len().div_ceil(MAX_CLUSTERED).max(1);
-        let subset: Vec<usize> = (0..embeddings.len()).step_by(stride).collect();
+        let stride = clusterable.len().div_ceil(MAX_CLUSTERED).max(1);
+        let subset: Vec<usize> = clusterable.iter().copied().step_by(stride).collect();
         let subset_embeddings: Vec<Vec<f32>> =
             subset.iter().map(|&i| embeddings[i].clone()).collect();
         let subset_weights: Vec<f32> = subset.iter().map(|&i| weights[i]).collect();
@@ -314,32 +339,34 @@ impl Diarizer {
                 }
             }
         }
-        let final_centroids = if embeddings.is_empty() {
+        let final_centroids = if clusterable.is_empty() {
             centroids.clone()
         } else {
-            cluster::centroids(&embeddings, &weights, &labels, k)
+            let members: Vec<Vec<f32>> =
+                clusterable.iter().map(|&i| embeddings[i].clone()).collect();
+            let member_weights: Vec<f32> = clusterable.iter().map(|&i| weights[i]).collect();
+            let member_labels: Vec<usize> = clusterable.iter().map(|&i| labels[i]).collect();
+            cluster::centroids(&members, &member_weights, &member_labels, k)
         };
-        let _ = owners;
 
-        // Reconstruction: overlap-add each cluster's activity over the global frame grid,
-        // average over the windows covering a frame, binarise as frames become final.
+        // Reconstruction: overlap-add each cluster's activity over the global frame grid and
+        // the number of local speakers talking, average both over the windows covering a frame,
+        // then mark the that-many clusters with the highest activity as talking (so splitting a
+        // voice over two clusters, or a local speaker without an embedding, does not turn
+        // speech into silence), and binarise as frames become final.
         let mut binarisers: Vec<Binariser> = (0..k)
             .map(|_| Binariser::new(options.binarisation))
             .collect();
-        let mut pending: VecDeque<(Vec<f32>, u16)> = VecDeque::new();
+        let mut pending: VecDeque<FrameSums> = VecDeque::new();
         let mut base = 0usize;
-        let flush = |pending: &mut VecDeque<(Vec<f32>, u16)>,
+        let flush = |pending: &mut VecDeque<FrameSums>,
                      base: &mut usize,
                      until: usize,
                      binarisers: &mut Vec<Binariser>| {
             while *base < until {
-                let (sums, count) = pending.pop_front().unwrap_or((vec![0.0; k], 0));
-                for (c, b) in binarisers.iter_mut().enumerate() {
-                    let value = if count == 0 {
-                        0.0
-                    } else {
-                        sums[c] / count as f32
-                    };
+                let frame = pending.pop_front().unwrap_or_else(|| FrameSums::new(k));
+                let values = frame.values();
+                for (b, value) in binarisers.iter_mut().zip(values) {
                     b.push(*base, value);
                 }
                 *base += 1;
@@ -350,17 +377,18 @@ impl Diarizer {
             for f in 0..w.frames {
                 let slot = w.first_frame + f - base;
                 while pending.len() <= slot {
-                    pending.push_back((vec![0.0; k], 0));
+                    pending.push_back(FrameSums::new(k));
                 }
-                let (sums, count) = &mut pending[slot];
-                *count += 1;
+                let frame = &mut pending[slot];
+                frame.windows += 1;
+                frame.speakers += w.activity[f].iter().filter(|&&x| x >= 128).count() as u16;
                 let mut best = vec![0f32; k];
                 for (s, c) in a.iter().enumerate() {
                     if let Some(c) = c {
                         best[*c] = best[*c].max(w.activity[f][s] as f32 / 255.0);
                     }
                 }
-                for (sum, b) in sums.iter_mut().zip(best) {
+                for (sum, b) in frame.activity.iter_mut().zip(best) {
                     *sum += b;
                 }
             }
@@ -402,6 +430,68 @@ impl Diarizer {
         let _ = progress(1.0);
         Ok(result)
     }
+}
+
+/// One global frame during reconstruction: sums over the windows that cover it.
+struct FrameSums {
+    /// Per cluster, the activity of the local speakers assigned to it.
+    activity: Vec<f32>,
+    /// Local speakers talking (activity at least one half).
+    speakers: u16,
+    windows: u16,
+}
+
+impl FrameSums {
+    fn new(k: usize) -> Self {
+        Self {
+            activity: vec![0.0; k],
+            speakers: 0,
+            windows: 0,
+        }
+    }
+
+    /// Per cluster, 1 or 0: the clusters with the highest mean activity, as many as the mean
+    /// number of local speakers talking (rounded).
+    fn values(&self) -> Vec<f32> {
+        if self.windows == 0 {
+            return vec![0.0; self.activity.len()];
+        }
+        let mean: Vec<f32> = self
+            .activity
+            .iter()
+            .map(|a| a / self.windows as f32)
+            .collect();
+        let talking = (self.speakers as f32 / self.windows as f32).round() as usize;
+        let mut order: Vec<usize> = (0..mean.len()).filter(|&c| mean[c] > 0.0).collect();
+        order.sort_by(|a, b| mean[*b].total_cmp(&mean[*a]));
+        let mut out = vec![0.0; mean.len()];
+        for &c in order.iter().take(talking) {
+            out[c] = 1.0;
+        }
+        out
+    }
+}
+
+/// The median cosine distance between two local speakers of one window (different people by
+/// construction), over the embeddings that are clustered: the scale of between-speaker distances
+/// in this recording. Band-limited or noisy audio brings everyone's embeddings closer together,
+/// so a fixed threshold that separates voices in clean audio merges them on a phone line.
+/// Clamped to [0.3, 1]; 1 when no window holds two speakers.
+fn within_window_distance(clusterable: &[usize], embeddings: &[Vec<f32>], owners: &[usize]) -> f32 {
+    let mut distances = Vec::new();
+    for (a, &i) in clusterable.iter().enumerate() {
+        for &j in clusterable[a + 1..]
+            .iter()
+            .take_while(|&&j| owners[j] == owners[i])
+        {
+            distances.push(1.0 - cosine(&embeddings[i], &embeddings[j]));
+        }
+    }
+    if distances.is_empty() {
+        return 1.0;
+    }
+    distances.sort_by(f32::total_cmp);
+    distances[distances.len() / 2].clamp(0.3, 1.0)
 }
 
 /// Local speakers of a window to clusters: the most similar distinct clusters (exhaustive over
@@ -498,6 +588,33 @@ mod tests {
                 Err(DiarizeError::InvalidOptions(_))
             ));
         }
+    }
+
+    #[test]
+    fn the_distance_scale_comes_from_speakers_sharing_a_window() {
+        let e = |a: f32| vec![a.cos(), a.sin()];
+        // Windows 0 and 1 each hold two speakers (cosine distances 0.5 and 1 - cos 1.2);
+        // window 2 holds one, and embedding 5 is not clustered.
+        let embeddings = vec![
+            e(0.0),
+            e(std::f32::consts::FRAC_PI_3),
+            e(0.2),
+            e(1.4),
+            e(3.0),
+            e(0.5),
+        ];
+        let owners = vec![0, 0, 1, 1, 2, 2];
+        let clusterable = vec![0, 1, 2, 3, 4];
+        let median = within_window_distance(&clusterable, &embeddings, &owners);
+        assert!((median - (1.0 - 1.2f32.cos())).abs() < 1e-4, "{median}");
+        // No window with two speakers: the clean-audio scale.
+        assert_eq!(
+            within_window_distance(&[0, 2, 4], &embeddings, &owners),
+            1.0
+        );
+        // Near-identical voices on a bad line do not push the threshold towards zero.
+        let close = vec![e(0.0), e(0.01)];
+        assert_eq!(within_window_distance(&[0, 1], &close, &[0, 0]), 0.3);
     }
 
     #[test]
