@@ -660,13 +660,23 @@ def is_complete(out: Path, stamp: dict) -> bool:
     return all((out / f).is_file() and (out / f).stat().st_size > 0 for f in params.get("files", {}).values())
 
 
-def find_mel_filters(arg: str | None) -> Path:
+def find_mel_filters(arg: str | None, sdist: Path | None):
+    """openai-whisper's mel_filters.npz: --mel-filters, a copy beside this script or in
+    ~/.cache/opentranscribe/assets, else read straight out of the openai-whisper sdist."""
     cands = [Path(arg)] if arg else []
     cands += [Path(__file__).resolve().parent / "mel_filters.npz", Path.home() / ".cache/opentranscribe/assets/mel_filters.npz"]
     for c in cands:
         if c.is_file():
             return c
-    raise SystemExit("mel_filters.npz not found; pass --mel-filters (openai-whisper sdist: whisper/assets/mel_filters.npz)")
+    if sdist is not None and sdist.is_file():
+        import io
+        import tarfile
+
+        with tarfile.open(sdist) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith("/whisper/assets/mel_filters.npz")), None)
+            if member is not None:
+                return io.BytesIO(tar.extractfile(member).read())
+    raise SystemExit("mel_filters.npz not found; pass --mel-filters or --openai-whisper-sdist (openai-whisper sdist: whisper/assets/mel_filters.npz)")
 
 
 def find_openai_sdist(arg: str | None) -> Path | None:
@@ -752,7 +762,8 @@ def main() -> int:
         if not (source / "config.json").is_file():
             raise SystemExit(f"{source}/config.json not found (not a transformers checkpoint directory?)")
         source_files = whisper_hf.source_files(source)
-    mel_npz = find_mel_filters(args.mel_filters)
+    sdist = find_openai_sdist(args.openai_whisper_sdist)
+    mel_npz = find_mel_filters(args.mel_filters, sdist)
 
     with Step("hash source model"):
         stamp = source_stamp(source_files, args)
@@ -773,7 +784,7 @@ def main() -> int:
         log(f"     dims {dims}")
 
     heads, heads_source = whisper_hf.choose_alignment_heads(
-        config.get("alignment_heads"), dims, official, find_openai_sdist(args.openai_whisper_sdist), log)
+        config.get("alignment_heads"), dims, official, sdist, log)
     config["alignment_heads"] = heads
     vocab = with_timestamp_tokens(load_vocab(source), dims["n_vocab"])
     if len(vocab) < dims["n_vocab"]:
@@ -855,7 +866,7 @@ def main() -> int:
             mf = np.load(mel_npz)
             key = f"mel_{dims['n_mels']}"
             if key not in mf:
-                raise SystemExit(f"{mel_npz} has no {key}")
+                raise SystemExit(f"the mel filters have no {key}")
             filt = mf[key].astype("<f4")
             if filt.shape != (dims["n_mels"], 201):
                 raise SystemExit(f"unexpected mel filter shape {filt.shape}")

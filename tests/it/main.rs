@@ -6,6 +6,7 @@ mod asr;
 mod authz;
 mod backup;
 mod cli;
+mod convert;
 mod diarize;
 mod disk_full;
 mod files;
