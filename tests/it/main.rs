@@ -14,6 +14,7 @@ mod integrity;
 mod layout;
 mod library;
 mod malformed_media;
+mod model_choice;
 mod models;
 mod multipart;
 mod openai;
