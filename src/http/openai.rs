@@ -144,6 +144,8 @@ struct OpenAiForm {
     options: UploadOptions,
     request: Request,
     model: Option<String>,
+    /// `model_names` when the request came in.
+    served: Vec<String>,
 }
 
 impl UploadForm for OpenAiForm {
@@ -188,14 +190,12 @@ impl UploadForm for OpenAiForm {
         Ok(())
     }
 
-    /// A model name that cannot be one is refused before the audio is stored, when the
-    /// client sends it first (OpenAI's clients do); the cache is asked once the form is read.
+    /// A model not served here is refused before the audio is stored, when the client sends
+    /// it first (OpenAI's clients do).
     fn before_file(&mut self) -> crate::error::Result<()> {
         match &self.model {
-            Some(name) if !crate::models::manifest::is_safe_name(name) => Err(Error::bad_request(
-                format!("unknown model `{name}`: not a model name"),
-            )),
-            _ => Ok(()),
+            Some(name) => check_served(&self.served, name),
+            None => Ok(()),
         }
     }
 
@@ -255,18 +255,21 @@ async fn transcribe(
             segments: false,
         },
         model: None,
+        served: model_names(&state).await,
     };
     let (filename, info) = read_upload_form(&state, &mut multipart, limit, &mut form).await?;
     let OpenAiForm {
         mut options,
         mut request,
         model,
-        ..
+        served,
     } = form;
     let Some(model) = model else {
         return Err(Error::bad_request("`model` is required").into());
     };
-    // `whisper-1` means the configured model; any other name must be installed.
+    check_served(&served, &model)?;
+    // `whisper-1` means the configured model; any other name must be installed (checked
+    // again here: the part may have come after the audio, or the model may have gone).
     if model != OPENAI_MODEL {
         options.model = Some(model);
     }
@@ -279,6 +282,17 @@ async fn transcribe(
     let record = ingest(&state, &user.user.id, filename, info, options).await?;
     let transcript = wait_for_transcript(&state, &user.user.id, &record.id, &mut events).await?;
     Ok(respond(&transcript, &request))
+}
+
+fn check_served(served: &[String], name: &str) -> std::result::Result<(), Error> {
+    if served.iter().any(|m| m == name) {
+        Ok(())
+    } else {
+        Err(Error::bad_request(format!(
+            "model `{name}` is not served here; use {}",
+            served.join(", ")
+        )))
+    }
 }
 
 /// Waits until the job of `file_id` ends; events wake it, and a slow poll covers events
