@@ -100,7 +100,18 @@ function uploadSection(onUploaded) {
   const min = numberInput("min_speakers");
   const max = numberInput("max_speakers");
   const diarize = el("input", { type: "checkbox", name: "diarize", checked: true });
+  // Speech-recognition models in the cache (the OpenAI-compatible list: whisper-1, the
+  // configured model, then every installed one); blank runs the configured model.
+  const model = select({ name: "model" }, [["", STRINGS.modelDefault]], "");
+  api("GET", "/v1/models").then((list) => {
+    const ids = (list?.data || []).map((m) => m.id).filter((id) => id !== "whisper-1");
+    if (ids.length) model.firstChild.textContent = STRINGS.modelDefaultNamed(ids[0]);
+    for (const id of ids) model.append(el("option", { value: id }, id));
+  }).catch(() => {});
+  const translate = el("input", { type: "checkbox", name: "task" });
   const options = () => ({
+    model: model.value,
+    task: translate.checked ? "translate" : "",
     language: language.value.trim(),
     num_speakers: num.value,
     min_speakers: min.value,
@@ -122,10 +133,12 @@ function uploadSection(onUploaded) {
     field(STRINGS.uploadHeading, input),
     el("details", { class: "options" }, el("summary", {}, STRINGS.uploadOptions),
       el("div", { class: "grid" },
+        field(STRINGS.model, model),
         field(STRINGS.language, language),
         field(STRINGS.numSpeakers, num),
         field(STRINGS.minSpeakers, min),
         field(STRINGS.maxSpeakers, max),
+        el("label", { class: "check" }, translate, STRINGS.translate),
         el("label", { class: "check" }, diarize, STRINGS.diarize))),
     submit, error);
   const zone = el("section", { class: "upload dropzone", "aria-labelledby": "upload-heading" },

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Convert a Whisper model from CTranslate2 (faster-whisper) format to ONNX.
+"""Convert a Whisper model from CTranslate2 (faster-whisper) or Hugging Face (transformers
+safetensors) format to ONNX.
 
 The encoder produces the cross-attention K/V of every decoder layer; the
 decoder reads its self-attention cache from per-layer inputs and returns only
@@ -8,11 +9,24 @@ used for DTW word timestamps (layout 2; layout 1 was sherpa-onnx's, whose
 decoder copied the whole cache and the 1500-frame cross K/V at every step).
 
 No PyTorch: the graphs are written directly with ``onnx.helper`` from the
-weights stored in CTranslate2's ``model.bin``.
+weights stored in CTranslate2's ``model.bin``, or in a transformers checkpoint
+(config.json + model.safetensors or shards; whisper_hf.py renames its tensors into
+CTranslate2's names). Any size: 80 or 128 mel bins, vocabularies of 51864-51866 tokens
+(special-token ids are looked up by name, so large-v3's extra <|yue|> shifts them),
+any number of encoder and decoder layers (turbo: 4, distil-large-v3: 2). A graph whose
+weights pass 2 GB is saved with its weights in an ONNX external data file
+(`<graph>.onnx.data`, listed in parameters.json "files" as `<role>_data`).
 
 Usage:
-    convert_whisper.py --ct2-dir DIR --out DIR --name NAME \
-        [--mel-filters mel_filters.npz] [--no-int8] [--force]
+    convert_whisper.py (--ct2-dir DIR | --hf-dir DIR) --out DIR --name NAME \
+        [--mel-filters mel_filters.npz] [--openai-whisper-sdist SDIST] [--official KEY] \
+        [--no-int8] [--force]
+
+Alignment heads (word timestamps): the source's own (CT2 config.json, HF
+generation_config.json) when they fit the decoder; else openai-whisper's table for
+--official KEY (or the HF config's `_name_or_path` openai/whisper-KEY), read from the
+openai-whisper sdist; else the last half of the decoder layers, all heads.
+parameters.json "alignment_heads_source" says which.
 
 Files written into --out (see parameters.json "files"):
     encoder.onnx, decoder.onnx                fp32 models
@@ -66,6 +80,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # whisper_hf.py
+sys.dont_write_bytecode = True  # no scripts/__pycache__ in the work tree
+import whisper_hf  # noqa: E402
+from whisper_checks import compare_int8, ref_check  # noqa: E402
 
 FORMAT_VERSION = 5  # bump when the produced graphs/files change
 OPSET = 17
@@ -520,10 +539,27 @@ def load_vocab(ct2_dir: Path) -> list[str]:
         for a in t.get("added_tokens", []):
             inv[a["id"]] = a["content"]
         return [inv.get(i, "") for i in range(max(inv) + 1)]
-    raise SystemExit(f"no vocabulary.json/vocabulary.txt/tokenizer.json in {ct2_dir}")
+    vocab = whisper_hf.load_vocab_files(ct2_dir)
+    if vocab is not None:
+        return vocab
+    raise SystemExit(f"no vocabulary.json/vocabulary.txt/tokenizer.json/vocab.json in {ct2_dir}")
 
 
 SPECIAL_RE = re.compile(r"^<\|[^|]*\|>$")
+
+
+def with_timestamp_tokens(vocab: list[str], n_vocab: int) -> list[str]:
+    """Fills the ids after <|notimestamps|> with Whisper's timestamp tokens <|0.00|> ...
+    <|30.00|> where the vocabulary leaves them out (transformers' tokenizer.json often does;
+    CTranslate2's vocabulary lists them)."""
+    if "<|notimestamps|>" not in vocab:
+        return vocab
+    begin = vocab.index("<|notimestamps|>") + 1
+    vocab = vocab + [""] * max(0, n_vocab - len(vocab))
+    for i in range(begin, n_vocab):
+        if not vocab[i]:
+            vocab[i] = f"<|{(i - begin) * 0.02:.2f}|>"
+    return vocab
 
 
 def token_bytes(tok: str, b2u_inv: dict[str, int]) -> bytes:
@@ -597,100 +633,18 @@ def build_parameters(name: str, dims: dict, vocab: list[str], config: dict) -> d
 
 
 # --------------------------------------------------------------------------
-# checks
-# --------------------------------------------------------------------------
-
-
-def _zero_caches(dims: dict, rows: int, slots: int | None = None) -> dict:
-    H, C = dims["n_text_head"], slots or dims["n_text_ctx"]
-    dh = dims["n_text_state"] // H
-    return {f"cache_{kind}_{i}": np.zeros((rows, H, C, dh), np.float32) for i in range(dims["n_text_layer"]) for kind in ("k", "v")}
-
-
-def _encode(sess, mel) -> dict:
-    return {o.name: v for o, v in zip(sess.get_outputs(), sess.run(None, {"mel": mel}))}
-
-
-def ref_check(W: Weights, dims: dict, enc_path: Path, dec_path: Path) -> None:
-    """Quick numeric self-check of the decoder cache contract: decoding 4 tokens at once
-    must equal decoding them one by one, writing each step's new K/V into the cache at
-    `offset`; two rows over one window's (broadcast) cross K/V must equal the same rows
-    over K/V repeated per row."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    enc = ort.InferenceSession(str(enc_path), so, providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(str(dec_path), so, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    mel = rng.standard_normal((1, dims["n_mels"], 2 * dims["n_audio_ctx"])).astype(np.float32) * 0.5
-    cross = _encode(enc, mel)
-    L = dims["n_text_layer"]
-    toks = np.array([[50257, 50258, 100, 200]], dtype=np.int64) % dims["n_vocab"]
-    every = np.arange(4, dtype=np.int64)
-    la, ka, va, qa = dec.run(None, {**cross, **_zero_caches(dims, 1), "tokens": toks, "offset": np.array([0], np.int64), "positions": every})
-    caches = _zero_caches(dims, 1)
-    for t in range(toks.shape[1]):
-        lb, kb, vb, qb = dec.run(None, {**cross, **caches, "tokens": toks[:, t : t + 1], "offset": np.array([t], np.int64), "positions": np.array([0], np.int64)})
-        for i in range(L):
-            caches[f"cache_k_{i}"][:, :, t] = kb[i, :, :, 0]
-            caches[f"cache_v_{i}"][:, :, t] = vb[i, :, :, 0]
-        d1 = float(np.abs(lb[0, 0] - la[0, t]).max())
-        d2 = float(np.abs(qb[:, :, :, 0] - qa[:, :, :, t]).max())
-        if d1 > 1e-2 or d2 > 1e-4:
-            raise SystemExit(f"self-check failed at step {t}: logits diff {d1}, cross_qk diff {d2}")
-    for i in range(L):
-        if not (np.allclose(caches[f"cache_k_{i}"][:, :, :4], ka[i], atol=1e-4) and np.allclose(caches[f"cache_v_{i}"][:, :, :4], va[i], atol=1e-4)):
-            raise SystemExit("self-check failed: caches differ between batched and stepwise decoding")
-    if not np.allclose(qa.sum(-1), 1.0, atol=1e-3):
-        raise SystemExit("self-check failed: cross_qk rows do not sum to 1")
-    # a short cache (S = 8 slots) gives the same step as the full-length one
-    short = {k: np.ascontiguousarray(v[:, :, :8]) for k, v in caches.items()}
-    le = dec.run(["logits"], {**cross, **short, "tokens": toks[:, 3:4], "offset": np.array([3], np.int64), "positions": np.array([0], np.int64)})[0]
-    if float(np.abs(le[0, 0] - la[0, 3]).max()) > 1e-2:
-        raise SystemExit("self-check failed: a shorter cache changes the result")
-    two = np.concatenate([toks, toks[:, ::-1]], axis=0)
-    lc, qc = dec.run(["logits", "cross_qk"], {**cross, **_zero_caches(dims, 2, 16), "tokens": two, "offset": np.array([0], np.int64), "positions": every})
-    tiled = {k: np.concatenate([v, v], axis=0) for k, v in cross.items()}
-    ld, qd = dec.run(["logits", "cross_qk"], {**tiled, **_zero_caches(dims, 2, 16), "tokens": two, "offset": np.array([0], np.int64), "positions": every})
-    # positions pick rows of the full result
-    lf, qf = dec.run(["logits", "cross_qk"], {**cross, **_zero_caches(dims, 2, 16), "tokens": two, "offset": np.array([0], np.int64), "positions": np.array([1, 3], np.int64)})
-    if float(np.abs(lf - lc[:, [1, 3]]).max()) > 1e-3 or float(np.abs(qf - qc[:, :, :, [1, 3]]).max()) > 1e-5:
-        raise SystemExit("self-check failed: positions do not select the logits and cross_qk rows")
-    if float(np.abs(lc - ld).max()) > 1e-3 or float(np.abs(qc - qd).max()) > 1e-5 or float(np.abs(lc[0] - la[0]).max()) > 1e-2:
-        raise SystemExit("self-check failed: broadcast cross-attention differs from repeated rows")
-    log(f"     cache self-check ok (cross_qk shape {list(qa.shape)})")
-
-
-def compare_int8(fp_paths, q_paths, dims) -> None:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sess = lambda p: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])  # noqa: E731
-    rng = np.random.default_rng(1)
-    mel = (rng.standard_normal((1, dims["n_mels"], 2 * dims["n_audio_ctx"])) * 0.5).astype(np.float32)
-    res = []
-    for enc_p, dec_p in (fp_paths, q_paths):
-        cross = _encode(sess(enc_p), mel)
-        lg = sess(dec_p).run(["logits"], {**cross, **_zero_caches(dims, 1), "tokens": np.array([[dims["_sot"]]], np.int64), "offset": np.array([0], np.int64), "positions": np.array([0], np.int64)})[0]
-        res.append((cross["cross_k_0"], lg))
-    (ck0, lg0), (ck1, lg1) = res
-    rel = float(np.linalg.norm(ck1 - ck0) / np.linalg.norm(ck0))
-    log(f"     int8 vs fp32 on a random (non-speech) mel: cross_k_0 rel. error {rel:.4f}, logits max abs diff {float(np.abs(lg1 - lg0).max()):.3f}")
-
-
-# --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
 
 
-def source_stamp(ct2_dir: Path, args) -> dict:
+def source_stamp(files: list[Path], args) -> dict:
     h = hashlib.sha256()
-    with open(ct2_dir / "model.bin", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return {"format_version": FORMAT_VERSION, "model_bin_sha256": h.hexdigest(), "int8": not args.no_int8, "name": args.name}
+    for path in files:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    key = "model_bin_sha256" if args.ct2_dir else "checkpoint_sha256"
+    return {"format_version": FORMAT_VERSION, key: h.hexdigest(), "int8": not args.no_int8, "name": args.name}
 
 
 def is_complete(out: Path, stamp: dict) -> bool:
@@ -706,70 +660,137 @@ def is_complete(out: Path, stamp: dict) -> bool:
     return all((out / f).is_file() and (out / f).stat().st_size > 0 for f in params.get("files", {}).values())
 
 
-def find_mel_filters(arg: str | None) -> Path:
+def find_mel_filters(arg: str | None, sdist: Path | None):
+    """openai-whisper's mel_filters.npz: --mel-filters, a copy beside this script or in
+    ~/.cache/opentranscribe/assets, else read straight out of the openai-whisper sdist."""
     cands = [Path(arg)] if arg else []
     cands += [Path(__file__).resolve().parent / "mel_filters.npz", Path.home() / ".cache/opentranscribe/assets/mel_filters.npz"]
     for c in cands:
         if c.is_file():
             return c
-    raise SystemExit("mel_filters.npz not found; pass --mel-filters (openai-whisper sdist: whisper/assets/mel_filters.npz)")
+    if sdist is not None and sdist.is_file():
+        import io
+        import tarfile
+
+        with tarfile.open(sdist) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith("/whisper/assets/mel_filters.npz")), None)
+            if member is not None:
+                return io.BytesIO(tar.extractfile(member).read())
+    raise SystemExit("mel_filters.npz not found; pass --mel-filters or --openai-whisper-sdist (openai-whisper sdist: whisper/assets/mel_filters.npz)")
+
+
+def find_openai_sdist(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    cached = sorted((Path.home() / ".cache/opentranscribe/downloads").glob("openai-whisper-*/openai_whisper-*.tar.gz"))
+    return cached[-1] if cached else None
+
+
+def read_ct2_source(ct2: Path) -> tuple[dict, dict, dict]:
+    """(variables, dims, config) of a CTranslate2 directory."""
+    spec, rev, variables = read_ct2_model(ct2 / "model.bin")
+    if spec != "WhisperSpec":
+        raise SystemExit(f"not a Whisper model: spec {spec}")
+    W = Weights(variables)
+    emb = variables["decoder/embeddings/weight"]
+    conv1 = variables["encoder/conv1/weight"]
+    dims = {
+        "n_mels": int(conv1.shape[1]),
+        "n_audio_ctx": int(variables["encoder/position_encodings/encodings"].shape[0]),
+        "n_audio_state": int(conv1.shape[0]),
+        "n_audio_head": W.scalar("encoder/num_heads"),
+        "n_audio_layer": W.count_layers("encoder"),
+        "n_text_ctx": int(variables["decoder/position_encodings/encodings"].shape[0]),
+        "n_text_state": int(emb.shape[1]),
+        "n_text_head": W.scalar("decoder/num_heads"),
+        "n_text_layer": W.count_layers("decoder"),
+        "n_vocab": int(emb.shape[0]),
+    }
+    log(f"     spec {spec} rev {rev}, weights dtype {emb.dtype}")
+    if "decoder/projection/weight" in variables and variables["decoder/projection/weight"] is not variables["decoder/embeddings/weight"]:
+        if not np.array_equal(variables["decoder/projection/weight"], emb):
+            raise SystemExit("output projection is not tied to the token embedding (unsupported)")
+    config_path = ct2 / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    return variables, dims, config
+
+
+# protobuf cannot serialise a message over 2 GiB; stay clear of it
+EXTERNAL_DATA_ABOVE = 1_800_000_000
+
+
+def save_graph(model, path: Path) -> str | None:
+    """Saves an ONNX graph, its weights in `<name>.data` beside it when they pass the protobuf
+    limit (ONNX Runtime finds the file relative to the graph). Returns the data file's name."""
+    import onnx
+
+    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    if size < EXTERNAL_DATA_ABOVE:
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+        return None
+    data = path.name + ".data"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data, size_threshold=1024)
+    onnx.checker.check_model(str(path))  # by path: the checker reads big models from disk
+    log(f"     {size / 1e9:.2f} GB of weights: external data file {data}")
+    return data
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ct2-dir", required=True, type=Path, help="CTranslate2 model dir (model.bin, config.json, vocabulary/tokenizer)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ct2-dir", type=Path, help="CTranslate2 model dir (model.bin, config.json, vocabulary/tokenizer)")
+    src.add_argument("--hf-dir", type=Path, help="transformers checkpoint dir (config.json, model.safetensors or shards, tokenizer.json)")
     ap.add_argument("--out", required=True, type=Path, help="output directory (created/replaced atomically)")
     ap.add_argument("--name", required=True, help="model name recorded in parameters.json")
     ap.add_argument("--mel-filters", help="openai-whisper mel_filters.npz")
+    ap.add_argument("--openai-whisper-sdist", help="openai-whisper sdist (.tar.gz) for the official alignment-head table "
+                    "(default: the one scripts/fetch-models cached)")
+    ap.add_argument("--official", help="openai-whisper model key (tiny, base, large-v3, turbo, ...) for the alignment-head table")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 quantized models")
     ap.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
     args = ap.parse_args()
 
     t_start = time.perf_counter()
-    ct2 = args.ct2_dir
+    source = args.ct2_dir or args.hf_dir
     out = args.out.resolve()
-    if not (ct2 / "model.bin").is_file():
-        raise SystemExit(f"{ct2}/model.bin not found")
-    mel_npz = find_mel_filters(args.mel_filters)
+    if args.ct2_dir:
+        if not (source / "model.bin").is_file():
+            raise SystemExit(f"{source}/model.bin not found")
+        source_files = [source / "model.bin"]
+    else:
+        if not (source / "config.json").is_file():
+            raise SystemExit(f"{source}/config.json not found (not a transformers checkpoint directory?)")
+        source_files = whisper_hf.source_files(source)
+    sdist = find_openai_sdist(args.openai_whisper_sdist)
+    mel_npz = find_mel_filters(args.mel_filters, sdist)
 
     with Step("hash source model"):
-        stamp = source_stamp(ct2, args)
+        stamp = source_stamp(source_files, args)
     if not args.force and is_complete(out, stamp):
         log(f"{out}: up to date")
         return 0
 
     import onnx
 
-    with Step(f"read {ct2 / 'model.bin'}"):
-        spec, rev, variables = read_ct2_model(ct2 / "model.bin")
-        if spec != "WhisperSpec":
-            raise SystemExit(f"not a Whisper model: spec {spec}")
+    with Step(f"read {source}"):
+        if args.ct2_dir:
+            variables, dims, config = read_ct2_source(source)
+            official = args.official
+        else:
+            variables, dims, config = whisper_hf.read_hf_model(source)
+            official = args.official or whisper_hf.official_key(config.get("name_or_path", ""))
         W = Weights(variables)
-        emb = variables["decoder/embeddings/weight"]
-        conv1 = variables["encoder/conv1/weight"]
-        dims = {
-            "n_mels": int(conv1.shape[1]),
-            "n_audio_ctx": int(variables["encoder/position_encodings/encodings"].shape[0]),
-            "n_audio_state": int(conv1.shape[0]),
-            "n_audio_head": W.scalar("encoder/num_heads"),
-            "n_audio_layer": W.count_layers("encoder"),
-            "n_text_ctx": int(variables["decoder/position_encodings/encodings"].shape[0]),
-            "n_text_state": int(emb.shape[1]),
-            "n_text_head": W.scalar("decoder/num_heads"),
-            "n_text_layer": W.count_layers("decoder"),
-            "n_vocab": int(emb.shape[0]),
-        }
-        log(f"     spec {spec} rev {rev}, weights dtype {emb.dtype}; dims {dims}")
-        if "decoder/projection/weight" in variables and variables["decoder/projection/weight"] is not variables["decoder/embeddings/weight"]:
-            if not np.array_equal(variables["decoder/projection/weight"], emb):
-                raise SystemExit("output projection is not tied to the token embedding (unsupported)")
+        log(f"     dims {dims}")
 
-    config_path = ct2 / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    if not config.get("alignment_heads"):
-        log("     warning: no alignment_heads in config.json")
-    vocab = load_vocab(ct2)
+    heads, heads_source = whisper_hf.choose_alignment_heads(
+        config.get("alignment_heads"), dims, official, sdist, log)
+    config["alignment_heads"] = heads
+    vocab = with_timestamp_tokens(load_vocab(source), dims["n_vocab"])
+    if len(vocab) < dims["n_vocab"]:
+        log(f"     note: the vocabulary has {len(vocab)} entries, the model {dims['n_vocab']} (unused ids stay without text)")
     params = build_parameters(args.name, dims, vocab, config)
+    params["alignment_heads_source"] = heads_source
     dims["_sot"] = params["special_tokens"]["sot"]
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -785,15 +806,17 @@ def main() -> int:
         files = {}
         with Step("build + save encoder.onnx"):
             enc_model, enc_mm = build_encoder(W, dims)
-            onnx.checker.check_model(enc_model)
-            onnx.save(enc_model, str(tmp / "encoder.onnx"))
+            data = save_graph(enc_model, tmp / "encoder.onnx")
             files["encoder"] = "encoder.onnx"
+            if data:
+                files["encoder_data"] = data
             del enc_model
         with Step("build + save decoder.onnx"):
             dec_model, _ = build_decoder(W, dims, logits_matmul=False)
-            onnx.checker.check_model(dec_model)
-            onnx.save(dec_model, str(tmp / "decoder.onnx"))
+            data = save_graph(dec_model, tmp / "decoder.onnx")
             files["decoder"] = "decoder.onnx"
+            if data:
+                files["decoder_data"] = data
             del dec_model
         with Step("self-check fp32 models with onnxruntime"):
             ref_check(W, dims, tmp / "encoder.onnx", tmp / "decoder.onnx")
@@ -807,33 +830,43 @@ def main() -> int:
                 # every other encoder MatMul could be quantized without a change.
                 quantize_dynamic(str(tmp / "encoder.onnx"), str(tmp / "encoder.int8.onnx"), weight_type=QuantType.QInt8,
                                  op_types_to_quantize=["MatMul"], nodes_to_quantize=[n for n in enc_mm if not n.startswith("cross_kv")],
-                                 per_channel=True, extra_options={"MatMulConstBOnly": True})
+                                 per_channel=True, extra_options={"MatMulConstBOnly": True},
+                                 use_external_data_format="encoder_data" in files)
                 files["encoder_int8"] = "encoder.int8.onnx"
             with Step("quantize decoder.int8.onnx"):
                 dec_model, dec_mm = build_decoder(W, dims, logits_matmul=True)
-                onnx.save(dec_model, str(tmp / "decoder.mm.onnx"))
+                mm_data = save_graph(dec_model, tmp / "decoder.mm.onnx")
                 del dec_model
                 quantize_dynamic(str(tmp / "decoder.mm.onnx"), str(tmp / "decoder.int8.onnx"), weight_type=QuantType.QInt8,
                                  op_types_to_quantize=["MatMul", "Gather"],
                                  nodes_to_quantize=dec_mm + [n for n in _gather_nodes(tmp / "decoder.mm.onnx")],
-                                 per_channel=True, extra_options={"MatMulConstBOnly": True})
+                                 per_channel=True, extra_options={"MatMulConstBOnly": True},
+                                 use_external_data_format=mm_data is not None)
                 (tmp / "decoder.mm.onnx").unlink()
+                if mm_data:
+                    (tmp / mm_data).unlink()
                 files["decoder_int8"] = "decoder.int8.onnx"
             with Step("compare int8 with fp32"):
                 compare_int8((tmp / "encoder.onnx", tmp / "decoder.onnx"), (tmp / "encoder.int8.onnx", tmp / "decoder.int8.onnx"), dims)
-            for f in tmp.glob("*.onnx.data"):
-                raise SystemExit(f"unexpected external data file {f}")
+            for role in ("encoder_int8", "decoder_int8"):
+                data = files[role] + ".data"
+                if (tmp / data).exists():
+                    files[role + "_data"] = data
+        listed = set(files.values())
+        for f in tmp.iterdir():
+            if f.name not in listed:
+                raise SystemExit(f"unexpected file {f.name} in the output")
 
         with Step("tokens.txt / tokenizer.json / mel_filters.bin"):
             write_tokens_txt(vocab, dims["n_vocab"], tmp / "tokens.txt")
             files["tokens"] = "tokens.txt"
-            if (ct2 / "tokenizer.json").exists():
-                shutil.copyfile(ct2 / "tokenizer.json", tmp / "tokenizer.json")
+            if (source / "tokenizer.json").exists():
+                shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
                 files["tokenizer"] = "tokenizer.json"
             mf = np.load(mel_npz)
             key = f"mel_{dims['n_mels']}"
             if key not in mf:
-                raise SystemExit(f"{mel_npz} has no {key}")
+                raise SystemExit(f"the mel filters have no {key}")
             filt = mf[key].astype("<f4")
             if filt.shape != (dims["n_mels"], 201):
                 raise SystemExit(f"unexpected mel filter shape {filt.shape}")

@@ -221,7 +221,8 @@ def main() -> int:
         label = "int8" if int8 else "fp32"
         m = models[label] = OnnxWhisper(args.onnx_dir, params, int8, args.threads)
         toks, qk_shape, _, _ = m.greedy(mel, prompt, suppress, begin_suppress)  # also the warm-up
-        want_qk = [params["n_text_layer"], 1, params["n_text_head"], len(prompt), params["n_audio_ctx"]]
+        # greedy() asks for one position (the prompt's last), so cross_qk has P = 1
+        want_qk = [params["n_text_layer"], 1, params["n_text_head"], 1, params["n_audio_ctx"]]
         print(f"\n[{label}] onnx session load {m.load_s:.2f} s, {len(toks)} tokens")
         print(f"[{label}] cross_qk shape {qk_shape} ({'ok' if qk_shape == want_qk else 'EXPECTED ' + str(want_qk)})")
         if qk_shape != want_qk:

@@ -230,9 +230,10 @@ impl FromRequestParts<AppState> for AdminUser {
 /// Routes whose bodies are streamed by their handlers (uploads, up to 10 GiB, multipart with the
 /// caps of `multipart_guard`); every other body is read whole by [`read_small_bodies`] before
 /// routing.
-pub const STREAMED_BODIES: [(Method, &str); 2] = [
+pub const STREAMED_BODIES: [(Method, &str); 3] = [
     (Method::POST, "/api/files"),
     (Method::POST, "/v1/audio/transcriptions"),
+    (Method::POST, "/v1/audio/translations"),
 ];
 
 /// Reads a request body (at most `limit` bytes) into memory; `None` when it is larger.

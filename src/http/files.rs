@@ -186,7 +186,14 @@ impl UploadForm for LibraryForm {
     fn knows(&self, name: &str) -> bool {
         matches!(
             name,
-            "language" | "num_speakers" | "min_speakers" | "max_speakers" | "diarize" | "priority"
+            "language"
+                | "num_speakers"
+                | "min_speakers"
+                | "max_speakers"
+                | "diarize"
+                | "priority"
+                | "model"
+                | "task"
         )
     }
 
@@ -219,6 +226,7 @@ async fn upload(
     };
     let (filename, info) = read_upload_form(&state, &mut multipart, limit, &mut form).await?;
     let options = form.options;
+    check_asr_model(&state, &options).await?;
     let record = ingest(&state, &user.user.id, filename, info, options).await?;
     Ok((StatusCode::CREATED, Json(FileView::from(&record))))
 }
@@ -232,6 +240,26 @@ pub async fn read_small_field(mut field: axum::extract::multipart::Field<'_>) ->
         }
     }
     String::from_utf8(buffer).map_err(|_| Error::new("invalid-multipart", "option is not UTF-8"))
+}
+
+/// Refuses a model that is not a speech-recognition model in the cache, and translation
+/// with an English-only one (400, naming the installed models), before a job is queued.
+pub(crate) async fn check_asr_model(state: &AppState, options: &UploadOptions) -> Result<()> {
+    let name = options
+        .model
+        .clone()
+        .unwrap_or_else(|| state.config.jobs.model.clone());
+    if options.model.is_none() && !options.translate {
+        return Ok(());
+    }
+    let cache = crate::models::cache::ModelCache::new(&state.config.models_dir);
+    let translate = options.translate;
+    blocking(move || {
+        cache
+            .check_asr_model(&name, translate)
+            .map_err(Error::bad_request)
+    })
+    .await
 }
 
 pub fn apply_option(options: &mut UploadOptions, name: &str, value: &str) -> Result<()> {
@@ -267,6 +295,15 @@ pub fn apply_option(options: &mut UploadOptions, name: &str, value: &str) -> Res
                 "high" => 1,
                 "low" => 9,
                 _ => return Err(Error::bad_request("`priority` must be high, normal or low")),
+            }
+        }
+        // Checked against the model cache once the form is read (check_asr_model).
+        "model" => options.model = (!value.is_empty()).then(|| value.to_owned()),
+        "task" => {
+            options.translate = match value {
+                "" | "transcribe" => false,
+                "translate" => true,
+                _ => return Err(Error::bad_request("`task` must be transcribe or translate")),
             }
         }
         "diarize" => {

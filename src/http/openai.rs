@@ -1,4 +1,5 @@
-//! The OpenAI-compatible API: `POST /v1/audio/transcriptions` and `GET /v1/models`, so tools
+//! The OpenAI-compatible API: `POST /v1/audio/transcriptions`, `POST /v1/audio/translations`
+//! (speech in any language to English text) and `GET /v1/models`, so tools
 //! written for OpenAI's speech-to-text (its official clients included) work against the
 //! appliance with a personal API token as the key.
 //!
@@ -33,6 +34,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/audio/transcriptions",
             post(transcriptions).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/audio/translations",
+            post(translations).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/v1/models", get(models))
 }
@@ -74,8 +79,18 @@ impl IntoResponse for OpenAiError {
 
 type ApiResult<T> = std::result::Result<T, OpenAiError>;
 
-fn model_names(state: &AppState) -> Vec<String> {
-    vec![OPENAI_MODEL.to_owned(), state.config.jobs.model.clone()]
+/// `whisper-1` (the configured model), then every speech-recognition model in the cache.
+async fn model_names(state: &AppState) -> Vec<String> {
+    let cache = crate::models::cache::ModelCache::new(&state.config.models_dir);
+    let mut names = vec![OPENAI_MODEL.to_owned(), state.config.jobs.model.clone()];
+    if let Ok(installed) = blocking(move || Ok(cache.asr_models())).await {
+        for name in installed {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 async fn models(
@@ -89,6 +104,7 @@ async fn models(
         .now_secs()
         .saturating_sub(state.started_at.elapsed().as_secs());
     let data: Vec<Value> = model_names(&state)
+        .await
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "opentranscribe"}))
         .collect();
@@ -124,14 +140,15 @@ struct Request {
 }
 
 /// The OpenAI route's parts around the audio.
-struct OpenAiForm<'a> {
-    state: &'a AppState,
+struct OpenAiForm {
     options: UploadOptions,
     request: Request,
     model: Option<String>,
+    /// `model_names` when the request came in.
+    served: Vec<String>,
 }
 
-impl UploadForm for OpenAiForm<'_> {
+impl UploadForm for OpenAiForm {
     fn knows(&self, name: &str) -> bool {
         matches!(
             name,
@@ -173,11 +190,11 @@ impl UploadForm for OpenAiForm<'_> {
         Ok(())
     }
 
-    /// Everything except the audio is checked before the audio is stored, when the client
-    /// sends those parts first (OpenAI's clients do).
+    /// A model not served here is refused before the audio is stored, when the client sends
+    /// it first (OpenAI's clients do).
     fn before_file(&mut self) -> crate::error::Result<()> {
         match &self.model {
-            Some(name) => check_model(self.state, name),
+            Some(name) => check_served(&self.served, name),
             None => Ok(()),
         }
     }
@@ -193,6 +210,26 @@ async fn transcriptions(
     headers: HeaderMap,
     multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Response> {
+    transcribe(state, user, headers, multipart, false).await
+}
+
+/// OpenAI's translation endpoint: the same form, Whisper's `translate` task (English text).
+async fn translations(
+    State(state): State<AppState>,
+    user: std::result::Result<AuthUser, Error>,
+    headers: HeaderMap,
+    multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<Response> {
+    transcribe(state, user, headers, multipart, true).await
+}
+
+async fn transcribe(
+    state: AppState,
+    user: std::result::Result<AuthUser, Error>,
+    headers: HeaderMap,
+    multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    translate: bool,
+) -> ApiResult<Response> {
     let user = user?;
     // A missing or malformed multipart boundary is a client error in OpenAI's shape.
     let mut multipart = multipart.map_err(|e| Error::new("invalid-multipart", e.body_text()))?;
@@ -206,10 +243,10 @@ async fn transcriptions(
     }
     // Someone is waiting on the answer: ahead of library uploads in the queue.
     let mut form = OpenAiForm {
-        state: &state,
         options: UploadOptions {
             diarize: false,
             priority: 1,
+            translate,
             ..UploadOptions::default()
         },
         request: Request {
@@ -218,18 +255,25 @@ async fn transcriptions(
             segments: false,
         },
         model: None,
+        served: model_names(&state).await,
     };
     let (filename, info) = read_upload_form(&state, &mut multipart, limit, &mut form).await?;
     let OpenAiForm {
-        options,
+        mut options,
         mut request,
         model,
-        ..
+        served,
     } = form;
     let Some(model) = model else {
         return Err(Error::bad_request("`model` is required").into());
     };
-    check_model(&state, &model)?;
+    check_served(&served, &model)?;
+    // `whisper-1` means the configured model; any other name must be installed (checked
+    // again here: the part may have come after the audio, or the model may have gone).
+    if model != OPENAI_MODEL {
+        options.model = Some(model);
+    }
+    super::files::check_asr_model(&state, &options).await?;
     if !request.segments && !request.words {
         request.segments = true;
     }
@@ -240,13 +284,13 @@ async fn transcriptions(
     Ok(respond(&transcript, &request))
 }
 
-fn check_model(state: &AppState, name: &str) -> std::result::Result<(), Error> {
-    if model_names(state).iter().any(|m| m == name) {
+fn check_served(served: &[String], name: &str) -> std::result::Result<(), Error> {
+    if served.iter().any(|m| m == name) {
         Ok(())
     } else {
         Err(Error::bad_request(format!(
             "model `{name}` is not served here; use {}",
-            model_names(state).join(" or ")
+            served.join(", ")
         )))
     }
 }

@@ -239,6 +239,8 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                     "max_speakers": speakers_count(),
                     "diarize": {"type": "boolean"},
                     "priority": {"type": "string", "enum": ["high", "normal", "low"]},
+                    "model": string(),
+                    "task": {"type": "string", "enum": ["transcribe", "translate"]},
                 },
                 "additionalProperties": false,
             }))
@@ -288,8 +290,16 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             101,
             "Switching protocols",
         ),
-        ("POST", "/v1/audio/transcriptions") => {
-            Details::new("OpenAI-compatible transcription", 200, "The transcript").multipart(json!({
+        ("POST", "/v1/audio/transcriptions" | "/v1/audio/translations") => {
+            Details::new(
+                if path.ends_with("translations") {
+                    "OpenAI-compatible translation into English"
+                } else {
+                    "OpenAI-compatible transcription"
+                },
+                200,
+                "The transcript",
+            ).multipart(json!({
                 "type": "object",
                 "required": ["file", "model"],
                 "properties": {

@@ -71,6 +71,7 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (get(), "/api/ws", User),
         // openai.rs
         (post(), "/v1/audio/transcriptions", User),
+        (post(), "/v1/audio/translations", User),
         (get(), "/v1/models", User),
         // library.rs
         (patch(), "/api/files/{id}/segments/{segment}", Owner),

@@ -381,13 +381,25 @@ impl Worker {
         ),
         PipelineError,
     > {
-        if self.engine.is_none() {
-            let started = Instant::now();
-            let loaded =
-                Engine::load(&self.config, &self.config.jobs.model, self.config.jobs.int8)?;
-            crate::metrics::METRICS
-                .model_load(&self.config.jobs.model, started.elapsed().as_secs_f64());
-            self.engine = Some(loaded);
+        // The file's own model, else the configured one; a worker keeps one loaded and swaps
+        // it when a file asks for another.
+        let model = file
+            .options
+            .model
+            .clone()
+            .unwrap_or_else(|| self.config.jobs.model.clone());
+        let started = Instant::now();
+        match self.engine.as_mut() {
+            None => {
+                let loaded = Engine::load(&self.config, &model, self.config.jobs.int8)?;
+                crate::metrics::METRICS.model_load(&model, started.elapsed().as_secs_f64());
+                self.engine = Some(loaded);
+            }
+            Some(engine) => {
+                if engine.use_asr_model(&self.config, &model, self.config.jobs.int8)? {
+                    crate::metrics::METRICS.model_load(&model, started.elapsed().as_secs_f64());
+                }
+            }
         }
         let Some(engine) = self.engine.as_mut() else {
             return Err(PipelineError::Cancelled);
@@ -401,9 +413,9 @@ impl Worker {
             Ok(Box::new(BlobSource::new(reader)))
         };
         let options = FileOptions {
-            model: self.config.jobs.model.clone(),
+            model,
             language: file.options.language.clone(),
-            translate: false,
+            translate: file.options.translate,
             quantized: self.config.jobs.int8,
             no_vad: false,
             beam_size: self.config.jobs.beam_size,

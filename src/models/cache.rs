@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::manifest::{MANIFEST_FILE, Manifest, is_safe_name};
+use super::manifest::{MANIFEST_FILE, Manifest, ModelKind, is_safe_name};
 
 /// Prefix of staging directories used by imports; leftovers are removed on open.
 pub const STAGING_PREFIX: &str = ".import-";
@@ -76,6 +76,39 @@ impl ModelCache {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Names of the speech-recognition models whose manifests read, in name order: what a
+    /// file may ask for.
+    pub fn asr_models(&self) -> Vec<String> {
+        self.list()
+            .into_iter()
+            .filter(|m| m.manifest.as_ref().is_ok_and(|m| m.kind == ModelKind::Asr))
+            .map(|m| m.name)
+            .collect()
+    }
+
+    /// Checks that `name` is a speech-recognition model here that can do what is asked
+    /// (translation needs a multilingual model); the error is a sentence for the user.
+    pub fn check_asr_model(&self, name: &str, translate: bool) -> Result<(), String> {
+        let available = || {
+            let names = self.asr_models();
+            if names.is_empty() {
+                "no speech-recognition model is installed".to_owned()
+            } else {
+                format!("installed: {}", names.join(", "))
+            }
+        };
+        let manifest = match self.model(name).manifest {
+            Ok(m) if m.kind == ModelKind::Asr => m,
+            _ => return Err(format!("unknown model `{name}` ({})", available())),
+        };
+        if translate && manifest.parameters["multilingual"].as_bool() != Some(true) {
+            return Err(format!(
+                "model `{name}` is English-only and cannot translate; choose a multilingual model"
+            ));
+        }
+        Ok(())
     }
 
     pub fn model(&self, name: &str) -> CachedModel {

@@ -172,6 +172,23 @@ impl Engine {
             diarizer,
         })
     }
+
+    /// Puts `asr_model` in place of the loaded speech-recognition model when a file asks for
+    /// another one; VAD and diarization stay. Returns whether a model was loaded.
+    pub fn use_asr_model(
+        &mut self,
+        config: &Config,
+        asr_model: &str,
+        quantized: bool,
+    ) -> Result<bool, PipelineError> {
+        if self.whisper.name == asr_model {
+            return Ok(false);
+        }
+        let runtime = Runtime::get_or_init(&config.runtime_settings())?;
+        let (dir, manifest) = checked_model(config, asr_model)?;
+        self.whisper = WhisperModel::load(&runtime, &dir, &manifest, quantized)?;
+        Ok(true)
+    }
 }
 
 /// Loads the segmentation and speaker-embedding models from the cache.

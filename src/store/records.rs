@@ -72,6 +72,12 @@ pub struct UploadOptions {
     /// Queue order: 1 (high) before 5 (normal) before 9 (low); equal ones run oldest first.
     #[serde(default = "default_priority")]
     pub priority: u8,
+    /// The speech-recognition model asked for; `None` runs the configured `jobs.model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Translate the speech into English instead of transcribing it (Whisper's `translate` task).
+    #[serde(default)]
+    pub translate: bool,
 }
 
 fn default_priority() -> u8 {
@@ -87,6 +93,8 @@ impl Default for UploadOptions {
             max_speakers: None,
             diarize: true,
             priority: default_priority(),
+            model: None,
+            translate: false,
         }
     }
 }

@@ -53,6 +53,9 @@ async fn official_openai_client_transcribes_and_lists_models() {
         .collect();
     assert!(models.contains(&"whisper-1"), "{models:?}");
     assert!(models.contains(&"whisper-tiny.en"), "{models:?}");
+    // Every installed speech model is listed, and can be asked for by name.
+    assert!(models.contains(&"whisper-base"), "{models:?}");
+    assert!(!models.contains(&"silero-vad"), "{models:?}");
 
     let reference = normalize(&reference);
     let plain = out["json"].as_str().unwrap();
@@ -80,6 +83,10 @@ async fn official_openai_client_transcribes_and_lists_models() {
     assert!(srt.starts_with("1\n00:00:0"), "{srt}");
     assert!(srt.contains(" --> "));
 
+    let translation = out["translation"].as_str().unwrap();
+    let error = wer(&reference, &normalize(translation));
+    assert!(error < 0.3, "translation WER {error:.3}: {translation}");
+    assert_eq!(out["translate_english_only"], "bad-request");
     assert_eq!(out["bad_model"], "bad-request");
     assert_eq!(out["bad_key"], "refused");
 
@@ -92,6 +99,6 @@ async fn official_openai_client_transcribes_and_lists_models() {
         .await
         .unwrap();
     let listed: Value = crate::support::json(listed).await;
-    assert_eq!(listed["total"], 3, "{listed}");
+    assert_eq!(listed["total"], 4, "{listed}");
     server.stop().await;
 }

@@ -40,6 +40,15 @@ with open(audio, "rb") as f:
     }
 with open(audio, "rb") as f:
     out["srt"] = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="srt")
+# Another installed model by name, on the translation route (English speech stays English).
+with open(audio, "rb") as f:
+    out["translation"] = client.audio.translations.create(model="whisper-base", file=f).text
+try:  # whisper-1 is the configured whisper-tiny.en here: English-only, it cannot translate
+    with open(audio, "rb") as f:
+        client.audio.translations.create(model="whisper-1", file=f)
+    out["translate_english_only"] = "accepted"
+except openai.BadRequestError as e:
+    out["translate_english_only"] = e.body.get("code") if isinstance(e.body, dict) else str(e.body)
 try:
     with open(audio, "rb") as f:
         client.audio.transcriptions.create(model="gpt-4o-transcribe", file=f)
