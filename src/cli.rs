@@ -111,7 +111,7 @@ pub struct DiarizeArgs {
     /// Seconds between 10 s segmentation windows.
     #[arg(long)]
     pub step: Option<f64>,
-    /// Clustering threshold (cosine distance).
+    /// Clustering cut, as a share of the file's median within-window speaker distance (default 0.55).
     #[arg(long)]
     pub threshold: Option<f32>,
     /// Activity at which a speaker turn starts.

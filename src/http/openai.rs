@@ -83,7 +83,7 @@ type ApiResult<T> = std::result::Result<T, OpenAiError>;
 async fn model_names(state: &AppState) -> Vec<String> {
     let cache = crate::models::cache::ModelCache::new(&state.config.models_dir);
     let mut names = vec![OPENAI_MODEL.to_owned(), state.config.jobs.model.clone()];
-    if let Ok(installed) = blocking(move || Ok(cache.asr_models())).await {
+    if let Ok(installed) = blocking(move || Ok::<_, Error>(cache.asr_models())).await {
         for name in installed {
             if !names.contains(&name) {
                 names.push(name);
