@@ -121,6 +121,7 @@ fn copy_catalogue(
     copy_table(source, target, API_TOKENS, out)?;
     copy_table(source, target, FILES, out)?;
     copy_table(source, target, USER_FILES, out)?;
+    copy_table(source, target, USER_FILE_ORDER, out)?;
     copy_table(source, target, BLOB_REFS, out)?;
     copy_table(source, target, JOBS, out)?;
     copy_table(source, target, QUEUE, out)?;

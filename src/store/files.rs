@@ -9,7 +9,7 @@ use super::error::Result;
 use super::records::{FileRecord, JobRecord};
 use super::tables::*;
 use super::{Store, db_err, decode, encode, read_record, user_file_key};
-use super::{library, new_job, profiles};
+use super::{file_order, library, new_job, profiles};
 
 impl Store {
     // ---- files ----
@@ -30,6 +30,7 @@ impl Store {
                     record.created_at,
                 )
                 .map_err(db_err)?;
+            file_order::index_file(&txn, record)?;
             let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
             let count = refs
                 .get(record.sha256.as_str())
@@ -79,48 +80,6 @@ impl Store {
         Ok(out)
     }
 
-    /// One page of a user's own files in creation order (ids are UUIDv7), newest first unless
-    /// `oldest_first`, read along the owner index: only the page's records are decoded, and
-    /// the total counts index keys. What the file list asks for when it filters nothing.
-    pub fn page_user_files(
-        &self,
-        owner_id: &str,
-        oldest_first: bool,
-        offset: usize,
-        limit: usize,
-    ) -> Result<(Vec<FileRecord>, usize)> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let user_files = txn.open_table(USER_FILES).map_err(db_err)?;
-        let files = txn.open_table(FILES).map_err(db_err)?;
-        let start = format!("{owner_id}/");
-        let end = format!("{owner_id}0"); // '0' sorts right after '/'
-        let range = user_files
-            .range(start.as_str()..end.as_str())
-            .map_err(db_err)?;
-        let keys: Box<dyn Iterator<Item = _>> = if oldest_first {
-            Box::new(range)
-        } else {
-            Box::new(range.rev())
-        };
-        let mut total = 0;
-        let mut page = Vec::new();
-        for entry in keys {
-            let (key, _) = entry.map_err(db_err)?;
-            let index = total;
-            total += 1;
-            if index < offset || page.len() >= limit {
-                continue;
-            }
-            let Some(file_id) = key.value().split('/').nth(1).map(str::to_owned) else {
-                continue;
-            };
-            if let Some(value) = files.get(file_id.as_str()).map_err(db_err)? {
-                page.push(decode(value.value())?);
-            }
-        }
-        Ok((page, total))
-    }
-
     /// Changes the fields of a user's file that `change` owns, in one transaction over the
     /// current record (so a concurrent status change by a worker is never overwritten).
     /// `Ok(None)` when the file is gone or not the user's.
@@ -130,14 +89,30 @@ impl Store {
         file_id: &str,
         change: impl FnOnce(&mut FileRecord),
     ) -> Result<Option<FileRecord>> {
-        let updated = self.update_json(FILES, file_id, |record: &mut FileRecord| {
-            let owned = record.owner_id == owner_id;
-            if owned {
-                change(record);
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let updated = {
+            let mut files = txn.open_table(FILES).map_err(db_err)?;
+            let record: Option<FileRecord> = read_record(&files, file_id)?;
+            match record.filter(|r| r.owner_id == owner_id) {
+                None => None,
+                Some(before) => {
+                    let mut after = before.clone();
+                    change(&mut after);
+                    files
+                        .insert(file_id, encode(&after)?.as_slice())
+                        .map_err(db_err)?;
+                    drop(files);
+                    // A rename moves the file in the name order, in the same transaction.
+                    if after.filename != before.filename || after.size != before.size {
+                        file_order::unindex_file(&txn, &before)?;
+                        file_order::index_file(&txn, &after)?;
+                    }
+                    Some(after)
+                }
             }
-            Ok(owned)
-        })?;
-        Ok(updated.filter(|record| record.owner_id == owner_id))
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(updated)
     }
 
     /// Deletes a user's file. Returns the record and how many files still use its blob, so
@@ -159,6 +134,8 @@ impl Store {
                     user_files
                         .remove(user_file_key(owner_id, file_id).as_str())
                         .map_err(db_err)?;
+                    drop(user_files);
+                    file_order::unindex_file(&txn, &record)?;
                     let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
                     let count = refs
                         .get(record.sha256.as_str())

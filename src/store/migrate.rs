@@ -6,12 +6,12 @@ use super::records::FileRecord;
 use super::tables::{BLOB_REFS, FILES, JOBS, META, QUEUE, SCHEMA_VERSION_KEY, USER_FILES};
 
 /// The schema this code reads and writes.
-pub const CURRENT_VERSION: u64 = 3;
+pub const CURRENT_VERSION: u64 = 4;
 
 type Migration = fn(&WriteTransaction) -> Result<(), String>;
 
 /// `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`.
-const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4];
 
 /// Reads the stored schema version without writing: `Some(version)` when a migration will run,
 /// `None` for a new or current database, an error for a database newer than this code.
@@ -137,6 +137,18 @@ fn v2_to_v3(txn: &WriteTransaction) -> Result<(), String> {
         files
             .insert(record.id.as_str(), bytes.as_slice())
             .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Version 4 adds the name and size order of each user's files, derived from `files`.
+fn v3_to_v4(txn: &WriteTransaction) -> Result<(), String> {
+    let files = txn.open_table(FILES).map_err(|e| e.to_string())?;
+    for entry in files.iter().map_err(|e| e.to_string())? {
+        let (_, value) = entry.map_err(|e| e.to_string())?;
+        let record: FileRecord =
+            serde_json::from_slice(value.value()).map_err(|e| format!("file record: {e}"))?;
+        super::file_order::index_file(txn, &record).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod accounts;
 pub mod backup;
 pub mod error;
+pub mod file_order;
 mod files;
 pub mod library;
 pub mod migrate;
@@ -82,6 +83,7 @@ pub(crate) fn create_all_tables(txn: &WriteTransaction) -> std::result::Result<(
     txn.open_table(API_TOKENS)?;
     txn.open_table(FILES)?;
     txn.open_table(USER_FILES)?;
+    txn.open_table(USER_FILE_ORDER)?;
     txn.open_table(BLOB_REFS)?;
     txn.open_table(JOBS)?;
     txn.open_table(QUEUE)?;

@@ -16,6 +16,10 @@ pub const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_t
 pub const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 /// `owner_id/file_id` → created-at seconds; lists a user's files without scanning all (v2).
 pub const USER_FILES: TableDefinition<&str, u64> = TableDefinition::new("user_files");
+/// `owner_id/n/<name key>\0<file id>` and `owner_id/s/<size, 20 digits>/<file id>` → 0: a user's
+/// files in name and size order, so the file list pages by name or size without reading every
+/// record (v4). Kept in step with `files` by `store::files` (insert, rename, delete).
+pub const USER_FILE_ORDER: TableDefinition<&str, u64> = TableDefinition::new("user_file_order");
 /// blob SHA-256 → number of files that reference it (v2).
 pub const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
 

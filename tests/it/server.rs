@@ -297,7 +297,20 @@ async fn version_1_database_is_migrated_and_served() {
 
     let server = TestServer::start_in(data_dir, |c| c.jobs.workers = 0).await;
     let store = &server.running().state.store;
-    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(store.schema_version().unwrap(), 4);
+    // v4 indexed both by name: the store pages them in name order without a sort.
+    let (page, total) = store
+        .page_own_files(
+            "u1",
+            opentranscribe::store::file_order::FileOrder::Name,
+            true,
+            0,
+            10,
+        )
+        .unwrap();
+    assert_eq!(total, 2);
+    let names: Vec<_> = page.iter().map(|f| f.filename.as_str()).collect();
+    assert_eq!(names, ["f2.wav", "f1.wav"]);
     // v3 gave the file that was still waiting a queued job, and none to the finished one.
     assert_eq!(
         store.get_job("f2").unwrap().unwrap().state.as_str(),

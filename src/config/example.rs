@@ -1,0 +1,160 @@
+//! The commented example config (`config example`), kept equal to the defaults by a test.
+
+use std::path::Path;
+
+use super::Config;
+
+/// A commented example configuration; a test keeps it equal to the defaults.
+pub fn example() -> String {
+    let defaults = Config::default();
+    format!(
+        r#"# OpenTranscribe configuration. Every key is optional; shown values are the defaults.
+# Precedence: defaults < this file < OPENTRANSCRIBE_<SECTION>_<KEY> environment < command-line flags.
+# Unknown keys are errors.
+
+# Where the database, blobs, TLS certificate and secrets live.
+data_dir = {data_dir}
+# The model cache filled by scripts/fetch-models or `opentranscribe models import`.
+models_dir = {models_dir}
+
+[server]
+# HTTPS listener.
+listen = "{listen}"
+# Plain HTTP listener that only redirects to HTTPS (and answers /api/health), or "off".
+http_listen = "{http_listen}"
+# PEM certificate chain and private key. Without them a self-signed certificate is generated
+# into data_dir/tls and its SHA-256 fingerprint is logged.
+# tls_cert = "/etc/opentranscribe/tls/cert.pem"
+# tls_key = "/etc/opentranscribe/tls/key.pem"
+# Largest accepted upload in bytes (10 GiB).
+max_upload_bytes = {max_upload}
+# Seconds in-flight requests get to finish on shutdown.
+shutdown_grace_secs = {grace}
+# Seconds a client has to send its request headers.
+header_timeout_secs = {header_timeout}
+# Seconds a client has to send a whole request body (uploads are not limited by this: they are
+# dropped after 120 s without data instead).
+body_timeout_secs = {body_timeout}
+
+[auth]
+# "closed": only the first user (who becomes admin) may register; admins create the others.
+# "open": anyone who reaches the page may register.
+registration = "{registration}"
+# A session ends after this long without use, and after the absolute limit in any case.
+session_idle_timeout_secs = {idle}
+session_absolute_timeout_secs = {absolute}
+# Failed logins before an account is locked, and per client address.
+login_max_failures = {max_failures}
+login_ip_max_failures = {ip_failures}
+# How long a lockout lasts.
+login_lockout_secs = {lockout}
+min_password_length = {min_pw}
+# Password hashes computed at once (each takes 19 MiB for a moment); 0 = one per core.
+# Sign-ins beyond it wait up to 2 s, then get 429 with Retry-After.
+password_hash_concurrency = {hash_slots}
+
+[storage]
+# Encrypt new media at rest with AES-256-GCM (key generated into data_dir/secrets, mode 0600).
+encrypt_at_rest = {encrypt}
+# /api/ready fails when free disk in data_dir falls below this many MiB.
+min_free_disk_mb = {min_free}
+
+[runtime]
+# ONNX Runtime execution provider: "auto" (CUDA when its provider library and a GPU are
+# present, else CPU; the choice and the reason are logged), "cpu" or "cuda" (fail if unusable).
+device = "{device}"
+device_id = {device_id}
+# Inference threads; 0 means one per physical core.
+threads = {threads}
+# Let idle inference threads spin: slightly lower latency on a dedicated machine, much slower
+# when other work shares the CPU (measured on 2 cores under load: 5.2-5.7 s vs 4.2-4.9 s).
+spin = {spin}
+# Path of libonnxruntime.so. Default: $ORT_DYLIB_PATH, then models_dir/onnxruntime,
+# then /usr/lib/opentranscribe.
+# library = "/usr/lib/opentranscribe/libonnxruntime.so.1.31.1"
+
+[jobs]
+# Transcription workers (each loads its own models; one per GPU, or one or two on a CPU).
+# 0 disables processing: uploads stay queued.
+workers = {workers}
+# ASR model for uploads, by its name in the model cache.
+model = "{jobs_model}"
+# Use the int8-quantized Whisper encoder and decoder (faster on CPUs).
+int8 = {int8}
+# Beam size: 5 is Whisper's default; 1 (greedy) is about twice as fast.
+beam_size = {beam}
+# A job whose worker has not reported progress for this long is taken again.
+lease_secs = {lease}
+# Attempts before a job that keeps failing for a transient reason ends in error.
+max_attempts = {attempts}
+# Days the records of finished jobs (stage durations, errors) are kept; 0 = for ever.
+history_days = {history_days}
+
+[speakers]
+# A speaker whose true cosine similarity to one of the user's voice profiles reaches
+# match_threshold is assigned to it; from suggest_threshold up it is offered as a suggestion.
+match_threshold = {match_threshold}
+suggest_threshold = {suggest_threshold}
+
+[watch]
+# A folder whose new media files are imported for one user ("" = off). A file is taken once
+# its size and modification time stop changing between two scans.
+dir = "{watch_dir}"
+user = "{watch_user}"
+interval_secs = {watch_interval}
+# "move": imported files go to imported/ (refused ones to failed/ with a .reason.txt);
+# "mark": files stay and get a .imported (or .failed) marker next to them.
+after = "{watch_after}"
+
+[metrics]
+# Who may read the Prometheus text at /metrics: "admins" (signed in), "localhost" (no sign-in,
+# from 127.0.0.1 or ::1 only), "admins-and-localhost", or "off".
+allow = "{metrics_allow}"
+
+[log]
+# error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
+level = "{level}"
+"#,
+        data_dir = toml_string(&defaults.data_dir),
+        models_dir = toml_string(&defaults.models_dir),
+        listen = defaults.server.listen,
+        http_listen = defaults.server.http_listen,
+        max_upload = defaults.server.max_upload_bytes,
+        grace = defaults.server.shutdown_grace_secs,
+        header_timeout = defaults.server.header_timeout_secs,
+        body_timeout = defaults.server.body_timeout_secs,
+        registration = defaults.auth.registration,
+        idle = defaults.auth.session_idle_timeout_secs,
+        absolute = defaults.auth.session_absolute_timeout_secs,
+        max_failures = defaults.auth.login_max_failures,
+        ip_failures = defaults.auth.login_ip_max_failures,
+        lockout = defaults.auth.login_lockout_secs,
+        min_pw = defaults.auth.min_password_length,
+        hash_slots = defaults.auth.password_hash_concurrency,
+        encrypt = defaults.storage.encrypt_at_rest,
+        min_free = defaults.storage.min_free_disk_mb,
+        level = defaults.log.level,
+        device = defaults.runtime.device,
+        device_id = defaults.runtime.device_id,
+        threads = defaults.runtime.threads,
+        spin = defaults.runtime.spin,
+        workers = defaults.jobs.workers,
+        jobs_model = defaults.jobs.model,
+        int8 = defaults.jobs.int8,
+        beam = defaults.jobs.beam_size,
+        lease = defaults.jobs.lease_secs,
+        attempts = defaults.jobs.max_attempts,
+        history_days = defaults.jobs.history_days,
+        match_threshold = defaults.speakers.match_threshold,
+        suggest_threshold = defaults.speakers.suggest_threshold,
+        watch_dir = defaults.watch.dir,
+        watch_user = defaults.watch.user,
+        watch_interval = defaults.watch.interval_secs,
+        watch_after = defaults.watch.after,
+        metrics_allow = defaults.metrics.allow,
+    )
+}
+
+fn toml_string(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
