@@ -184,7 +184,8 @@ pub async fn start_with_clock(
     })
 }
 
-/// Periodic work: expired sessions are removed every few minutes.
+/// Periodic work every few minutes: expired sessions, retention, the audit log's own
+/// retention, finished job records.
 fn spawn_housekeeping(state: AppState, shutdown: CancellationToken, tracker: &TaskTracker) {
     tracker.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
@@ -203,6 +204,7 @@ fn spawn_housekeeping(state: AppState, shutdown: CancellationToken, tracker: &Ta
                     if let Err(e) = purged {
                         tracing::warn!(error = %e, "session purge failed");
                     }
+                    housekeeping_pass(&state).await;
                     let days = state.config.jobs.history_days;
                     if days > 0 {
                         let store = state.store.clone();
@@ -217,6 +219,22 @@ fn spawn_housekeeping(state: AppState, shutdown: CancellationToken, tracker: &Ta
             }
         }
     });
+}
+
+/// The retention and audit part of housekeeping, on the daemon's clock: every user's retention
+/// rule is applied (each deletion logged in the audit log), then audit entries past
+/// `[audit] keep_days` are purged. Public so tests run a pass after moving a `ManualClock`.
+pub async fn housekeeping_pass(state: &AppState) {
+    match crate::services::retention::apply(state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "retention applied"),
+        Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+    }
+    match crate::services::audit::purge(state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "audit entries past their retention removed"),
+        Err(e) => tracing::warn!(error = %e, "audit purge failed"),
+    }
 }
 
 /// `opentranscribe serve`: runs until SIGTERM/SIGINT, reloads TLS on SIGHUP, talks to systemd.

@@ -111,6 +111,18 @@ after = "{watch_after}"
 # from 127.0.0.1 or ::1 only), "admins-and-localhost", or "off".
 allow = "{metrics_allow}"
 
+[audit]
+# Days the audit log (sign-ins, account, file, sharing and settings changes, retention
+# deletions) is kept; 0 keeps it for ever.
+keep_days = {audit_keep_days}
+
+[retention]
+# Site-wide retention, counted from each file's upload; 0 turns a rule off. media_days deletes
+# the media and keeps the transcript; transcript_days deletes the whole file. A user's own rule
+# applies where it is stricter; files in a collection marked retention_exempt are kept.
+media_days = {retention_media_days}
+transcript_days = {retention_transcript_days}
+
 [log]
 # error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
 level = "{level}"
@@ -152,6 +164,9 @@ level = "{level}"
         watch_interval = defaults.watch.interval_secs,
         watch_after = defaults.watch.after,
         metrics_allow = defaults.metrics.allow,
+        audit_keep_days = defaults.audit.keep_days,
+        retention_media_days = defaults.retention.media_days,
+        retention_transcript_days = defaults.retention.transcript_days,
     )
 }
 

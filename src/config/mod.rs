@@ -29,6 +29,8 @@ pub struct Config {
     pub speakers: SpeakersConfig,
     pub watch: WatchConfig,
     pub metrics: MetricsConfig,
+    pub audit: AuditConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
 }
 
@@ -214,6 +216,8 @@ impl Default for Config {
             speakers: SpeakersConfig::default(),
             watch: WatchConfig::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
+            retention: RetentionConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -647,6 +651,8 @@ fn insert_dotted(table: &mut toml::Table, dotted: &str, value: toml::Value) {
 
 mod example;
 pub use example::example;
+mod policy;
+pub use policy::{AuditConfig, RetentionConfig};
 
 #[cfg(test)]
 mod tests;

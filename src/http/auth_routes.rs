@@ -297,7 +297,8 @@ async fn admin_create_user(
             Role::parse(text).ok_or_else(|| Error::bad_request("role must be `admin` or `user`"))?
         }
     };
-    let user = accounts::create_user(&state, body.username, body.password, role).await?;
+    let user =
+        accounts::create_user(&state, body.username, body.password, role, &admin.actor()).await?;
     tracing::info!(admin = %admin.user.id, user_id = %user.id, "user created by admin");
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
@@ -329,7 +330,7 @@ async fn admin_update_user(
             Role::parse(text).ok_or_else(|| Error::bad_request("role must be `admin` or `user`"))
         })
         .transpose()?;
-    let user = accounts::update_user(&state, id, role, body.disabled).await?;
+    let user = accounts::update_user(&state, id, role, body.disabled, &admin.actor()).await?;
     Ok(Json(UserView::from(&user)))
 }
 
@@ -341,10 +342,10 @@ struct AdminPasswordReset {
 
 async fn admin_reset_password(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminPasswordReset>,
 ) -> Result<StatusCode> {
-    accounts::reset_password(&state, id, body.password).await?;
+    accounts::reset_password(&state, id, body.password, &admin.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

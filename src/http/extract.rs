@@ -44,9 +44,16 @@ pub struct AuthUser {
     pub credential: Credential,
     /// The session's CSRF token, when authenticated by a session.
     pub csrf_token: Option<String>,
+    /// The client's address (for the audit log), when the connection is known.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl AuthUser {
+    /// This user as the audit log names them.
+    pub fn actor(&self) -> crate::services::audit::Actor {
+        crate::services::audit::Actor::user(&self.user, self.client_ip)
+    }
+
     pub fn session_hash(&self) -> Option<&str> {
         match &self.credential {
             Credential::SessionCookie { token_hash } | Credential::SessionBearer { token_hash } => {
@@ -116,69 +123,81 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let now = state.clock.now_secs();
-        let auth_config = state.config.auth.clone();
-        if let Some(token) = bearer_token(parts) {
-            let store = state.store.clone();
-            return blocking(move || {
-                let hash = token_hash(&token);
-                if token.starts_with(API_TOKEN_PREFIX) {
-                    let record = store.get_api_token(&hash)?.ok_or_else(unauthorized)?;
-                    let user = enabled_user(&store, &record.user_id)?;
-                    if record
-                        .last_used_at
-                        .is_none_or(|t| now.saturating_sub(t) > 60)
-                    {
-                        store.touch_api_token(&hash, now)?;
-                    }
-                    Ok(AuthUser {
-                        user,
-                        credential: Credential::ApiToken {
-                            token_id: record.id,
-                        },
-                        csrf_token: None,
-                    })
-                } else if token.starts_with(SESSION_TOKEN_PREFIX) {
-                    let (user, csrf) = live_session(&store, &hash, now, &auth_config)?;
-                    Ok(AuthUser {
-                        user,
-                        credential: Credential::SessionBearer { token_hash: hash },
-                        csrf_token: Some(csrf),
-                    })
-                } else {
-                    Err(unauthorized())
-                }
-            })
-            .await;
-        }
-        let Some(token) = cookie_value(parts, SESSION_COOKIE) else {
-            return Err(unauthorized());
-        };
-        let store = state.store.clone();
-        let hash = token_hash(&token);
-        let (user, csrf) = {
-            let hash = hash.clone();
-            blocking(move || live_session(&store, &hash, now, &auth_config)).await?
-        };
-        if !is_safe_method(&parts.method) {
-            let sent = parts
-                .headers
-                .get(CSRF_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if !constant_time_eq(sent.as_bytes(), csrf.as_bytes()) || !origin_matches_host(parts) {
-                return Err(Error::new(
-                    "csrf-failed",
-                    "missing or wrong X-CSRF-Token header for a cookie-authenticated request",
-                ));
-            }
-        }
-        Ok(AuthUser {
-            user,
-            credential: Credential::SessionCookie { token_hash: hash },
-            csrf_token: Some(csrf),
-        })
+        let mut user = authenticate(parts, state).await?;
+        user.client_ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        Ok(user)
     }
+}
+
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<AuthUser> {
+    let now = state.clock.now_secs();
+    let auth_config = state.config.auth.clone();
+    if let Some(token) = bearer_token(parts) {
+        let store = state.store.clone();
+        return blocking(move || {
+            let hash = token_hash(&token);
+            if token.starts_with(API_TOKEN_PREFIX) {
+                let record = store.get_api_token(&hash)?.ok_or_else(unauthorized)?;
+                let user = enabled_user(&store, &record.user_id)?;
+                if record
+                    .last_used_at
+                    .is_none_or(|t| now.saturating_sub(t) > 60)
+                {
+                    store.touch_api_token(&hash, now)?;
+                }
+                Ok(AuthUser {
+                    user,
+                    credential: Credential::ApiToken {
+                        token_id: record.id,
+                    },
+                    csrf_token: None,
+                    client_ip: None,
+                })
+            } else if token.starts_with(SESSION_TOKEN_PREFIX) {
+                let (user, csrf) = live_session(&store, &hash, now, &auth_config)?;
+                Ok(AuthUser {
+                    user,
+                    credential: Credential::SessionBearer { token_hash: hash },
+                    csrf_token: Some(csrf),
+                    client_ip: None,
+                })
+            } else {
+                Err(unauthorized())
+            }
+        })
+        .await;
+    }
+    let Some(token) = cookie_value(parts, SESSION_COOKIE) else {
+        return Err(unauthorized());
+    };
+    let store = state.store.clone();
+    let hash = token_hash(&token);
+    let (user, csrf) = {
+        let hash = hash.clone();
+        blocking(move || live_session(&store, &hash, now, &auth_config)).await?
+    };
+    if !is_safe_method(&parts.method) {
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !constant_time_eq(sent.as_bytes(), csrf.as_bytes()) || !origin_matches_host(parts) {
+            return Err(Error::new(
+                "csrf-failed",
+                "missing or wrong X-CSRF-Token header for a cookie-authenticated request",
+            ));
+        }
+    }
+    Ok(AuthUser {
+        user,
+        credential: Credential::SessionCookie { token_hash: hash },
+        csrf_token: Some(csrf),
+        client_ip: None,
+    })
 }
 
 fn enabled_user(store: &crate::store::Store, user_id: &str) -> Result<UserRecord> {

@@ -61,6 +61,9 @@ pub struct FileView {
     pub tags: Vec<String>,
     /// The caller's access: `owner`, or `editor`/`viewer` through a shared collection.
     pub access: Access,
+    /// When retention deleted the media (the transcript stays; media answers 410).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_deleted_at: Option<u64>,
 }
 
 impl FileView {
@@ -91,6 +94,7 @@ impl From<&FileRecord> for FileView {
             options: record.options.clone(),
             tags: record.tags.clone(),
             access: Access::Owner,
+            media_deleted_at: record.media_deleted_at,
         }
     }
 }
@@ -556,32 +560,7 @@ async fn delete_file(
 ) -> Result<StatusCode> {
     // Members of a shared collection get 403, everyone else but the owner 404.
     load_file(&state, &user, id.clone(), Access::Owner).await?;
-    let store = state.store.clone();
-    let blobs = state.blobs.clone();
-    let owner = user.user.id.clone();
-    blocking(move || {
-        let (record, remaining) = store
-            .delete_user_file(&owner, &id)?
-            .ok_or_else(|| Error::not_found("file"))?;
-        if remaining == 0 {
-            // The record is gone already; a failure here leaves an orphan for the sweep. The
-            // count is taken again under the blob lifetime lock: an upload of the same bytes
-            // may have pinned or referenced the blob since.
-            let sha = record.sha256.clone();
-            if let Err(e) = blobs.remove_unreferenced(&sha, || {
-                store
-                    .blob_ref_count(&sha)
-                    .map_err(crate::error::Error::from)
-            }) {
-                tracing::warn!(error = %e, "blob removal failed; the start-up sweep will retry");
-            }
-        }
-        Ok::<_, Error>(record)
-    })
-    .await
-    .map(|record| {
-        state.jobs.publish(crate::jobs::FileEvent::deleted(&record));
-    })?;
+    crate::services::files::delete_file(&state, &user.user.id, &id, &user.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -648,6 +627,9 @@ async fn media(
     headers: HeaderMap,
 ) -> Result<Response> {
     let (record, _) = load_file(&state, &user, id, Access::Viewer).await?;
+    if record.media_deleted_at.is_some() {
+        return Err(crate::store::StoreError::MediaDeleted.into());
+    }
     let blobs = state.blobs.clone();
     let sha = record.sha256.clone();
     let reader = blocking(move || blobs.open_read(&sha).map_err(blob_error)).await?;

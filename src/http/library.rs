@@ -510,6 +510,7 @@ async fn get_collection(
         "name": record.name,
         "description": record.description,
         "created_at": record.created_at,
+        "retention_exempt": record.retention_exempt,
         "role": detail.role,
         "file_count": views.len(),
         "files": views,
@@ -524,6 +525,8 @@ struct CollectionEdit {
     name: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    retention_exempt: Option<bool>,
 }
 
 async fn update_collection(
@@ -532,8 +535,16 @@ async fn update_collection(
     Path(cid): Path<String>,
     ApiJson(body): ApiJson<CollectionEdit>,
 ) -> Result<Json<CollectionView>> {
-    let view =
-        collections::update(&state, &user.user.id, &cid, body.name, body.description).await?;
+    let view = collections::update(
+        &state,
+        &user.user.id,
+        &cid,
+        body.name,
+        body.description,
+        body.retention_exempt,
+        &user.actor(),
+    )
+    .await?;
     Ok(Json(view))
 }
 
@@ -578,8 +589,15 @@ async fn share_collection(
     Path(cid): Path<String>,
     ApiJson(body): ApiJson<ShareRequest>,
 ) -> Result<Json<collections::Member>> {
-    let member =
-        collections::share(&state, &user.user.id, &cid, &body.username, &body.role).await?;
+    let member = collections::share(
+        &state,
+        &user.user.id,
+        &cid,
+        &body.username,
+        &body.role,
+        &user.actor(),
+    )
+    .await?;
     Ok(Json(member))
 }
 
@@ -588,7 +606,7 @@ async fn unshare_collection(
     user: AuthUser,
     Path((cid, member)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    collections::unshare(&state, &user.user.id, &cid, &member).await?;
+    collections::unshare(&state, &user.user.id, &cid, &member, &user.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

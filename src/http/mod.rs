@@ -1,6 +1,7 @@
 //! HTTP: the router, middleware, TLS, and one `routes()` per feature. Only this module knows
 //! axum and wire types.
 
+pub mod audit;
 pub mod auth_routes;
 pub mod error;
 pub mod extract;
@@ -12,6 +13,7 @@ pub mod library;
 pub mod multipart_guard;
 pub mod openai;
 pub mod openapi;
+pub mod retention;
 pub mod routes_table;
 pub mod search;
 pub mod server;
@@ -62,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .merge(speakers::routes())
         .merge(search::routes())
         .merge(openapi::routes())
+        .merge(audit::routes())
+        .merge(retention::routes())
         // Counted per matched route (the pattern, never the concrete path with its ids).
         .route_layer(axum::middleware::from_fn(count_request))
         .route(

@@ -370,9 +370,9 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             Details::new("A collection with its files", 200, "The collection")
         }
         ("PATCH", "/api/collections/{cid}") => {
-            Details::new("Rename or describe a collection", 200, "The collection").json(object(
+            Details::new("Rename or describe a collection, or exempt it from retention", 200, "The collection").json(object(
                 &[],
-                json!({"name": name(), "description": {"type": "string", "maxLength": 10_000}}),
+                json!({"name": name(), "description": {"type": "string", "maxLength": 10_000}, "retention_exempt": {"type": "boolean"}}),
             ))
         }
         ("DELETE", "/api/collections/{cid}") => Details::new("Delete a collection", 204, "Deleted"),
@@ -448,9 +448,45 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                 .query("page", false, json!({"type": "integer", "minimum": 1}))
                 .query("per_page", false, json!({"type": "integer", "minimum": 1}))
         }
+        ("GET", "/api/admin/audit") => {
+            audit_filters(Details::new("The audit log, newest first", 200, "A page of entries"))
+                .query("page", false, json!({"type": "integer", "minimum": 1}))
+                .query("per_page", false, json!({"type": "integer", "minimum": 1, "maximum": 500}))
+        }
+        ("GET", "/api/admin/audit.csv") => audit_filters(Details::new(
+            "The audit log as CSV (bounded; X-Audit-Truncated when older entries were left out)",
+            200,
+            "text/csv",
+        )),
+        ("GET", "/api/account/retention") => {
+            Details::new("The caller's retention rule, the site's and the one that applies", 200, "Rules")
+        }
+        ("PUT", "/api/account/retention") => {
+            let days = || json!({"anyOf": [{"type": "integer", "minimum": 1, "maximum": 36_500}, {"type": "null"}]});
+            Details::new("Set the own retention rule (both null: none)", 200, "Rules").json(object(
+                &[],
+                json!({"media_days": days(), "transcript_days": days()}),
+            ))
+        }
+        ("GET", "/api/retention/preview") => {
+            Details::new("What retention will delete of the caller's files, and when", 200, "Planned deletions")
+        }
         _ => return None,
     };
     Some(details)
+}
+
+/// The filters shared by the audit list and its CSV export.
+fn audit_filters(details: Details) -> Details {
+    details
+        .query("user", false, string())
+        .query(
+            "action",
+            false,
+            json!({"type": "string", "description": "action prefix, e.g. `auth.`"}),
+        )
+        .query("since", false, json!({"type": "integer", "minimum": 0}))
+        .query("until", false, json!({"type": "integer", "minimum": 0}))
 }
 
 /// The catch-all `/api/{*rest}` (a JSON 404) has no OpenAPI path template.

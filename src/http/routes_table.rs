@@ -118,6 +118,13 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (delete(), "/api/profiles/{pid}", Owner),
         // search.rs
         (get(), "/api/search", User),
+        // audit.rs
+        (get(), "/api/admin/audit", Admin),
+        (get(), "/api/admin/audit.csv", Admin),
+        // retention.rs
+        (get(), "/api/account/retention", User),
+        (put(), "/api/account/retention", User),
+        (get(), "/api/retention/preview", User),
         // openapi.rs
         (get(), "/api/openapi.json", Public),
         // mod.rs: every other `/api/…` path is a JSON 404 for any method.

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use crate::app::{AppState, blocking};
 use crate::auth::{self, SESSION_TOKEN_PREFIX, new_token, password, token_hash};
 use crate::error::{Error, Result};
+use crate::services::audit::{self, Actor};
 use crate::store::records::{Role, SessionRecord, UserRecord};
 use crate::store::{RegistrationPolicy, Revoke};
 
@@ -64,6 +65,18 @@ pub async fn register(state: &AppState, username: String, secret: String) -> Res
     })
     .await?;
     tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
+    audit::record(
+        state,
+        &Actor::user(&user, None),
+        "user.create",
+        Some(&user.id),
+        Some(format!(
+            "registered {} as {}",
+            user.username,
+            user.role.as_str()
+        )),
+    )
+    .await;
     Ok(user)
 }
 
@@ -81,6 +94,7 @@ pub async fn sign_in(
         .map_err(too_many_attempts)?;
     let permit = hash_slot(state).await?;
     let store = state.store.clone();
+    let attempted = username.clone();
     let checked = blocking(move || {
         let _permit = permit;
         let user = store.get_user_by_name(&username)?;
@@ -96,6 +110,12 @@ pub async fn sign_in(
     let Some(user) = checked else {
         attempt.failed(state.clock.now());
         tracing::info!(%address, "failed sign-in");
+        let actor = Actor {
+            id: None,
+            name: Some(attempted.clone()),
+            ip: Some(address),
+        };
+        audit::record(state, &actor, "auth.sign-in-failed", Some(&attempted), None).await;
         return Err(Error::new(
             "invalid-credentials",
             "wrong username or password",
@@ -103,6 +123,14 @@ pub async fn sign_in(
     };
     attempt.succeeded(state.clock.now());
     if user.disabled {
+        audit::record(
+            state,
+            &Actor::user(&user, Some(address)),
+            "auth.sign-in-failed",
+            Some(&user.id),
+            Some("account disabled".to_owned()),
+        )
+        .await;
         return Err(Error::new("account-disabled", "this account is disabled"));
     }
     let token = new_token(SESSION_TOKEN_PREFIX);
@@ -118,6 +146,14 @@ pub async fn sign_in(
     let hash = token_hash(&token);
     blocking(move || store.insert_session(&hash, &record)).await?;
     tracing::info!(user_id = %user.id, "signed in");
+    audit::record(
+        state,
+        &Actor::user(&user, Some(address)),
+        "auth.sign-in",
+        Some(&user.id),
+        None,
+    )
+    .await;
     Ok(SignedIn {
         token,
         csrf_token,
@@ -192,6 +228,14 @@ pub async fn change_password(
     }
     attempt.succeeded(state.clock.now());
     tracing::info!(user_id = %user.id, "password changed; other sessions and API tokens revoked");
+    audit::record(
+        state,
+        &Actor::user(user, Some(address)),
+        "settings.change",
+        Some("password"),
+        Some("password changed; other sessions and API tokens revoked".to_owned()),
+    )
+    .await;
     Ok(())
 }
 
@@ -201,12 +245,13 @@ pub async fn create_user(
     username: String,
     secret: String,
     role: Role,
+    actor: &Actor,
 ) -> Result<UserRecord> {
     auth::validate_username(&username)?;
     auth::validate_password(&secret, state.config.auth.min_password_length)?;
     let store = state.store.clone();
     let permit = hash_slot(state).await?;
-    blocking(move || {
+    let user = blocking(move || {
         let _permit = permit;
         let hash = password::hash_password(&secret)?;
         Ok::<_, Error>(store.create_user(
@@ -216,7 +261,16 @@ pub async fn create_user(
             role,
         )?)
     })
-    .await
+    .await?;
+    audit::record(
+        state,
+        actor,
+        "user.create",
+        Some(&user.id),
+        Some(format!("{} as {}", user.username, user.role.as_str())),
+    )
+    .await;
+    Ok(user)
 }
 
 /// An administrator's change of role and/or disabled flag, on the current record in one
@@ -226,10 +280,13 @@ pub async fn update_user(
     user_id: String,
     role: Option<Role>,
     disabled: Option<bool>,
+    actor: &Actor,
 ) -> Result<UserRecord> {
     let store = state.store.clone();
-    blocking(move || {
-        store.update_user(&user_id, None, |user| {
+    let (updated, before) = blocking(move || {
+        let mut before = None;
+        let updated = store.update_user(&user_id, None, |user| {
+            before = Some((user.role, user.disabled));
             if let Some(role) = role {
                 user.role = role;
             }
@@ -241,18 +298,53 @@ pub async fn update_user(
             } else {
                 Revoke::Nothing
             })
-        })
+        })?;
+        Ok::<_, Error>((updated, before))
     })
-    .await?
-    .ok_or_else(|| Error::not_found("user"))
+    .await?;
+    let user = updated.ok_or_else(|| Error::not_found("user"))?;
+    if let Some((role_before, disabled_before)) = before {
+        if role_before != user.role {
+            let detail = format!(
+                "{}: {} -> {}",
+                user.username,
+                role_before.as_str(),
+                user.role.as_str()
+            );
+            audit::record(
+                state,
+                actor,
+                "user.role-change",
+                Some(&user.id),
+                Some(detail),
+            )
+            .await;
+        }
+        if disabled_before != user.disabled {
+            let action = if user.disabled {
+                "user.disable"
+            } else {
+                "user.enable"
+            };
+            let detail = Some(user.username.clone());
+            audit::record(state, actor, action, Some(&user.id), detail).await;
+        }
+    }
+    Ok(user)
 }
 
 /// An administrator's password reset: the new hash, every session and every API token of the
 /// user change in one transaction.
-pub async fn reset_password(state: &AppState, user_id: String, secret: String) -> Result<()> {
+pub async fn reset_password(
+    state: &AppState,
+    user_id: String,
+    secret: String,
+    actor: &Actor,
+) -> Result<()> {
     auth::validate_password(&secret, state.config.auth.min_password_length)?;
     let store = state.store.clone();
     let permit = hash_slot(state).await?;
+    let target = user_id.clone();
     blocking(move || {
         let _permit = permit;
         let hash = password::hash_password(&secret)?;
@@ -264,5 +356,6 @@ pub async fn reset_password(state: &AppState, user_id: String, secret: String) -
             .ok_or_else(|| Error::not_found("user"))
     })
     .await?;
+    audit::record(state, actor, "user.password-reset", Some(&target), None).await;
     Ok(())
 }

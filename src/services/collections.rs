@@ -9,6 +9,7 @@
 
 use crate::app::{AppState, blocking};
 use crate::error::{Error, Result};
+use crate::services::audit::{self, Actor};
 use crate::store::library::{CollectionView, upsert_share};
 use crate::store::records::{Access, CollectionRecord, FileRecord, UserRecord};
 
@@ -86,6 +87,7 @@ pub async fn create(
         description: description.trim().to_owned(),
         created_at: state.clock.now_secs(),
         shares: Vec::new(),
+        retention_exempt: false,
     };
     let store = state.store.clone();
     let saved = record.clone();
@@ -181,6 +183,8 @@ pub async fn update(
     collection_id: &str,
     name: Option<String>,
     description: Option<String>,
+    retention_exempt: Option<bool>,
+    actor: &Actor,
 ) -> Result<CollectionView> {
     let (record, role) = load(state, user_id, collection_id, Access::Owner).await?;
     if let Some(name) = &name {
@@ -196,9 +200,23 @@ pub async fn update(
         if let Some(description) = description {
             record.description = description.trim().to_owned();
         }
+        if let Some(exempt) = retention_exempt {
+            record.retention_exempt = exempt;
+        }
         Ok(())
     })
     .await?;
+    if let Some(exempt) = retention_exempt {
+        let detail = format!("collection {} retention_exempt={exempt}", record.name);
+        audit::record(
+            state,
+            actor,
+            "settings.change",
+            Some(&record.id),
+            Some(detail),
+        )
+        .await;
+    }
     let store = state.store.clone();
     let id = record.id.clone();
     let file_count = blocking(move || store.collection_files(&id)).await?.len();
@@ -254,6 +272,7 @@ pub async fn share(
     collection_id: &str,
     username: &str,
     role: &str,
+    actor: &Actor,
 ) -> Result<Member> {
     let role = match Access::parse(role) {
         Some(role @ (Access::Viewer | Access::Editor)) => role,
@@ -270,11 +289,21 @@ pub async fn share(
         return Err(Error::bad_request("the owner already has the collection"));
     }
     let member_id = member.id.clone();
+    let collection_id = record.id.clone();
     save(state, record.id, move |record| {
         upsert_share(&mut record.shares, &member_id, role);
         Ok(())
     })
     .await?;
+    let detail = format!("with {} as {}", member.username, role.as_str());
+    audit::record(
+        state,
+        actor,
+        "collection.share",
+        Some(&collection_id),
+        Some(detail),
+    )
+    .await;
     Ok(Member {
         user_id: member.id,
         username: member.username,
@@ -288,6 +317,7 @@ pub async fn unshare(
     user_id: &str,
     collection_id: &str,
     member: &str,
+    actor: &Actor,
 ) -> Result<()> {
     let (record, _) = load(state, user_id, collection_id, Access::Viewer).await?;
     if record.owner_id != user_id && member != user_id {
@@ -297,6 +327,8 @@ pub async fn unshare(
         ));
     }
     let member = member.to_owned();
+    let detail = format!("member {member}");
+    let collection_id = record.id.clone();
     save(state, record.id, move |record| {
         let before = record.shares.len();
         record.shares.retain(|s| s.user_id != member);
@@ -306,5 +338,13 @@ pub async fn unshare(
         Ok(())
     })
     .await?;
+    audit::record(
+        state,
+        actor,
+        "collection.unshare",
+        Some(&collection_id),
+        Some(detail),
+    )
+    .await;
     Ok(())
 }

@@ -135,18 +135,29 @@ async fn ingest_pinned(
         container: Some(media.container),
         codec: Some(media.codec),
         tags: Vec::new(),
+        media_deleted_at: None,
     };
     let store = state.store.clone();
     let inserted = record.clone();
+    let inserted_owner = record.owner_id.clone();
     // The pin moves into the blocking task, so it outlives the commit even if this request
     // is dropped meanwhile.
-    blocking(move || {
+    let owner_name = blocking(move || {
         let inserted = store.insert_file(&inserted);
         drop(pin);
-        inserted
+        inserted?;
+        Ok::<_, Error>(store.get_user(&inserted_owner)?.map(|u| u.username))
     })
     .await?;
     tracing::info!(file_id = %record.id, size = record.size, "file uploaded");
+    let actor = crate::services::audit::Actor {
+        id: Some(record.owner_id.clone()),
+        name: owner_name,
+        ip: None,
+    };
+    let detail = format!("{} ({} bytes)", record.filename, record.size);
+    crate::services::audit::record(state, &actor, "file.create", Some(&record.id), Some(detail))
+        .await;
     state.jobs.publish(FileEvent::created(&record));
     state.jobs.wake.notify();
     Ok(record)

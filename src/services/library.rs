@@ -157,6 +157,7 @@ mod tests {
             container: None,
             codec: None,
             tags: Vec::new(),
+            media_deleted_at: None,
         }
     }
 

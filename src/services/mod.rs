@@ -4,6 +4,9 @@
 //! of HTTP.
 
 pub mod accounts;
+pub mod audit;
 pub mod collections;
+pub mod files;
 pub mod ingest;
 pub mod library;
+pub mod retention;

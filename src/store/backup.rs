@@ -94,7 +94,10 @@ fn snapshot_txn(source: &ReadTransaction, dest: &Path) -> Result<SnapshotReport>
         for entry in files.iter().map_err(db_err)? {
             let (_, value) = entry.map_err(db_err)?;
             let record: FileRecord = serde_json::from_slice(value.value()).map_err(db_err)?;
-            report.blobs.insert(record.sha256);
+            // A file whose media retention deleted keeps its hash but no longer its blob.
+            if record.media_deleted_at.is_none() {
+                report.blobs.insert(record.sha256);
+            }
             report.files += 1;
         }
     }
@@ -136,6 +139,8 @@ fn copy_catalogue(
     copy_table(source, target, PROFILE_FILES, out)?;
     copy_table(source, target, SPEAKER_EMBEDDINGS, out)?;
     copy_table(source, target, WAVEFORMS, out)?;
+    copy_table(source, target, AUDIT, out)?;
+    copy_table(source, target, RETENTION_RULES, out)?;
     Ok(())
 }
 
@@ -247,6 +252,7 @@ mod tests {
             container: None,
             codec: None,
             tags: Vec::new(),
+            media_deleted_at: None,
         }
     }
 

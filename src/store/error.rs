@@ -29,6 +29,9 @@ pub enum StoreError {
         "this speaker has no voice sample (the file was transcribed without speaker detection)"
     )]
     NoVoice,
+    /// Retention deleted the file's media; the transcript is all that is left.
+    #[error("the media of this file was deleted by retention; its transcript is kept")]
+    MediaDeleted,
     #[error("the speaker has no profile")]
     NotAssigned,
     #[error("the speaker has no suggestion")]

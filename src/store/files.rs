@@ -124,51 +124,13 @@ impl Store {
     ) -> Result<Option<(FileRecord, u64)>> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let outcome = {
-            let mut files = txn.open_table(FILES).map_err(db_err)?;
+            let files = txn.open_table(FILES).map_err(db_err)?;
             let record: Option<FileRecord> = read_record(&files, file_id)?;
+            drop(files);
             match record.filter(|r| r.owner_id == owner_id) {
                 None => None,
                 Some(record) => {
-                    files.remove(file_id).map_err(db_err)?;
-                    let mut user_files = txn.open_table(USER_FILES).map_err(db_err)?;
-                    user_files
-                        .remove(user_file_key(owner_id, file_id).as_str())
-                        .map_err(db_err)?;
-                    drop(user_files);
-                    file_order::unindex_file(&txn, &record)?;
-                    let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
-                    let count = refs
-                        .get(record.sha256.as_str())
-                        .map_err(db_err)?
-                        .map(|v| v.value())
-                        .unwrap_or(0);
-                    let remaining = count.saturating_sub(1);
-                    if remaining == 0 {
-                        refs.remove(record.sha256.as_str()).map_err(db_err)?;
-                    } else {
-                        refs.insert(record.sha256.as_str(), remaining)
-                            .map_err(db_err)?;
-                    }
-                    let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
-                    let job: Option<JobRecord> = match jobs.remove(file_id).map_err(db_err)? {
-                        Some(value) => Some(decode(value.value())?),
-                        None => None,
-                    };
-                    if let Some(job) = job {
-                        let mut queue = txn.open_table(QUEUE).map_err(db_err)?;
-                        queue.remove(job.queue_key.as_str()).map_err(db_err)?;
-                    }
-                    let mut transcripts = txn.open_table(TRANSCRIPTS).map_err(db_err)?;
-                    let old: Option<crate::transcript::Transcript> =
-                        match transcripts.remove(file_id).map_err(db_err)? {
-                            Some(value) => decode(value.value()).ok(),
-                            None => None,
-                        };
-                    drop(transcripts);
-                    library::forget_file(&txn, file_id)?;
-                    profiles::forget_file(&txn, file_id, old.as_ref())?;
-                    let mut waveforms = txn.open_table(WAVEFORMS).map_err(db_err)?;
-                    waveforms.remove(file_id).map_err(db_err)?;
+                    let remaining = remove_file_in(&txn, &record)?;
                     Some((record, remaining))
                 }
             }
@@ -211,4 +173,73 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Removes a file and everything hanging off it (owner and order indexes, blob reference, job,
+/// queue entry, transcript, collections, comments, profile links, waveform) inside `txn`.
+/// Returns how many files still use its blob; a file whose media retention deleted holds no
+/// reference any more, so nothing is dropped for it.
+pub(crate) fn remove_file_in(txn: &redb::WriteTransaction, record: &FileRecord) -> Result<u64> {
+    let file_id = record.id.as_str();
+    let mut files = txn.open_table(FILES).map_err(db_err)?;
+    files.remove(file_id).map_err(db_err)?;
+    drop(files);
+    let mut user_files = txn.open_table(USER_FILES).map_err(db_err)?;
+    user_files
+        .remove(user_file_key(&record.owner_id, file_id).as_str())
+        .map_err(db_err)?;
+    drop(user_files);
+    file_order::unindex_file(txn, record)?;
+    let remaining = if record.media_deleted_at.is_some() {
+        blob_ref_in(txn, &record.sha256)?
+    } else {
+        drop_blob_ref_in(txn, &record.sha256)?
+    };
+    let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
+    let job: Option<JobRecord> = match jobs.remove(file_id).map_err(db_err)? {
+        Some(value) => Some(decode(value.value())?),
+        None => None,
+    };
+    if let Some(job) = job {
+        let mut queue = txn.open_table(QUEUE).map_err(db_err)?;
+        queue.remove(job.queue_key.as_str()).map_err(db_err)?;
+    }
+    let mut transcripts = txn.open_table(TRANSCRIPTS).map_err(db_err)?;
+    let old: Option<crate::transcript::Transcript> =
+        match transcripts.remove(file_id).map_err(db_err)? {
+            Some(value) => decode(value.value()).ok(),
+            None => None,
+        };
+    drop(transcripts);
+    library::forget_file(txn, file_id)?;
+    profiles::forget_file(txn, file_id, old.as_ref())?;
+    let mut waveforms = txn.open_table(WAVEFORMS).map_err(db_err)?;
+    waveforms.remove(file_id).map_err(db_err)?;
+    Ok(remaining)
+}
+
+fn blob_ref_in(txn: &redb::WriteTransaction, sha256: &str) -> Result<u64> {
+    let refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
+    Ok(refs
+        .get(sha256)
+        .map_err(db_err)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
+/// Drops one reference to a blob; returns how many remain.
+pub(crate) fn drop_blob_ref_in(txn: &redb::WriteTransaction, sha256: &str) -> Result<u64> {
+    let mut refs = txn.open_table(BLOB_REFS).map_err(db_err)?;
+    let count = refs
+        .get(sha256)
+        .map_err(db_err)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let remaining = count.saturating_sub(1);
+    if remaining == 0 {
+        refs.remove(sha256).map_err(db_err)?;
+    } else {
+        refs.insert(sha256, remaining).map_err(db_err)?;
+    }
+    Ok(remaining)
 }

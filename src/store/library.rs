@@ -556,6 +556,7 @@ mod tests {
             container: None,
             codec: None,
             tags: Vec::new(),
+            media_deleted_at: None,
         }
     }
 
@@ -578,6 +579,7 @@ mod tests {
             description: String::new(),
             created_at: 1,
             shares: Vec::new(),
+            retention_exempt: false,
         };
         store.create_collection(&collection).unwrap();
         assert!(store.set_collection_file("c1", "f1", true).unwrap());

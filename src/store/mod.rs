@@ -2,6 +2,7 @@
 //! async executor go through `spawn_blocking`.
 
 mod accounts;
+pub mod audit;
 pub mod backup;
 pub mod error;
 pub mod file_order;
@@ -11,6 +12,7 @@ pub mod migrate;
 pub mod profiles;
 mod queue;
 pub mod records;
+pub mod retention;
 pub mod tables;
 
 pub use accounts::Revoke;
@@ -98,6 +100,8 @@ pub(crate) fn create_all_tables(txn: &WriteTransaction) -> std::result::Result<(
     txn.open_table(PROFILE_FILES)?;
     txn.open_table(SPEAKER_EMBEDDINGS)?;
     txn.open_table(WAVEFORMS)?;
+    txn.open_table(AUDIT)?;
+    txn.open_table(RETENTION_RULES)?;
     Ok(())
 }
 

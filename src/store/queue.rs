@@ -461,6 +461,9 @@ impl Store {
             let Some(mut file) = file.filter(|f| f.owner_id == owner_id) else {
                 return Ok(None);
             };
+            if file.media_deleted_at.is_some() {
+                return Err(StoreError::MediaDeleted);
+            }
             if matches!(file.status, FileStatus::Queued | FileStatus::Processing) {
                 return Err(StoreError::NotRetryable(format!(
                     "the file is {}; wait until it ends",
@@ -493,6 +496,9 @@ impl Store {
             let Some(mut file) = file.filter(|f| f.owner_id == owner_id) else {
                 return Ok(None);
             };
+            if file.media_deleted_at.is_some() {
+                return Err(StoreError::MediaDeleted);
+            }
             if !matches!(file.status, FileStatus::Error | FileStatus::Cancelled) {
                 return Err(StoreError::NotRetryable(format!(
                     "the file is {}; only failed or cancelled files can be retried",
@@ -552,6 +558,7 @@ mod tests {
             container: None,
             codec: None,
             tags: Vec::new(),
+            media_deleted_at: None,
         };
         let mut job = new_job(&file, 5);
         job.state = JobState::Running;

@@ -237,6 +237,10 @@ pub struct FileRecord {
     /// The owner's labels, lower-cased, sorted, unique.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// When retention deleted the media (the record and transcript stay; media routes answer
+    /// 410 `media-deleted`). The blob reference was dropped then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_deleted_at: Option<u64>,
 }
 
 /// The processing job of one file. Lives in `jobs` for the file's lifetime.
@@ -327,6 +331,9 @@ pub struct CollectionRecord {
     pub created_at: u64,
     #[serde(default)]
     pub shares: Vec<Share>,
+    /// Files in this collection are kept whatever the retention rules say.
+    #[serde(default)]
+    pub retention_exempt: bool,
 }
 
 /// A note pinned to a moment of a file.

@@ -51,3 +51,7 @@ pub const SPEAKER_EMBEDDINGS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("speaker_embeddings");
 /// file id → JSON waveform peaks of the file's audio, for the player.
 pub const WAVEFORMS: TableDefinition<&str, &[u8]> = TableDefinition::new("waveforms");
+/// `<time, 20 digits>/<entry id>` → JSON `AuditRecord`: the append-only audit log, in time order.
+pub const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
+/// user id → JSON `RetentionRule`: a user's own retention rule (absent: none).
+pub const RETENTION_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("retention_rules");

@@ -275,7 +275,7 @@ fn markdown_text(text: &str) -> String {
 
 /// Quotes a CSV field, and defuses spreadsheet formulas (a leading =, +, -, @, tab or CR, as
 /// OWASP lists them).
-fn csv_field(text: &str) -> String {
+pub fn csv_field(text: &str) -> String {
     let defused = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {

@@ -289,6 +289,7 @@ async fn version_1_database_is_migrated_and_served() {
         container: None,
         codec: None,
         tags: Vec::new(),
+        media_deleted_at: None,
     };
     let db_path = data_dir.path().join("opentranscribe.redb");
     let mut waiting = file("f2");
