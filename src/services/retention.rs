@@ -10,7 +10,7 @@ use crate::config::RetentionConfig;
 use crate::error::{Error, Result};
 use crate::services::audit::{self, Actor};
 use crate::store::records::FileRecord;
-use crate::store::retention::{RetentionAction, RetentionRule};
+use crate::store::retention::{RetentionAction, RetentionRule, may_act};
 
 const DAY_SECS: u64 = 86_400;
 /// The longest rule accepted (about 100 years).
@@ -43,7 +43,7 @@ pub fn next_action(rule: &RetentionRule, file: &FileRecord) -> Option<(Retention
     let file_due = rule.transcript_days.map(due);
     let media_due = rule
         .media_days
-        .filter(|_| file.media_deleted_at.is_none())
+        .filter(|_| may_act(file, RetentionAction::DeleteMedia))
         .map(due);
     match (file_due, media_due) {
         (Some(file_at), Some(media_at)) if media_at < file_at => {
@@ -151,7 +151,7 @@ pub struct Planned {
 }
 
 /// What the rules will delete of the user's files and when, soonest first; exempt files and
-/// files still queued or processing are not listed.
+/// files being processed are not listed (a queued file's media wait for its job).
 pub async fn preview(state: &AppState, user_id: &str) -> Result<(RuleView, Vec<Planned>)> {
     let view = rule(state, user_id).await?;
     let store = state.store.clone();

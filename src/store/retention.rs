@@ -35,9 +35,17 @@ pub enum RetentionAction {
     DeleteFile,
 }
 
-/// A file retention may touch only once it is no longer queued or being processed.
-fn is_settled(record: &FileRecord) -> bool {
-    !matches!(record.status, FileStatus::Queued | FileStatus::Processing)
+/// Whether retention may take this action on the file now: never while a worker processes
+/// it, and its media only once no job waits for them (a queued file is deleted whole or not at
+/// all).
+pub fn may_act(record: &FileRecord, action: RetentionAction) -> bool {
+    match action {
+        RetentionAction::DeleteFile => record.status != FileStatus::Processing,
+        RetentionAction::DeleteMedia => {
+            !matches!(record.status, FileStatus::Queued | FileStatus::Processing)
+                && record.media_deleted_at.is_none()
+        }
+    }
 }
 
 /// Whether a collection holding the file is marked `retention_exempt` (inside `txn`).
@@ -106,7 +114,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Files retention may consider (settled, not in an exempt collection), with their owner:
+    /// Files retention may consider (not being processed, not in an exempt collection):
     /// `owner_id = None` for everyone's.
     pub fn retention_candidates(&self, owner_id: Option<&str>) -> Result<Vec<FileRecord>> {
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -137,7 +145,7 @@ impl Store {
             let (_, value) = entry.map_err(db_err)?;
             let record: FileRecord = decode(value.value())?;
             if owner_id.is_some_and(|owner| owner != record.owner_id)
-                || !is_settled(&record)
+                || record.status == FileStatus::Processing
                 || exempt.contains(&record.id)
             {
                 continue;
@@ -148,7 +156,7 @@ impl Store {
     }
 
     /// Carries out one retention action on a file uploaded at or before `cutoff`, if it still
-    /// qualifies inside the transaction (exists, settled, not exempt, media not yet deleted),
+    /// qualifies inside the transaction (exists, [`may_act`], not exempt),
     /// and appends `audit` with it. Returns the record as it was and how many files still use
     /// its blob (the caller removes the blob at zero); `None` when nothing was done.
     pub fn apply_retention(
@@ -167,15 +175,12 @@ impl Store {
         let Some(record) = record else {
             return Ok(None);
         };
-        if record.created_at > cutoff || !is_settled(&record) || is_exempt_in(&txn, file_id)? {
+        if record.created_at > cutoff || !may_act(&record, action) || is_exempt_in(&txn, file_id)? {
             return Ok(None);
         }
         let remaining = match action {
             RetentionAction::DeleteFile => remove_file_in(&txn, &record)?,
             RetentionAction::DeleteMedia => {
-                if record.media_deleted_at.is_some() {
-                    return Ok(None);
-                }
                 let mut changed = record.clone();
                 changed.media_deleted_at = Some(now);
                 changed.updated_at = now;

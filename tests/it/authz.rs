@@ -184,6 +184,7 @@ fn body(method: &Method, path: &str, ids: &Ids) -> Option<Value> {
         ("POST", "/api/files/{id}/speakers/{speaker}/suggestion") => json!({"accept": true}),
         ("PATCH", "/api/profiles/{pid}") => json!({"name": "Renamed"}),
         ("POST", "/api/files/{id}/reprocess") => json!({"stages": ["diarize"], "num_speakers": 1}),
+        ("PUT", "/api/account/retention") => json!({"media_days": 30}),
         _ => return None,
     };
     Some(value)

@@ -3,6 +3,7 @@
 mod abuse;
 mod accounts;
 mod asr;
+mod audit;
 mod authz;
 mod backup;
 mod cli;
@@ -22,6 +23,7 @@ mod openapi;
 mod pipeline;
 mod profiles;
 mod races;
+mod retention;
 mod search;
 mod server;
 mod support;
