@@ -1,5 +1,5 @@
 // Account settings: change password, sign out everywhere, API tokens (create: shown once; list;
-// revoke).
+// revoke), and the own retention rule with a preview of what it will delete.
 
 import { STRINGS } from "./strings.js";
 import { api, announce, attempt, el, errorBox, field, formatDate, hooks } from "./lib.js";
@@ -84,6 +84,7 @@ export async function showAccount(ctx) {
         }, STRINGS.revoke))))))));
   };
   await showTokens(tokens);
+  const retention = await retentionSection();
 
   return [
     el("h2", {}, STRINGS.accountHeading),
@@ -91,5 +92,41 @@ export async function showAccount(ctx) {
       el("p", {}, everywhere)),
     el("section", { "aria-labelledby": "tokens-heading" }, el("h3", { id: "tokens-heading" }, STRINGS.tokensHeading),
       el("p", { class: "muted" }, STRINGS.tokensHint), tokenForm, tokenError, revealed, tokenList),
+    retention,
   ];
+}
+
+async function retentionSection() {
+  const error = errorBox();
+  const days = (name) => el("input", { type: "number", name, min: "1", max: "36500", step: "1" });
+  const media = days("media_days");
+  const files = days("transcript_days");
+  const summary = el("p", { class: "muted", role: "status" });
+  const planned = el("div", { "data-view": "retention-preview" });
+  const show = async (rule) => {
+    media.value = rule.own?.media_days ?? "";
+    files.value = rule.own?.transcript_days ?? "";
+    summary.textContent = STRINGS.retentionEffective(rule.effective.media_days, rule.effective.transcript_days);
+    const preview = await api("GET", "/api/retention/preview");
+    planned.replaceChildren(...(preview.files.length ? [el("p", {}, STRINGS.retentionPlanned(preview.files.length)),
+      el("ul", { class: "plain-list" }, ...preview.files.slice(0, 20).map((f) =>
+        el("li", { "data-file": f.file_id }, `${f.filename}: ${STRINGS.retentionAction[f.action] || f.action}, ${formatDate(f.due_at)}`)))] : []));
+  };
+  const number = (input) => (input.value === "" ? null : Number(input.value));
+  const save = el("button", { type: "submit" }, STRINGS.save);
+  const form = el("form", {
+    class: "inline",
+    onsubmit: (event) => {
+      event.preventDefault();
+      attempt(async () => {
+        const rule = await api("PUT", "/api/account/retention", { media_days: number(media), transcript_days: number(files) });
+        await show(rule);
+        announce(STRINGS.saved);
+      }, error, save);
+    },
+  }, field(STRINGS.retentionMediaDays, media), field(STRINGS.retentionFileDays, files), save);
+  await show(await api("GET", "/api/account/retention"));
+  return el("section", { "aria-labelledby": "retention-heading", "data-view": "account-retention" },
+    el("h3", { id: "retention-heading" }, STRINGS.retentionHeading),
+    el("p", { class: "muted" }, STRINGS.retentionHint), form, error, summary, planned);
 }

@@ -11,6 +11,7 @@ import { showCollection, showCollections } from "./collections.js";
 import { showProfiles } from "./profiles.js";
 import { showAccount } from "./account.js";
 import { showAdmin } from "./admin.js";
+import { showAudit } from "./audit.js";
 
 const root = document.getElementById("app");
 
@@ -23,6 +24,7 @@ const ROUTES = [
   { name: "profiles", pattern: /^\/profiles$/, page: showProfiles, nav: STRINGS.navProfiles, href: "#/profiles" },
   { name: "account", pattern: /^\/account$/, page: showAccount, nav: STRINGS.navAccount, href: "#/account" },
   { name: "admin", pattern: /^\/admin$/, page: showAdmin, nav: STRINGS.navAdmin, href: "#/admin", admin: true },
+  { name: "audit", pattern: /^\/audit$/, page: showAudit, nav: STRINGS.navAudit, href: "#/audit", admin: true },
 ];
 
 /// Renders a page without the signed-in shell (setup, sign-in, fatal errors).
