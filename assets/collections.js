@@ -119,6 +119,8 @@ export async function showCollection(ctx, cid) {
   if (isOwner) {
     const name = el("input", { name: "name", value: collection.name, required: true, autocomplete: "off" });
     const description = el("input", { name: "description", value: collection.description || "", autocomplete: "off" });
+    const exempt = el("input", { type: "checkbox", name: "retention_exempt" });
+    exempt.checked = Boolean(collection.retention_exempt);
     const save = el("button", { type: "submit", class: "small" }, STRINGS.saveCollection);
     const remove = el("button", {
       type: "button", class: "danger small",
@@ -136,12 +138,13 @@ export async function showCollection(ctx, cid) {
         onsubmit: (event) => {
           event.preventDefault();
           attempt(async () => {
-            await api("PATCH", `/api/collections/${id}`, { name: name.value.trim(), description: description.value.trim() });
+            await api("PATCH", `/api/collections/${id}`, { name: name.value.trim(), description: description.value.trim(), retention_exempt: exempt.checked });
             announce(STRINGS.saved);
             ctx.refresh();
           }, error, save);
         },
-      }, field(STRINGS.collectionName, name), field(STRINGS.description, description), el("div", {}, save, " ", remove))));
+      }, field(STRINGS.collectionName, name), field(STRINGS.description, description),
+      el("label", {}, exempt, " ", STRINGS.retentionExempt), el("div", {}, save, " ", remove))));
   }
   return nodes;
 }

@@ -273,6 +273,7 @@ export const STRINGS = {
   auditOlder: "Older",
   auditPage: (page) => `Page ${page}`,
   retentionHeading: "Retention",
+  retentionExempt: "Exempt from retention (its files are never deleted by retention rules)",
   retentionHint: "Delete the media of your files (keeping transcripts), or whole files, this many days after upload. Leave empty for none. Files in a collection exempt from retention are kept; the site's rule applies where it is stricter.",
   retentionMediaDays: "Delete media after (days)",
   retentionFileDays: "Delete whole files after (days)",
