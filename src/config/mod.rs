@@ -29,6 +29,7 @@ pub struct Config {
     pub speakers: SpeakersConfig,
     pub watch: WatchConfig,
     pub metrics: MetricsConfig,
+    pub notify: NotifyConfig,
     pub log: LogConfig,
 }
 
@@ -214,6 +215,7 @@ impl Default for Config {
             speakers: SpeakersConfig::default(),
             watch: WatchConfig::default(),
             metrics: MetricsConfig::default(),
+            notify: NotifyConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -499,6 +501,9 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return fail("data_dir", "must not be empty");
         }
+        if let Err((key, why)) = self.notify.check() {
+            return fail(key, why);
+        }
         Ok(())
     }
 
@@ -647,6 +652,8 @@ fn insert_dotted(table: &mut toml::Table, dotted: &str, value: toml::Value) {
 
 mod example;
 pub use example::example;
+mod notify;
+pub use notify::{NotifyConfig, SecretFileError};
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ pub mod speakers;
 pub mod tls;
 pub mod transcripts;
 pub mod ui;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(speakers::routes())
         .merge(search::routes())
         .merge(openapi::routes())
+        .merge(webhooks::routes())
         // Counted per matched route (the pattern, never the concrete path with its ids).
         .route_layer(axum::middleware::from_fn(count_request))
         .route(

@@ -448,6 +448,31 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                 .query("page", false, json!({"type": "integer", "minimum": 1}))
                 .query("per_page", false, json!({"type": "integer", "minimum": 1}))
         }
+        ("GET", "/api/account/webhook") => {
+            Details::new("The own webhook (never its secret)", 200, "The webhook")
+        }
+        ("PUT", "/api/account/webhook") => Details::new(
+            "Set the own webhook; a new one without `secret` gets a generated secret, returned once",
+            200,
+            "The webhook",
+        )
+        .json(object(
+            &["url"],
+            json!({
+                "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+", "maxLength": 2048},
+                "secret": {"type": "string", "pattern": "^[!-~]{16,256}$"},
+            }),
+        )),
+        ("DELETE", "/api/account/webhook") => Details::new(
+            "Remove the own webhook; its pending deliveries are cancelled",
+            204,
+            "Removed",
+        ),
+        ("GET", "/api/account/webhook/deliveries") => Details::new(
+            "The own webhook's recent deliveries and their attempts, newest first",
+            200,
+            "Deliveries",
+        ),
         _ => return None,
     };
     Some(details)

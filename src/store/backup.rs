@@ -136,6 +136,10 @@ fn copy_catalogue(
     copy_table(source, target, PROFILE_FILES, out)?;
     copy_table(source, target, SPEAKER_EMBEDDINGS, out)?;
     copy_table(source, target, WAVEFORMS, out)?;
+    copy_table(source, target, WEBHOOKS, out)?;
+    copy_table(source, target, DELIVERIES, out)?;
+    copy_table(source, target, DELIVERY_DUE, out)?;
+    copy_table(source, target, USER_DELIVERIES, out)?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod profiles;
 mod queue;
 pub mod records;
 pub mod tables;
+pub mod webhooks;
 
 pub use accounts::Revoke;
 pub(crate) use queue::new_job;
@@ -98,6 +99,10 @@ pub(crate) fn create_all_tables(txn: &WriteTransaction) -> std::result::Result<(
     txn.open_table(PROFILE_FILES)?;
     txn.open_table(SPEAKER_EMBEDDINGS)?;
     txn.open_table(WAVEFORMS)?;
+    txn.open_table(WEBHOOKS)?;
+    txn.open_table(DELIVERIES)?;
+    txn.open_table(DELIVERY_DUE)?;
+    txn.open_table(USER_DELIVERIES)?;
     Ok(())
 }
 

@@ -51,3 +51,12 @@ pub const SPEAKER_EMBEDDINGS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("speaker_embeddings");
 /// file id → JSON waveform peaks of the file's audio, for the player.
 pub const WAVEFORMS: TableDefinition<&str, &[u8]> = TableDefinition::new("waveforms");
+/// user id → JSON `WebhookRecord`: the user's signed webhook.
+pub const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
+/// delivery id (UUIDv7) → JSON `DeliveryRecord`: the notification outbox and its history,
+/// written in the transaction that ends the job.
+pub const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliveries");
+/// `next-attempt-secs (20 digits)/delivery id` → delivery id, for pending deliveries only.
+pub const DELIVERY_DUE: TableDefinition<&str, &str> = TableDefinition::new("delivery_due");
+/// `owner_id/delivery id` → created-at seconds: a user's webhook deliveries, in order.
+pub const USER_DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("user_deliveries");
