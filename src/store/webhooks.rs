@@ -419,3 +419,188 @@ fn user_delivery_ids(txn: &WriteTransaction, user_id: &str) -> Result<Vec<String
     }
     Ok(ids)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::{FileStatus, UploadOptions};
+    use crate::store::{JobOutcome, RetryPolicy};
+
+    fn file(id: &str, owner: &str) -> FileRecord {
+        FileRecord {
+            id: id.to_owned(),
+            owner_id: owner.to_owned(),
+            filename: format!("{id}.wav"),
+            size: 1,
+            sha256: format!("sha-{id}"),
+            media_type: "audio/wav".to_owned(),
+            status: FileStatus::Queued,
+            progress: 0.0,
+            created_at: 1,
+            updated_at: 1,
+            options: UploadOptions::default(),
+            error: None,
+            duration_secs: None,
+            container: None,
+            codec: None,
+            tags: Vec::new(),
+        }
+    }
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 1,
+        backoff_base_secs: 30,
+    };
+
+    fn failed(status: u16, at: u64) -> AttemptResult {
+        AttemptResult {
+            at,
+            status: Some(status),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_finished_job_writes_one_delivery_per_target_with_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        store
+            .put_webhook(
+                "alice",
+                "http://127.0.0.1:9/h",
+                Some("0123456789abcdef"),
+                "x",
+                5,
+            )
+            .unwrap();
+        for id in ["a1", "a2"] {
+            store.insert_file(&file(id, "alice")).unwrap();
+        }
+        store.insert_file(&file("b1", "bob")).unwrap();
+        for _ in 0..3 {
+            store.claim_job(10, 60).unwrap().unwrap();
+        }
+        let failure = |m: &str| JobOutcome::Failed { message: m.into() };
+        // A user webhook only: alice's failure is queued, bob (no webhook) gets nothing.
+        store
+            .finish_job("a1", failure("bad"), POLICY, false, 100)
+            .unwrap();
+        store
+            .finish_job("b1", failure("bad"), POLICY, false, 100)
+            .unwrap();
+        // With the site webhook on, alice's second file goes to both.
+        store
+            .finish_job("a2", failure("worse"), POLICY, true, 101)
+            .unwrap();
+        // A job that is no longer running writes nothing more.
+        store
+            .finish_job("a2", failure("again"), POLICY, true, 102)
+            .unwrap();
+        let listed = store.list_deliveries("alice", 10).unwrap();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert_eq!(listed[0].file_id, "a2");
+        assert_eq!(listed[0].event, "job.failed");
+        assert_eq!(listed[0].status, "error");
+        assert_eq!(listed[0].error.as_deref(), Some("worse"));
+        assert!(store.list_deliveries("bob", 10).unwrap().is_empty());
+        let due = store.claim_due_deliveries(101, 60, 10).unwrap();
+        let mut targets: Vec<_> = due
+            .iter()
+            .map(|d| (d.delivery.file_id.clone(), d.delivery.target))
+            .collect();
+        targets.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(targets.len(), 3, "{targets:?}");
+        assert!(targets.contains(&("a2".to_owned(), DeliveryTarget::Site)));
+        // Claimed deliveries are leased: not handed out again until the lease ends.
+        assert!(store.claim_due_deliveries(150, 60, 10).unwrap().is_empty());
+        assert_eq!(store.claim_due_deliveries(161, 60, 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn retries_follow_the_schedule_then_give_up_and_delete_cancels() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        store
+            .put_webhook("alice", "http://127.0.0.1:9/h", None, "generated-secret", 5)
+            .unwrap();
+        for id in ["f1", "f2"] {
+            store.insert_file(&file(id, "alice")).unwrap();
+            store.claim_job(10, 60).unwrap().unwrap();
+            store
+                .finish_job(id, JobOutcome::Cancelled, POLICY, false, 20)
+                .unwrap();
+        }
+        // Cancelled jobs notify nobody.
+        assert!(store.list_deliveries("alice", 10).unwrap().is_empty());
+        store.retry_job("alice", "f1", 30).unwrap();
+        store.claim_job(40, 60).unwrap().unwrap();
+        store
+            .finish_job(
+                "f1",
+                JobOutcome::Failed {
+                    message: "m".into(),
+                },
+                POLICY,
+                false,
+                100,
+            )
+            .unwrap();
+        let id = store.list_deliveries("alice", 1).unwrap()[0].id.clone();
+        let mut now = 100;
+        for (attempt, wait) in RETRY_SCHEDULE_SECS.iter().take(3).enumerate() {
+            let due = store.claim_due_deliveries(now, 60, 10).unwrap();
+            assert_eq!(due.len(), 1, "attempt {attempt}");
+            assert_eq!(due[0].webhook.as_ref().unwrap().secret, "generated-secret");
+            let state = store
+                .record_delivery_attempt(&id, failed(500, now), 4)
+                .unwrap();
+            assert_eq!(state, Some(DeliveryState::Pending));
+            assert!(
+                store
+                    .claim_due_deliveries(now + wait - 1, 60, 10)
+                    .unwrap()
+                    .is_empty()
+            );
+            now += wait;
+        }
+        store.claim_due_deliveries(now, 60, 10).unwrap();
+        let state = store
+            .record_delivery_attempt(&id, failed(502, now), 4)
+            .unwrap();
+        assert_eq!(state, Some(DeliveryState::Failed));
+        assert_eq!(
+            store.list_deliveries("alice", 1).unwrap()[0].attempts.len(),
+            4
+        );
+        // A pending delivery is cancelled with its webhook, and a late answer changes nothing.
+        store.retry_job("alice", "f2", now).unwrap();
+        store.claim_job(now, 60).unwrap().unwrap();
+        store
+            .finish_job(
+                "f2",
+                JobOutcome::Failed {
+                    message: "m".into(),
+                },
+                POLICY,
+                false,
+                now,
+            )
+            .unwrap();
+        let pending = store.claim_due_deliveries(now, 60, 10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert!(store.delete_webhook("alice", now).unwrap());
+        let late = store
+            .record_delivery_attempt(&pending[0].delivery.id, failed(200, now), 4)
+            .unwrap();
+        assert_eq!(late, Some(DeliveryState::Cancelled));
+        assert!(
+            store
+                .claim_due_deliveries(now + 86_400, 60, 10)
+                .unwrap()
+                .is_empty()
+        );
+        // Ended deliveries are purged after their history time, pending ones never.
+        assert_eq!(store.purge_deliveries(now + 1).unwrap(), 2);
+        assert!(store.list_deliveries("alice", 10).unwrap().is_empty());
+    }
+}
