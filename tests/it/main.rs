@@ -26,3 +26,4 @@ mod search;
 mod server;
 mod support;
 mod watch;
+mod webhooks;
