@@ -1,8 +1,9 @@
 // Account settings: change password, sign out everywhere, API tokens (create: shown once; list;
-// revoke).
+// revoke), notifications (browser and webhook, from notify.js).
 
 import { STRINGS } from "./strings.js";
 import { api, announce, attempt, el, errorBox, field, formatDate, hooks } from "./lib.js";
+import { notificationsSection } from "./notify.js";
 
 export async function showAccount(ctx) {
   const tokens = await api("GET", "/api/auth/tokens");
@@ -84,6 +85,7 @@ export async function showAccount(ctx) {
         }, STRINGS.revoke))))))));
   };
   await showTokens(tokens);
+  const notifications = await notificationsSection();
 
   return [
     el("h2", {}, STRINGS.accountHeading),
@@ -91,5 +93,6 @@ export async function showAccount(ctx) {
       el("p", {}, everywhere)),
     el("section", { "aria-labelledby": "tokens-heading" }, el("h3", { id: "tokens-heading" }, STRINGS.tokensHeading),
       el("p", { class: "muted" }, STRINGS.tokensHint), tokenForm, tokenError, revealed, tokenList),
+    notifications,
   ];
 }

@@ -11,6 +11,7 @@ import { showCollection, showCollections } from "./collections.js";
 import { showProfiles } from "./profiles.js";
 import { showAccount } from "./account.js";
 import { showAdmin } from "./admin.js";
+import { notifyFromEvent } from "./notify.js";
 
 const root = document.getElementById("app");
 
@@ -162,6 +163,7 @@ function connectEvents() {
   current.onmessage = (message) => {
     let event;
     try { event = JSON.parse(message.data); } catch { return; }
+    notifyFromEvent(event).catch(() => {});
     if (live.handler) live.handler(event);
   };
   current.onclose = () => {
