@@ -77,8 +77,8 @@ export async function notificationsSection() {
   const history = el("div", {});
 
   const load = async () => {
-    let hook = null;
-    try { hook = await api("GET", "/api/account/webhook"); } catch (e) { if (e.status !== 404) throw e; }
+    const found = await api("GET", "/api/account/webhook");
+    const hook = found.url ? found : null;
     url.value = hook ? hook.url : "";
     remove.hidden = !hook;
     current.textContent = hook ? STRINGS.webhookCurrent(formatDate(hook.updated_at)) : STRINGS.webhookNone;

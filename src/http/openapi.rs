@@ -449,7 +449,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                 .query("per_page", false, json!({"type": "integer", "minimum": 1}))
         }
         ("GET", "/api/account/webhook") => {
-            Details::new("The own webhook (never its secret)", 200, "The webhook")
+            Details::new("The own webhook (never its secret); `url` is null when none is set", 200, "The webhook")
         }
         ("PUT", "/api/account/webhook") => Details::new(
             "Set the own webhook; a new one without `secret` gets a generated secret, returned once",

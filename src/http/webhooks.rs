@@ -36,23 +36,27 @@ struct WebhookBody {
     secret: Option<String>,
 }
 
+/// A user's webhook as the API shows it. Without one, `url` is `null` (a setting that is not
+/// set, not a missing resource: the account page asks on every visit).
 #[derive(Debug, Serialize)]
 struct WebhookView {
-    url: String,
+    url: Option<String>,
     /// The secret appears only in the answer to the PUT that generated it.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
-    created_at: u64,
-    updated_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at: Option<u64>,
 }
 
 impl WebhookView {
-    fn from(record: &WebhookRecord) -> Self {
+    fn from(record: Option<&WebhookRecord>) -> Self {
         Self {
-            url: record.url.clone(),
+            url: record.map(|r| r.url.clone()),
             secret: None,
-            created_at: record.created_at,
-            updated_at: record.updated_at,
+            created_at: record.map(|r| r.created_at),
+            updated_at: record.map(|r| r.updated_at),
         }
     }
 }
@@ -134,9 +138,7 @@ fn check_secret(secret: &str) -> Result<()> {
 async fn get_webhook(State(state): State<AppState>, user: AuthUser) -> Result<Json<WebhookView>> {
     let store = state.store.clone();
     let record = blocking(move || store.get_webhook(&user.user.id)).await?;
-    record
-        .map(|r| Json(WebhookView::from(&r)))
-        .ok_or_else(|| Error::not_found("webhook"))
+    Ok(Json(WebhookView::from(record.as_ref())))
 }
 
 async fn put_webhook(
@@ -160,7 +162,7 @@ async fn put_webhook(
         )
     })
     .await?;
-    let mut view = WebhookView::from(&record);
+    let mut view = WebhookView::from(Some(&record));
     // Shown once: only a secret this request generated goes back.
     if generated {
         view.secret = Some(record.secret.clone());

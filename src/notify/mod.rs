@@ -185,7 +185,12 @@ impl Notifier {
             "webhook attempt"
         );
         let store = self.store.clone();
-        let max_attempts = self.config.webhook_max_attempts;
+        // Without a URL there is nothing to retry: the delivery fails now.
+        let max_attempts = if url.is_empty() {
+            1
+        } else {
+            self.config.webhook_max_attempts
+        };
         let id = delivery.id.clone();
         let recorded = tokio::task::spawn_blocking(move || {
             store.record_delivery_attempt(&id, result, max_attempts)
