@@ -84,14 +84,14 @@ export async function notificationsSection() {
     current.textContent = hook ? STRINGS.webhookCurrent(formatDate(hook.updated_at)) : STRINGS.webhookNone;
     const items = await api("GET", "/api/account/webhook/deliveries");
     if (!items.length) { history.replaceChildren(el("p", { class: "muted" }, STRINGS.webhookNoDeliveries)); return; }
-    history.replaceChildren(el("div", { class: "table-wrap" }, el("table", { class: "deliveries" },
-      el("thead", {}, el("tr", {}, el("th", {}, STRINGS.webhookEvent), el("th", {}, STRINGS.webhookFile),
-        el("th", {}, STRINGS.webhookState), el("th", {}, STRINGS.webhookAttempts))),
-      el("tbody", {}, ...items.map((d) => el("tr", { "data-delivery-id": d.id },
-        el("td", {}, d.event), el("td", { class: "name" }, d.filename),
-        el("td", {}, STRINGS.webhookStates[d.state] || d.state,
-          d.next_attempt_at ? ` (${STRINGS.webhookNext(formatDate(d.next_attempt_at))})` : ""),
-        el("td", {}, d.attempts.map((a) => `${formatDate(a.at)}: ${a.status ?? a.error ?? ""}`).join("; ")))))));
+    const attempts = (d) => d.attempts.map((a) => `${formatDate(a.at)}: ${a.status ?? a.error ?? ""}`).join("; ");
+    const stateText = (d) => (STRINGS.webhookStates[d.state] || d.state)
+      + (d.next_attempt_at ? ` (${STRINGS.webhookNext(formatDate(d.next_attempt_at))})` : "");
+    const rows = items.map((d) => el("tr", { "data-delivery-id": d.id },
+      el("td", {}, d.event), el("td", { class: "name" }, d.filename), el("td", {}, stateText(d)), el("td", {}, attempts(d))));
+    const head = el("thead", {}, el("tr", {}, el("th", {}, STRINGS.webhookEvent), el("th", {}, STRINGS.webhookFile),
+      el("th", {}, STRINGS.webhookState), el("th", {}, STRINGS.webhookAttempts)));
+    history.replaceChildren(el("div", { class: "table-wrap" }, el("table", { class: "deliveries" }, head, el("tbody", {}, ...rows))));
   };
 
   const form = el("form", {
