@@ -2,8 +2,8 @@
 """A webhook receiver for the integration tests, independent of the daemon's code: it checks
 X-OpenTranscribe-Signature (t=<unix>,v1=<hex HMAC-SHA256 over "<t>.<body>">) with Python's own
 hmac module and answers the statuses it is told, in order (200 once the list is used up; 401
-for a signature that does not verify). It prints "PORT <n>" once listening, then one JSON line
-per request received."""
+for a signature that does not verify), after --hang seconds. It prints "PORT <n>" once
+listening, then one JSON line per request received (before answering it)."""
 
 import argparse
 import hashlib
@@ -11,7 +11,7 @@ import hmac
 import json
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def verify(secret, header, body):
@@ -36,6 +36,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--secret", required=True)
     parser.add_argument("--statuses", default="", help="comma-separated, e.g. 500,500,200")
+    parser.add_argument("--hang", type=float, default=0.0, help="seconds to wait before answering")
     args = parser.parse_args()
     script = [int(s) for s in args.statuses.split(",") if s]
 
@@ -66,15 +67,19 @@ def main():
                 "payload": payload,
                 "received_at": time.time(),
             }
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
             print(json.dumps(record), flush=True)
+            time.sleep(args.hang)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except OSError:
+                pass  # the daemon gave up waiting (its timeout), as the test wants
 
         def log_message(self, *_):
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

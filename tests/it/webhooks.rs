@@ -25,10 +25,16 @@ struct Receiver {
 
 impl Receiver {
     async fn start(secret: &str, statuses: &str) -> Self {
+        Self::start_hanging(secret, statuses, 0).await
+    }
+
+    /// A receiver that waits `hang_secs` before each answer.
+    async fn start_hanging(secret: &str, statuses: &str, hang_secs: u64) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/webhook_receiver.py");
+        let hang = hang_secs.to_string();
         let mut child = Command::new("python3")
             .arg(script)
-            .args(["--secret", secret, "--statuses", statuses])
+            .args(["--secret", secret, "--statuses", statuses, "--hang", &hang])
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -372,6 +378,69 @@ async fn the_site_webhook_needs_a_0600_secret_file_and_gets_every_job() {
         .call(Method::GET, "/api/account/webhook", &alice, None)
         .await;
     assert_eq!((status, own["url"].is_null()), (200, true), "{own}");
+    server.stop().await;
+}
+
+/// A receiver that never answers in time: each attempt ends at `webhook_timeout_secs` and is
+/// recorded as a timeout, and jobs go on finishing meanwhile.
+#[tokio::test]
+async fn a_receiver_that_hangs_costs_one_timeout_per_attempt_and_never_holds_up_jobs() {
+    let clock = Arc::new(ManualClock::new());
+    let server = TestServer::start_on_clock(
+        tempfile::tempdir().unwrap(),
+        |c| {
+            c.jobs.max_attempts = 1;
+            c.notify.webhook_timeout_secs = 1;
+        },
+        clock.clone(),
+    )
+    .await;
+    let token = server.admin().await;
+    let mut receiver = Receiver::start_hanging(SECRET, "", 30).await;
+    server
+        .call(
+            Method::PUT,
+            "/api/account/webhook",
+            &token,
+            Some(json!({"url": receiver.url(), "secret": SECRET})),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    for n in 0..3 {
+        upload_failing(&server, &token, &format!("tone-{n}.wav")).await;
+    }
+    let jobs_took = started.elapsed();
+    for _ in 0..3 {
+        receiver.expect("an attempt").await;
+    }
+    let mut timed_out = Vec::new();
+    for _ in 0..100 {
+        timed_out = deliveries(&server, &token)
+            .await
+            .into_iter()
+            .filter(|d| {
+                d["attempts"][0]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("timed out"))
+            })
+            .collect();
+        if timed_out.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(timed_out.len(), 3, "{timed_out:?}");
+    for delivery in &timed_out {
+        assert_eq!(delivery["state"], "pending");
+        assert!(delivery["attempts"][0]["status"].is_null());
+    }
+    assert!(
+        jobs_took < Duration::from_secs(20),
+        "three failing jobs took {jobs_took:?} while the receiver hung"
+    );
+    eprintln!(
+        "3 jobs ended in {jobs_took:?} while the receiver hung; 3 attempts timed out after 1 s"
+    );
     server.stop().await;
 }
 
