@@ -1,8 +1,10 @@
 // Account settings: change password, sign out everywhere, API tokens (create: shown once; list;
-// revoke), and the own retention rule with a preview of what it will delete.
+// revoke), the own retention rule with a preview of what it will delete, and notifications
+// (browser and webhook, from notify.js).
 
 import { STRINGS } from "./strings.js";
 import { api, announce, attempt, el, errorBox, field, formatDate, hooks } from "./lib.js";
+import { notificationsSection } from "./notify.js";
 
 export async function showAccount(ctx) {
   const tokens = await api("GET", "/api/auth/tokens");
@@ -85,6 +87,7 @@ export async function showAccount(ctx) {
   };
   await showTokens(tokens);
   const retention = await retentionSection();
+  const notifications = await notificationsSection();
 
   return [
     el("h2", {}, STRINGS.accountHeading),
@@ -93,6 +96,7 @@ export async function showAccount(ctx) {
     el("section", { "aria-labelledby": "tokens-heading" }, el("h3", { id: "tokens-heading" }, STRINGS.tokensHeading),
       el("p", { class: "muted" }, STRINGS.tokensHint), tokenForm, tokenError, revealed, tokenList),
     retention,
+    notifications,
   ];
 }
 

@@ -12,6 +12,7 @@ import { showProfiles } from "./profiles.js";
 import { showAccount } from "./account.js";
 import { showAdmin } from "./admin.js";
 import { showAudit } from "./audit.js";
+import { notifyFromEvent } from "./notify.js";
 
 const root = document.getElementById("app");
 
@@ -164,6 +165,7 @@ function connectEvents() {
   current.onmessage = (message) => {
     let event;
     try { event = JSON.parse(message.data); } catch { return; }
+    notifyFromEvent(event).catch(() => {});
     if (live.handler) live.handler(event);
   };
   current.onclose = () => {

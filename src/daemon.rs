@@ -87,6 +87,9 @@ pub async fn start_with_clock(
     })
     .await?;
     let config = state.config.clone();
+    let site_webhook = site_webhook(&config).await?;
+    let webhook_client = crate::notify::client(&config.notify)
+        .map_err(|e| Error::internal("internal", format!("webhook client: {e}")))?;
     let (cert_path, key_path) = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         _ => {
@@ -146,6 +149,17 @@ pub async fn start_with_clock(
     )
     .map_err(|e| Error::internal("internal", e))?;
     spawn_housekeeping(state.clone(), shutdown.clone(), &tracker);
+    crate::notify::spawn(
+        crate::notify::Notifier {
+            store: state.store.clone(),
+            clock: state.clock.clone(),
+            client: webhook_client,
+            site: site_webhook,
+            config: config.notify.clone(),
+        },
+        shutdown.clone(),
+        &tracker,
+    );
     crate::watch::spawn(state.clone(), shutdown.clone(), &tracker);
     if let Some(search) = state.search.clone() {
         let queue = crate::indexer::spawn(
@@ -182,6 +196,25 @@ pub async fn start_with_clock(
         tls,
         workers,
     })
+}
+
+/// The site webhook of `[notify]`, its secret read from a file that must be mode 0600; a bad
+/// file stops the start with the reason.
+async fn site_webhook(config: &Config) -> Result<Option<crate::notify::SiteWebhook>> {
+    if config.notify.webhook_url.is_empty() {
+        return Ok(None);
+    }
+    let notify = config.notify.clone();
+    let secret = blocking(move || {
+        notify
+            .read_secret()
+            .map_err(|e| Error::new("notify-secret-file", e.to_string()))
+    })
+    .await?;
+    Ok(Some(crate::notify::SiteWebhook {
+        url: config.notify.webhook_url.clone(),
+        secret,
+    }))
 }
 
 /// Periodic work every few minutes: expired sessions, retention, the audit log's own

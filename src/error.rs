@@ -107,6 +107,7 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("not-assigned", 409),
     ("no-suggestion", 409),
     ("invalid-speakers", 400),
+    ("invalid-webhook", 400),
     ("search-query", 400),
     ("search-request", 400),
     ("search-semantic-unavailable", 503),
@@ -135,6 +136,7 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("backup-incomplete", 500),
     ("search-index", 500),
     ("watch-io", 500),
+    ("notify-secret-file", 500),
 ];
 
 pub fn http_status_for_code(code: &str) -> u16 {

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod media;
 pub mod metrics;
 pub mod models;
+pub mod notify;
 pub mod ops;
 pub mod pipeline;
 pub mod search;

@@ -122,6 +122,19 @@ keep_days = {audit_keep_days}
 # applies where it is stricter; files in a collection marked retention_exempt are kept.
 media_days = {retention_media_days}
 transcript_days = {retention_transcript_days}
+[notify]
+# A site-wide webhook: every job that completes or fails is POSTed there as JSON, signed with
+# HMAC-SHA256 in the X-OpenTranscribe-Signature header (see docs/webhooks.md); "" = off.
+# Users add their own webhook in the web UI or through /api/account/webhook.
+webhook_url = "{webhook_url}"
+# File holding the signing secret on its first line; it must have mode 0600.
+webhook_secret_file = "{webhook_secret_file}"
+# Seconds one delivery attempt may take.
+webhook_timeout_secs = {webhook_timeout}
+# Attempts per delivery, the first included; retries wait 30 s, 2 min, 10 min, 1 h, then 6 h.
+webhook_max_attempts = {webhook_attempts}
+# Days delivery records (for the deliveries list) are kept.
+webhook_history_days = {webhook_history}
 
 [log]
 # error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
@@ -167,6 +180,11 @@ level = "{level}"
         audit_keep_days = defaults.audit.keep_days,
         retention_media_days = defaults.retention.media_days,
         retention_transcript_days = defaults.retention.transcript_days,
+        webhook_url = defaults.notify.webhook_url,
+        webhook_secret_file = defaults.notify.webhook_secret_file,
+        webhook_timeout = defaults.notify.webhook_timeout_secs,
+        webhook_attempts = defaults.notify.webhook_max_attempts,
+        webhook_history = defaults.notify.webhook_history_days,
     )
 }
 

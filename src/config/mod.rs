@@ -31,6 +31,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub audit: AuditConfig,
     pub retention: RetentionConfig,
+    pub notify: NotifyConfig,
     pub log: LogConfig,
 }
 
@@ -218,6 +219,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
             retention: RetentionConfig::default(),
+            notify: NotifyConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -503,6 +505,9 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return fail("data_dir", "must not be empty");
         }
+        if let Err((key, why)) = self.notify.check() {
+            return fail(key, why);
+        }
         Ok(())
     }
 
@@ -653,6 +658,8 @@ mod example;
 pub use example::example;
 mod policy;
 pub use policy::{AuditConfig, RetentionConfig};
+mod notify;
+pub use notify::{NotifyConfig, SecretFileError};
 
 #[cfg(test)]
 mod tests;

@@ -471,6 +471,31 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         ("GET", "/api/retention/preview") => {
             Details::new("What retention will delete of the caller's files, and when", 200, "Planned deletions")
         }
+        ("GET", "/api/account/webhook") => {
+            Details::new("The own webhook (never its secret); `url` is null when none is set", 200, "The webhook")
+        }
+        ("PUT", "/api/account/webhook") => Details::new(
+            "Set the own webhook; a new one without `secret` gets a generated secret, returned once",
+            200,
+            "The webhook",
+        )
+        .json(object(
+            &["url"],
+            json!({
+                "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+", "maxLength": 2048},
+                "secret": {"type": "string", "pattern": "^[!-~]{16,256}$"},
+            }),
+        )),
+        ("DELETE", "/api/account/webhook") => Details::new(
+            "Remove the own webhook; its pending deliveries are cancelled",
+            204,
+            "Removed",
+        ),
+        ("GET", "/api/account/webhook/deliveries") => Details::new(
+            "The own webhook's recent deliveries and their attempts, newest first",
+            200,
+            "Deliveries",
+        ),
         _ => return None,
     };
     Some(details)

@@ -127,6 +127,11 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (get(), "/api/retention/preview", User),
         // openapi.rs
         (get(), "/api/openapi.json", Public),
+        // webhooks.rs
+        (get(), "/api/account/webhook", User),
+        (put(), "/api/account/webhook", User),
+        (delete(), "/api/account/webhook", User),
+        (get(), "/api/account/webhook/deliveries", User),
         // mod.rs: every other `/api/…` path is a JSON 404 for any method.
         (get(), "/api/{*rest}", Public),
         (post(), "/api/{*rest}", Public),

@@ -343,6 +343,7 @@ impl Worker {
                 max_attempts: self.config.jobs.max_attempts,
                 backoff_base_secs: RETRY_BACKOFF_SECS,
             },
+            !self.config.notify.webhook_url.is_empty(),
             self.clock.now_secs(),
         ) {
             Ok(Some(status)) => {

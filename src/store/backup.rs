@@ -141,6 +141,10 @@ fn copy_catalogue(
     copy_table(source, target, WAVEFORMS, out)?;
     copy_table(source, target, AUDIT, out)?;
     copy_table(source, target, RETENTION_RULES, out)?;
+    copy_table(source, target, WEBHOOKS, out)?;
+    copy_table(source, target, DELIVERIES, out)?;
+    copy_table(source, target, DELIVERY_DUE, out)?;
+    copy_table(source, target, USER_DELIVERIES, out)?;
     Ok(())
 }
 

@@ -698,6 +698,7 @@ mod tests {
                         max_attempts: 3,
                         backoff_base_secs: 30,
                     },
+                    false,
                     100,
                 )
                 .unwrap();

@@ -14,6 +14,7 @@ mod queue;
 pub mod records;
 pub mod retention;
 pub mod tables;
+pub mod webhooks;
 
 pub use accounts::Revoke;
 pub(crate) use queue::new_job;
@@ -102,6 +103,10 @@ pub(crate) fn create_all_tables(txn: &WriteTransaction) -> std::result::Result<(
     txn.open_table(WAVEFORMS)?;
     txn.open_table(AUDIT)?;
     txn.open_table(RETENTION_RULES)?;
+    txn.open_table(WEBHOOKS)?;
+    txn.open_table(DELIVERIES)?;
+    txn.open_table(DELIVERY_DUE)?;
+    txn.open_table(USER_DELIVERIES)?;
     Ok(())
 }
 

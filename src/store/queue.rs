@@ -7,6 +7,7 @@ use super::error::{Result, StoreError};
 use super::profiles;
 use super::records::{self, FileRecord, FileStatus, JobRecord, JobState};
 use super::tables::*;
+use super::webhooks;
 use super::{Store, db_err, decode, encode, read_record};
 
 /// A fresh queued job for a file. The queue key orders by priority, then creation time.
@@ -249,12 +250,14 @@ impl Store {
 
     /// Ends a running job and updates its file in one transaction. A job that is no longer
     /// running (deleted, or already finished by another attempt) is left alone, so a result is
-    /// saved at most once.
+    /// saved at most once. A job that ends completed or failed gets its webhook deliveries
+    /// (the owner's, and the site's when `site_webhook`) in the same transaction.
     pub fn finish_job(
         &self,
         file_id: &str,
         outcome: JobOutcome,
         policy: RetryPolicy,
+        site_webhook: bool,
         now: u64,
     ) -> Result<Option<FileStatus>> {
         let txn = self.db.begin_write().map_err(db_err)?;
@@ -331,6 +334,15 @@ impl Store {
                     }
                     job.updated_at = now;
                     file.updated_at = now;
+                    if matches!(job.state, JobState::Done | JobState::Failed) {
+                        webhooks::enqueue_job_end(
+                            &txn,
+                            &file,
+                            job.state == JobState::Done,
+                            site_webhook,
+                            now,
+                        )?;
+                    }
                     jobs.insert(file_id, encode(&job)?.as_slice())
                         .map_err(db_err)?;
                     files

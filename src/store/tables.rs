@@ -55,3 +55,12 @@ pub const WAVEFORMS: TableDefinition<&str, &[u8]> = TableDefinition::new("wavefo
 pub const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
 /// user id → JSON `RetentionRule`: a user's own retention rule (absent: none).
 pub const RETENTION_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("retention_rules");
+/// user id → JSON `WebhookRecord`: the user's signed webhook.
+pub const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
+/// delivery id (UUIDv7) → JSON `DeliveryRecord`: the notification outbox and its history,
+/// written in the transaction that ends the job.
+pub const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliveries");
+/// `next-attempt-secs (20 digits)/delivery id` → delivery id, for pending deliveries only.
+pub const DELIVERY_DUE: TableDefinition<&str, &str> = TableDefinition::new("delivery_due");
+/// `owner_id/delivery id` → created-at seconds: a user's webhook deliveries, in order.
+pub const USER_DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("user_deliveries");

@@ -185,6 +185,9 @@ fn body(method: &Method, path: &str, ids: &Ids) -> Option<Value> {
         ("PATCH", "/api/profiles/{pid}") => json!({"name": "Renamed"}),
         ("POST", "/api/files/{id}/reprocess") => json!({"stages": ["diarize"], "num_speakers": 1}),
         ("PUT", "/api/account/retention") => json!({"media_days": 30}),
+        ("PUT", "/api/account/webhook") => {
+            json!({"url": "http://127.0.0.1:9/hook", "secret": "matrix-secret-0123"})
+        }
         _ => return None,
     };
     Some(value)

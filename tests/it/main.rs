@@ -28,3 +28,4 @@ mod search;
 mod server;
 mod support;
 mod watch;
+mod webhooks;

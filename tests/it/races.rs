@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, json as body_json, sine_wav};
 
-fn iterations() -> usize {
+pub fn iterations() -> usize {
     std::env::var("OT_RACE_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())

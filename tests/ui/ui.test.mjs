@@ -1,7 +1,8 @@
 // Browser test of the web UI, driven as a person would use it: first-run setup, upload of a
 // real speech clip, live status over the WebSocket, transcript with click-to-seek, SRT export,
 // speakers, segment edits, comments, analytics, tags and filters, collections and sharing,
-// account (password, API tokens), admin pages, search, keyboard use and phone width.
+// account (password, API tokens, browser notifications, webhook), admin pages, search, keyboard
+// use and phone width.
 // Run through scripts/test-ui, which starts a daemon and sets:
 //   OT_UI_BASE_URL     https://127.0.0.1:PORT of a fresh daemon (no users yet)
 //   OT_UI_AUDIO        speech clip to upload (LibriVox, "... John Dashwood ...")
@@ -163,6 +164,18 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
         console.error(`Content Security Policy violation: ${e.violatedDirective} ${e.blockedURI}`);
       });
     });
+    // Headless Chromium shows no notifications: a stand-in with the permission granted records
+    // what the page would show (the page never reloads between the upload and the check).
+    await page.addInitScript(() => {
+      const shown = [];
+      window.__notifications = shown;
+      window.Notification = class {
+        constructor(title, options = {}) { shown.push({ title, body: options.body || "" }); }
+        close() {}
+        static get permission() { return "granted"; }
+        static requestPermission() { return Promise.resolve("granted"); }
+      };
+    });
   });
 
   after(async () => {
@@ -181,6 +194,16 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.locator("[data-view=files]").waitFor();
     await page.getByText("No files yet.").waitFor();
     assert.match(await page.locator("header").innerText(), new RegExp(USERNAME));
+  });
+
+  step("account: browser notifications are turned on (opt-in, per browser)", async () => {
+    await nav("Account");
+    const toggle = page.getByLabel(/Show a browser notification when one of my files/);
+    assert.equal(await toggle.isChecked(), false, "notifications must be opt-in");
+    await toggle.check();
+    await page.getByText("Browser notifications are on in this browser.").waitFor();
+    await nav("Files");
+    await page.getByText("No files yet.").waitFor();
   });
 
   step("upload a speech file; the WebSocket moves it to completed", async (t) => {
@@ -205,6 +228,13 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     assert.equal(await row.locator("progress").getAttribute("value"), "100");
     fileId = await row.locator("[data-status]").getAttribute("data-status");
     await shoot("files");
+  });
+
+  step("a browser notification said the file was transcribed", async () => {
+    const title = `Transcribed: ${FILE_NAME}`;
+    await page.waitForFunction((want) => window.__notifications.some((n) => n.title === want), title, { timeout: 10_000 });
+    const shown = await page.evaluate(() => window.__notifications);
+    assert.equal(shown.filter((n) => n.title === title).length, 1, JSON.stringify(shown));
   });
 
   step("the transcript opens and contains the spoken text", async () => {
@@ -492,6 +522,20 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     } finally {
       await program.dispose();
     }
+  });
+
+  step("account: a webhook is saved, its generated secret shown once, then removed", async () => {
+    await nav("Account");
+    const section = page.locator("section", { has: page.getByRole("heading", { name: "Notifications" }) });
+    await section.getByText("No webhook is set.").waitFor();
+    await section.getByLabel("Webhook URL").fill("https://hooks.example.test/opentranscribe");
+    await section.getByRole("button", { name: "Save webhook" }).click();
+    await section.getByText("Copy this signing secret now; it is shown only once:").waitFor();
+    assert.match(await section.locator("code.token").innerText(), /^whsec_/);
+    await section.getByText(/^Webhook set/).waitFor();
+    await shoot("account-notifications");
+    await section.getByRole("button", { name: "Remove webhook" }).click();
+    await section.getByText("No webhook is set.").waitFor();
   });
 
   step("speaker profiles page opens", async (t) => {
