@@ -2,7 +2,7 @@
 // and the WebSocket of live events. Pages live in their own modules.
 // No inline script (CSP); every user-provided string is set with textContent, never innerHTML.
 
-import { STRINGS } from "./strings.js";
+import { LANGUAGE, STRINGS } from "./strings.js";
 import { api, el, errorBox, hooks, sessionEnded, state } from "./lib.js";
 import { showFiles } from "./files.js";
 import { showFile } from "./fileview.js";
@@ -13,6 +13,11 @@ import { showAccount } from "./account.js";
 import { showAdmin } from "./admin.js";
 import { showAudit } from "./audit.js";
 import { notifyFromEvent } from "./notify.js";
+import { applyTheme, displayControls } from "./prefs.js";
+import { shortcutsButton } from "./shortcuts.js";
+
+applyTheme();
+document.documentElement.lang = LANGUAGE;
 
 const root = document.getElementById("app");
 
@@ -30,7 +35,8 @@ const ROUTES = [
 
 /// Renders a page without the signed-in shell (setup, sign-in, fatal errors).
 function renderBare(...nodes) {
-  const main = el("main", { id: "content", tabindex: "-1" }, el("h1", {}, STRINGS.title), ...nodes);
+  const main = el("main", { id: "content", tabindex: "-1", class: "bare" },
+    el("div", { class: "bare-top" }, el("h1", {}, STRINGS.title), displayControls()), ...nodes);
   root.replaceChildren(main);
   return main;
 }
@@ -55,7 +61,8 @@ function header(current) {
   return el("header", {},
     el("a", { class: "brand", href: "#/files" }, STRINGS.title),
     nav,
-    el("span", { class: "who" }, el("span", { class: "visually-hidden" }, STRINGS.signedInAs("")), state.user.username, " ", signOut));
+    el("div", { class: "tools" }, displayControls(), shortcutsButton(),
+      el("span", { class: "who" }, el("span", { class: "visually-hidden" }, STRINGS.signedInAs("")), state.user.username), signOut));
 }
 
 let navigation = 0;

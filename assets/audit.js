@@ -14,7 +14,7 @@ function dayStart(value) {
 export async function showAudit() {
   const error = errorBox();
   const user = el("input", { name: "audit_user", autocomplete: "off" });
-  const action = el("input", { name: "audit_action", autocomplete: "off", placeholder: "auth." });
+  const action = el("input", { name: "audit_action", autocomplete: "off", placeholder: STRINGS.auditActionPlaceholder });
   const since = el("input", { name: "audit_since", type: "date" });
   const until = el("input", { name: "audit_until", type: "date" });
   const results = el("div", { "data-view": "audit-entries" });

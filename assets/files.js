@@ -2,12 +2,18 @@
 // filters (status, tag, whose, collection), tags, and live status over the WebSocket.
 
 import { STRINGS } from "./strings.js";
-import { api, attempt, announce, el, errorBox, field, formatSize, hooks, select, sessionEnded, state } from "./lib.js";
+import {
+  api, attempt, announce, el, errorBox, field, formatDate, formatSize, formatTime, hooks, select, sessionEnded, state,
+} from "./lib.js";
 
 const STATUSES = ["queued", "processing", "completed", "error", "cancelled"];
 
 /// Filters survive navigation within the page's life.
 export const filters = { status: "", tag: "", scope: "own", collection: "" };
+/// The list's order (the server sorts: created, name or size; `-` for descending) and the
+/// filter box's text (matched here against names and tags of the listed files).
+export const view = { sort: "-created", text: "" };
+const SORTS = { name: "name", date: "created", size: "size" };
 
 /// Uploads in flight survive navigation too: the list is re-attached when the page comes back.
 const uploadList = el("ul", { class: "uploads", "aria-label": STRINGS.upload });
@@ -158,7 +164,25 @@ function uploadSection(onUploaded) {
 function filesQuery() {
   const query = new URLSearchParams({ per_page: "200" });
   for (const [key, value] of Object.entries(filters)) if (value) query.set(key, value);
+  // The server's default order is newest first ("created"); "-created" would mean oldest first
+  // there, so the UI keeps its own descending-first convention and translates it here.
+  query.set("sort", serverSort(view.sort));
   return `/api/files?${query}`;
+}
+
+/// The UI says "-x" for the natural descending order of x (newest, largest, Z–A for names is
+/// ascending's reverse); the API's `created` is newest first, `-created` oldest first.
+function serverSort(sort) {
+  const descending = sort.startsWith("-");
+  const key = sort.replace(/^-/, "");
+  if (key === "created") return descending ? "created" : "-created";
+  return descending ? `-${key}` : key;
+}
+
+function matchesText(file) {
+  const text = view.text.trim().toLowerCase();
+  if (!text) return true;
+  return file.filename.toLowerCase().includes(text) || file.tags.some((t) => t.includes(text));
 }
 
 function tagEditor(file, cell, refresh, tagsChanged) {
@@ -184,8 +208,25 @@ function tagEditor(file, cell, refresh, tagsChanged) {
   input.focus();
 }
 
+/// A column heading that sorts the list by `key` (name, date, size); aria-sort tells the order.
+function sortHeading(key, label, cls, resort) {
+  const current = view.sort.replace(/^-/, "") === SORTS[key];
+  const descending = view.sort.startsWith("-");
+  return el("th", {
+    class: cls || false, scope: "col",
+    "aria-sort": current ? (descending ? "descending" : "ascending") : false,
+  }, el("button", {
+    type: "button", class: "sort", "data-sort": key, "aria-label": STRINGS.sortBy(label),
+    onclick: () => {
+      const natural = key === "name" ? SORTS[key] : `-${SORTS[key]}`;
+      view.sort = current ? (descending ? SORTS[key] : `-${SORTS[key]}`) : natural;
+      resort();
+    },
+  }, label));
+}
+
 function filesTable(list, progressBars, refresh, filtered, tagsChanged) {
-  const items = list.items;
+  const items = list.items.filter(matchesText);
   progressBars.clear();
   const error = errorBox();
   const act = (label, action, attrs = {}) =>
@@ -208,7 +249,7 @@ function filesTable(list, progressBars, refresh, filtered, tagsChanged) {
     }
     const name = el("td", { class: "name" });
     const tagCell = el("div", { class: "tags" }, ...f.tags.map((t) => el("span", { class: "tag" }, t)));
-    name.append(el("span", {}, f.filename), tagCell);
+    name.append(f.status === "completed" ? el("a", { href: `#/file/${id}`, class: "file-link" }, f.filename) : el("span", {}, f.filename), tagCell);
     if (!owner) name.append(el("span", { class: "muted small" }, STRINGS.shared(f.access)));
     if (f.error) name.append(el("div", { class: "error" }, f.error));
     if (owner) {
@@ -219,13 +260,27 @@ function filesTable(list, progressBars, refresh, filtered, tagsChanged) {
         await refresh();
       }));
     }
-    return el("tr", {}, name, el("td", { class: "status" }, status, " ", bar), el("td", { class: "size" }, formatSize(f.size)), actions);
+    status.classList.add("status-pill");
+    status.dataset.state = f.status;
+    const known = (value, format) => (value === null || value === undefined ? STRINGS.unknown : format(value));
+    return el("tr", { "data-file": f.id }, name,
+      el("td", { class: "num dur" }, known(f.duration, formatTime)),
+      el("td", { class: "lang" }, known(f.language, String)),
+      el("td", { class: "num spk" }, known(f.speaker_count, String)),
+      el("td", { class: "date" }, formatDate(f.created_at)),
+      el("td", { class: "status" }, status, " ", bar), el("td", { class: "num size" }, formatSize(f.size)), actions);
   });
-  if (!rows.length) return el("div", {}, el("p", { class: "muted" }, filtered ? STRINGS.noMatches : STRINGS.noFiles), error);
-  const more = list.total > items.length ? el("p", { class: "muted" }, STRINGS.showingOf(items.length, list.total)) : null;
-  return el("div", {}, error, more, el("div", { class: "table-wrap" }, el("table", {},
-    el("thead", {}, el("tr", {}, el("th", {}, STRINGS.name), el("th", {}, STRINGS.status),
-      el("th", { class: "size" }, STRINGS.size), el("th", {}, el("span", { class: "visually-hidden" }, STRINGS.actions)))),
+  if (!rows.length) return el("div", {}, el("p", { class: "muted" }, filtered || view.text.trim() ? STRINGS.noMatches : STRINGS.noFiles), error);
+  const more = list.total > list.items.length ? el("p", { class: "muted" }, STRINGS.showingOf(list.items.length, list.total)) : null;
+  return el("div", {}, error, more, el("div", { class: "table-wrap" }, el("table", { class: "files" },
+    el("thead", {}, el("tr", {}, sortHeading("name", STRINGS.name, "", refresh),
+      el("th", { class: "num dur", scope: "col" }, STRINGS.durationColumn),
+      el("th", { class: "lang", scope: "col" }, STRINGS.languageColumn),
+      el("th", { class: "num spk", scope: "col" }, STRINGS.speakersColumn),
+      sortHeading("date", STRINGS.dateColumn, "date", refresh),
+      el("th", { scope: "col" }, STRINGS.status),
+      sortHeading("size", STRINGS.size, "num size", refresh),
+      el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, STRINGS.actions)))),
     el("tbody", {}, ...rows))));
 }
 
@@ -276,6 +331,7 @@ export async function showFiles(ctx) {
         if (ctx.stale()) return;
         try {
           const list = await api("GET", filesQuery());
+          lastList = list;
           if (!ctx.stale()) area.replaceChildren(filesTable(list, progressBars, refresh, isFiltered(), rebuildBar));
         } catch (e) {
           if (sessionEnded(e)) { hooks.signedOut(); return; }
@@ -287,8 +343,17 @@ export async function showFiles(ctx) {
     })();
     try { await refreshing; } finally { refreshing = null; }
   };
-  const list = await api("GET", filesQuery());
-  area.replaceChildren(filesTable(list, progressBars, refresh, isFiltered(), rebuildBar));
+  let lastList = await api("GET", filesQuery());
+  area.replaceChildren(filesTable(lastList, progressBars, refresh, isFiltered(), rebuildBar));
+  // The filter box narrows the listed files as one types (names and tags), without a request.
+  const filterText = el("input", {
+    type: "search", name: "filter", value: view.text, autocomplete: "off", spellcheck: "false",
+    placeholder: STRINGS.filterBoxPlaceholder, "data-shortcut": "filter", "aria-keyshortcuts": "/",
+  });
+  filterText.addEventListener("input", () => {
+    view.text = filterText.value;
+    area.replaceChildren(filesTable(lastList, progressBars, refresh, isFiltered(), rebuildBar));
+  });
   await rebuildBar();
   // Live status: progress bars move; a status change refreshes the table (not the page, so a
   // file being chosen in the upload form is kept).
@@ -308,6 +373,7 @@ export async function showFiles(ctx) {
     el("h2", { class: "visually-hidden" }, STRINGS.navFiles),
     uploadSection(refresh),
     el("section", { "data-view": "files", "aria-labelledby": "files-heading" },
-      el("h2", { id: "files-heading" }, STRINGS.files), barHolder, area),
+      el("h2", { id: "files-heading" }, STRINGS.files),
+      el("div", { class: "list-tools" }, field(STRINGS.filterBox, filterText)), barHolder, area),
   ];
 }

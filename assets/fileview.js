@@ -6,6 +6,7 @@ import { STRINGS } from "./strings.js";
 import {
   api, announce, attempt, el, errorBox, field, formatTime, seek, speakerClass, state,
 } from "./lib.js";
+import { playerControls } from "./player.js";
 
 function backLink() {
   return el("a", { href: "#/files", class: "back" }, `← ${STRINGS.back}`);
@@ -33,6 +34,7 @@ export async function showFile(ctx, fileId) {
     (list || []).forEach((s, index) => speakers.set(s.id, { ...s, cls: speakerClass(s, index) }));
   };
   setSpeakers(transcript.speakers);
+  const controls = playerControls(player, { fileId: id, isVideo, language: transcript.language, speakers });
   const speakerName = (sid) => {
     const s = speakers.get(sid);
     return s ? (s.name || s.label || s.id) : sid;
@@ -46,6 +48,7 @@ export async function showFile(ctx, fileId) {
         node.className = `speaker-name ${s ? s.cls : ""}`;
       }
     }
+    controls.speakersChanged(speakers);
   };
   const reloadSpeakers = async () => {
     const fresh = await api("GET", `/api/files/${id}/transcript`);
@@ -277,13 +280,13 @@ export async function showFile(ctx, fileId) {
     el("div", { class: "export-links" }, ...links.flatMap((l) => [l, " "])),
     el("label", { class: "check" }, withSpeakers, STRINGS.exportWithSpeakers));
 
-  const side = el("div", { class: "media-col" }, player, canvas, exportMenu,
-    commentsSection(ctx, id, player, file), analyticsSection(id));
+  const side = el("div", { class: "media-col" }, el("div", { class: "player-card" }, player, controls.node, canvas),
+    speakerPanel, exportMenu, commentsSection(ctx, id, player, file), analyticsSection(id));
   return [
     backLink(),
     el("h2", {}, file.filename),
     el("div", { class: "fileview" }, side,
-      el("div", { class: "text-col" }, speakerPanel,
+      el("div", { class: "text-col" },
         el("section", { "aria-labelledby": "transcript-heading" }, el("h3", { id: "transcript-heading" }, STRINGS.transcript), body))),
   ];
 }

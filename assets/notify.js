@@ -69,7 +69,7 @@ function browserToggle() {
 export async function notificationsSection() {
   const error = errorBox();
   const revealed = el("div", { class: "revealed", role: "status" });
-  const url = el("input", { type: "url", name: "webhook_url", required: true, maxlength: "2048", autocomplete: "off", placeholder: "https://" });
+  const url = el("input", { type: "url", name: "webhook_url", required: true, maxlength: "2048", autocomplete: "off", placeholder: STRINGS.webhookUrlPlaceholder });
   const secret = el("input", { type: "password", name: "webhook_secret", minlength: "16", maxlength: "256", autocomplete: "new-password" });
   const save = el("button", { type: "submit" }, STRINGS.webhookSave);
   const remove = el("button", { type: "button", class: "secondary" }, STRINGS.webhookRemove);

@@ -1,7 +1,13 @@
 // Every user-visible string of the web UI, in one place for translation. Entries that take
 // values are functions; everything else is plain text (set with textContent, never as HTML).
+// English (EN) is the reference; other languages live in strings-<code>.js with the same keys
+// (tests/ui/strings.test.mjs checks that, and that no module hard-codes visible text).
+// The language is the one chosen in the UI (localStorage), else the browser's first
+// supported language (navigator.languages), else English.
 
-export const STRINGS = {
+import { DE } from "./strings-de.js";
+
+export const EN = {
   title: "OpenTranscribe",
   skipToContent: "Skip to content",
   loading: "Loading…",
@@ -310,4 +316,80 @@ export const STRINGS = {
   retentionEffective: (media, files) => `In effect: media ${media ?? "kept"}, files ${files ?? "kept"} (days).`,
   retentionPlanned: (count) => `${count} file(s) will be affected:`,
   retentionAction: { "delete-media": "media deleted", "delete-file": "file deleted" },
+  auditActionPlaceholder: "auth.",
+  webhookUrlPlaceholder: "https://",
+
+  // Player
+  playbackSpeed: "Speed",
+  speedValue: (rate) => `${rate}×`,
+  skipBack: (seconds) => `Back ${seconds} seconds`,
+  skipForward: (seconds) => `Forward ${seconds} seconds`,
+  skipBackShort: (seconds) => `−${seconds} s`,
+  skipForwardShort: (seconds) => `+${seconds} s`,
+  playPause: "Play or pause",
+  captions: "Captions",
+  captionsShow: "Show captions",
+
+  // File list columns, sorting and the filter box
+  dateColumn: "Date",
+  durationColumn: "Length",
+  languageColumn: "Language",
+  speakersColumn: "Speakers",
+  sortBy: (column) => `Sort by ${column}`,
+  filterBox: "Filter by name or tag",
+  filterBoxPlaceholder: "Filter…",
+  openFile: (name) => `Open ${name}`,
+  unknown: "—",
+
+  // Appearance, language and keyboard shortcuts
+  settings: "Display settings",
+  theme: "Theme",
+  themes: { system: "System", light: "Light", dark: "Dark" },
+  uiLanguage: "Language",
+  shortcutsButton: "Keyboard shortcuts",
+  shortcutsHeading: "Keyboard shortcuts",
+  shortcutsHint: "Shortcuts work when the focus is not in a text field.",
+  shortcutKey: "Key",
+  shortcutAction: "Action",
+  shortcuts: [
+    ["?", "Show this list"],
+    ["/", "Filter the file list"],
+    ["k, Space", "Play or pause"],
+    ["j, ←", "Back 5 seconds"],
+    ["l, →", "Forward 5 seconds"],
+    ["<, >", "Slower, faster"],
+    ["c", "Captions on or off (video)"],
+    ["Esc", "Close this dialog"],
+  ],
 };
+
+/// Languages offered in the UI, each named in itself.
+export const LANGUAGES = [["en", "English"], ["de", "Deutsch"]];
+const CATALOGUES = { en: EN, de: DE };
+const LANGUAGE_KEY = "ot-language";
+
+/// The language override saved in this browser ("" when none).
+export function savedLanguage() {
+  try { return localStorage.getItem(LANGUAGE_KEY) || ""; } catch { return ""; }
+}
+
+/// Saves (or, with "", clears) the override; the page reloads to apply it.
+export function saveLanguage(code) {
+  try {
+    if (code) localStorage.setItem(LANGUAGE_KEY, code); else localStorage.removeItem(LANGUAGE_KEY);
+  } catch { /* storage off: the browser's language stays */ }
+}
+
+function chooseLanguage() {
+  const saved = savedLanguage();
+  if (CATALOGUES[saved]) return saved;
+  const wanted = (typeof navigator !== "undefined" && navigator.languages) || [];
+  for (const tag of wanted) {
+    const code = String(tag).toLowerCase().split("-")[0];
+    if (CATALOGUES[code]) return code;
+  }
+  return "en";
+}
+
+export const LANGUAGE = chooseLanguage();
+export const STRINGS = LANGUAGE === "en" ? EN : { ...EN, ...CATALOGUES[LANGUAGE] };

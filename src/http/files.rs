@@ -64,6 +64,12 @@ pub struct FileView {
     /// When retention deleted the media (the transcript stays; media answers 410).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_deleted_at: Option<u64>,
+    /// The transcript's language (file list only, completed files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// How many speakers the transcript has (file list only, completed files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speaker_count: Option<usize>,
 }
 
 impl FileView {
@@ -95,6 +101,8 @@ impl From<&FileRecord> for FileView {
             tags: record.tags.clone(),
             access: Access::Owner,
             media_deleted_at: record.media_deleted_at,
+            language: None,
+            speaker_count: None,
         }
     }
 }
@@ -480,15 +488,22 @@ async fn list_files(
         collection: query.collection.clone(),
     };
     let store = state.store.clone();
-    let listed =
-        blocking(move || crate::services::library::list_files(&store, &user.user.id, &file_query))
-            .await?;
-    let total = listed.total;
-    let items = listed
-        .items
-        .iter()
-        .map(|(f, access)| FileView::with_access(f, *access))
-        .collect();
+    let (total, items) = blocking(move || -> Result<(usize, Vec<FileView>)> {
+        let listed = crate::services::library::list_files(&store, &user.user.id, &file_query)?;
+        let mut items = Vec::with_capacity(listed.items.len());
+        for (f, access) in &listed.items {
+            let mut view = FileView::with_access(f, *access);
+            if f.status == FileStatus::Completed
+                && let Some(summary) = crate::services::library::transcript_summary(&store, &f.id)?
+            {
+                view.language = (!summary.language.is_empty()).then_some(summary.language);
+                view.speaker_count = Some(summary.speakers.len());
+            }
+            items.push(view);
+        }
+        Ok((listed.total, items))
+    })
+    .await?;
     Ok(Json(FileList {
         items,
         total,

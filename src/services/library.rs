@@ -61,6 +61,21 @@ impl Window {
     }
 }
 
+/// What the file list shows of a file's transcript: its language and how many speakers it has.
+/// Segments are skipped while parsing (never kept), so a long transcript costs a scan only.
+#[derive(Debug, serde::Deserialize)]
+pub struct TranscriptSummary {
+    #[serde(default)]
+    pub language: String,
+    #[serde(default)]
+    pub speakers: Vec<serde::de::IgnoredAny>,
+}
+
+/// The transcript summary of a file (blocking); `None` when it has no transcript.
+pub fn transcript_summary(store: &Store, file_id: &str) -> Result<Option<TranscriptSummary>> {
+    Ok(store.transcript_of::<TranscriptSummary>(file_id)?)
+}
+
 /// Lists the files `user_id` may see that match `query` (blocking: run it off the executor).
 pub fn list_files(store: &Store, user_id: &str, query: &FileQuery) -> Result<FilePage> {
     let offset = query.page.saturating_sub(1).saturating_mul(query.per_page);
