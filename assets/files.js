@@ -1,7 +1,7 @@
 // The file list: upload (drag and drop, several files, per-file progress and cancel, options),
 // filters (status, tag, whose, collection), tags, and live status over the WebSocket.
 
-import { STRINGS } from "./strings.js";
+import { LANGUAGE, STRINGS } from "./strings.js";
 import {
   api, attempt, announce, el, errorBox, field, formatDate, formatSize, formatTime, hooks, select, sessionEnded, state,
 } from "./lib.js";
@@ -179,6 +179,9 @@ function serverSort(sort) {
   return descending ? `-${key}` : key;
 }
 
+const dateFormat = new Intl.DateTimeFormat(LANGUAGE, { dateStyle: "medium", timeStyle: "short" });
+const shortDate = (secs) => (secs ? dateFormat.format(new Date(secs * 1000)) : STRINGS.never);
+
 function matchesText(file) {
   const text = view.text.trim().toLowerCase();
   if (!text) return true;
@@ -267,7 +270,7 @@ function filesTable(list, progressBars, refresh, filtered, tagsChanged) {
       el("td", { class: "num dur" }, known(f.duration, formatTime)),
       el("td", { class: "lang" }, known(f.language, String)),
       el("td", { class: "num spk" }, known(f.speaker_count, String)),
-      el("td", { class: "date" }, formatDate(f.created_at)),
+      el("td", { class: "date" }, el("time", { datetime: new Date(f.created_at * 1000).toISOString(), title: formatDate(f.created_at) }, shortDate(f.created_at))),
       el("td", { class: "status" }, status, " ", bar), el("td", { class: "num size" }, formatSize(f.size)), actions);
   });
   if (!rows.length) return el("div", {}, el("p", { class: "muted" }, filtered || view.text.trim() ? STRINGS.noMatches : STRINGS.noFiles), error);

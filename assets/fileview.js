@@ -92,7 +92,7 @@ export async function showFile(ctx, fileId) {
               await reloadSpeakers();
             }, error, e.currentTarget),
           }, text))) : null;
-      row.replaceChildren(el("div", { class: "speaker-line" }, ...parts, " ", actions), suggestionNode, error);
+      row.replaceChildren(el("div", { class: "speaker-line" }, ...parts, " ", actions), suggestionNode || "", error);
     };
     const edit = () => {
       const input = el("input", { value: s.name || "", placeholder: s.label || "", autocomplete: "off" });

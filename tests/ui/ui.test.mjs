@@ -6,6 +6,7 @@
 // Run through scripts/test-ui, which starts a daemon and sets:
 //   OT_UI_BASE_URL     https://127.0.0.1:PORT of a fresh daemon (no users yet)
 //   OT_UI_AUDIO        speech clip to upload (LibriVox, "... John Dashwood ...")
+//   OT_UI_VIDEO        the same speech as a WebM video (colour bars), for the captions
 //   OT_UI_SCREENSHOTS  folder for the screenshots
 //   OT_UI_CHROMIUM     Chromium binary (default /usr/bin/chromium)
 import { after, before, describe, it } from "node:test";
@@ -18,6 +19,7 @@ import { chromium, request } from "playwright-core";
 const BASE = process.env.OT_UI_BASE_URL;
 const AUDIO = process.env.OT_UI_AUDIO
   || "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav";
+const VIDEO = process.env.OT_UI_VIDEO;
 const SHOTS = process.env.OT_UI_SCREENSHOTS || path.join(import.meta.dirname, "screenshots");
 const CHROMIUM = process.env.OT_UI_CHROMIUM || "/usr/bin/chromium";
 const COMPLETE_TIMEOUT_MS = Number(process.env.OT_UI_COMPLETE_TIMEOUT_MS || 120_000);
@@ -51,6 +53,7 @@ const LANDING = {
   "admin-status": /^\/api\/admin\/status$/,
 };
 let fileId = null;
+let videoId = null;
 
 /// One step of the walk-through; skipped once an earlier step failed.
 function step(name, fn) {
@@ -291,6 +294,9 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await first.getByLabel(/^Name for/).fill("Elinor");
     await first.getByRole("button", { name: "Save" }).click();
     await first.getByText("Elinor").first().waitFor();
+    // Nothing in the panel reads "null" or "undefined" (a missing suggestion once did).
+    const panelText = await page.locator("section.speakers").innerText();
+    assert.doesNotMatch(panelText, /\bnull\b|\bundefined\b/, `speakers panel: ${panelText}`);
     // The transcript's labels follow, and the server kept the name.
     const labels = page.locator(`[data-view=transcript] .speaker-name`, { hasText: "Elinor" });
     assert.ok(await labels.count() > 0, "no transcript label shows the new name");
@@ -351,6 +357,82 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     assert.match(text, /Words per minute/, `analytics panel (open: ${await panel.evaluate((d) => d.open)}): ${text}`);
     assert.match(text, new RegExp(`Words\\s+${api.words}\\b`), `analytics panel: ${text}`);
     await shoot("transcript-full");
+  });
+
+  step("player: speed selector, skip and play keys, the shortcuts dialog opened with ?", async () => {
+    const player = page.locator("audio, video");
+    await playerReady();
+    await player.evaluate((media) => { media.pause(); media.currentTime = 1; });
+    await page.getByLabel("Speed", { exact: true }).selectOption("1.5");
+    assert.equal(await player.evaluate((media) => media.playbackRate), 1.5);
+    // Keys act when the focus is on the page, not in a text field.
+    await page.locator("h2").first().focus();
+    await page.keyboard.press(">");
+    assert.equal(await player.evaluate((media) => media.playbackRate), 1.75);
+    assert.equal(await page.getByLabel("Speed", { exact: true }).inputValue(), "1.75");
+    await page.keyboard.press("<");
+    await page.keyboard.press("l");
+    const forward = await player.evaluate((media) => media.currentTime);
+    assert.ok(Math.abs(forward - 6) < 0.3, `l: currentTime ${forward}, wanted 6`);
+    await page.keyboard.press("ArrowLeft");
+    const back = await player.evaluate((media) => media.currentTime);
+    assert.ok(Math.abs(back - 1) < 0.3, `ArrowLeft: currentTime ${back}, wanted 1`);
+    await page.keyboard.press("k");
+    await page.waitForFunction(() => !document.querySelector("audio, video").paused);
+    await page.keyboard.press("k");
+    await page.waitForFunction(() => document.querySelector("audio, video").paused);
+    // Typing in a field is not a shortcut.
+    await page.getByLabel("Comment", { exact: true }).focus();
+    await page.keyboard.type("lk");
+    assert.equal(await player.evaluate((media) => media.paused), true);
+    await page.getByLabel("Comment", { exact: true }).fill("");
+    // The speed is kept for the next visit (per browser).
+    await page.reload();
+    await page.locator("[data-view=transcript] .segment").first().waitFor();
+    await playerReady();
+    assert.equal(await page.getByLabel("Speed", { exact: true }).inputValue(), "1.5");
+    assert.equal(await page.locator("audio, video").evaluate((media) => media.playbackRate), 1.5);
+    await page.locator(".player-card").screenshot({ path: path.join(SHOTS, "player-speed-desktop.png") });
+    await page.getByLabel("Speed", { exact: true }).selectOption("1");
+    // ? lists the shortcuts in a modal dialog; Escape closes it.
+    await page.locator("h2").first().focus();
+    await page.keyboard.press("?");
+    const dialog = page.getByRole("dialog", { name: "Keyboard shortcuts" });
+    await dialog.waitFor();
+    assert.match(await dialog.innerText(), /Play or pause/);
+    await shoot("shortcuts");
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+    // The header's ? button opens it too.
+    await page.getByRole("button", { name: "Keyboard shortcuts" }).click();
+    await dialog.waitFor();
+    await dialog.getByRole("button", { name: "Close" }).click();
+    await dialog.waitFor({ state: "hidden" });
+  });
+
+  step("dark mode: follows the system, a chosen theme wins and is kept", async () => {
+    const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const dark = (rgb) => rgb.match(/\d+/g).slice(0, 3).reduce((a, b) => a + Number(b), 0) < 3 * 80;
+    assert.equal(await page.getByLabel("Theme").inputValue(), "system");
+    assert.ok(!dark(await background()), `light system: ${await background()}`);
+    await page.emulateMedia({ colorScheme: "dark" });
+    assert.ok(dark(await background()), `dark system: ${await background()}`);
+    await page.getByLabel("Theme").selectOption("light");
+    assert.ok(!dark(await background()), "light chosen under a dark system");
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.getByLabel("Theme").selectOption("dark");
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), "dark");
+    assert.ok(dark(await background()), "dark chosen under a light system");
+    await page.reload();
+    await page.locator("[data-view=transcript] .segment").first().waitFor();
+    assert.ok(dark(await background()), "the chosen theme did not survive a reload");
+    await shoot("dark-transcript");
+    await nav("Files");
+    await page.locator("[data-view=files] tbody tr").first().waitFor();
+    await shoot("dark-files");
+    await page.getByLabel("Theme").selectOption("system");
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), undefined);
+    await openFileView();
   });
 
   step("sign out returns to the sign-in form", async () => {
@@ -423,6 +505,60 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await row.getByRole("button", { name: "Delete" }).click();
     await row.waitFor({ state: "detached" });
     assert.equal(await page.locator("tbody tr").count(), 1);
+  });
+
+  step("file list: duration, language, speakers and date columns; the filter box; sorting", async () => {
+    const row = page.locator("tbody tr", { hasText: FILE_NAME });
+    const listed = (await (await page.request.get(`${BASE}/api/files`)).json()).items.find((f) => f.id === fileId);
+    assert.equal(listed.language, "en");
+    assert.equal(typeof listed.speaker_count, "number");
+    assert.equal(await row.locator("td.dur").innerText(), "0:07");
+    assert.equal((await row.locator("td.lang").innerText()).toLowerCase(), "en");
+    assert.equal(await row.locator("td.spk").innerText(), String(listed.speaker_count));
+    assert.match(await row.locator("td.date").innerText(), /2\d{3}|\d{1,2}:\d{2}/);
+    // A second file to sort against.
+    const upload = await page.request.post(`${BASE}/api/files`, {
+      headers: { "X-CSRF-Token": await csrf() },
+      multipart: { file: { name: "zz-last.wav", mimeType: "audio/wav", buffer: readFileSync(AUDIO) } },
+    });
+    assert.equal(upload.status(), 201, await upload.text());
+    await page.locator("tbody tr", { hasText: "zz-last.wav" }).waitFor();
+    const names = () => page.locator("tbody tr td.name > :first-child").allInnerTexts();
+    // Newest first by default; by name ascending, then descending.
+    assert.equal((await names())[0], "zz-last.wav");
+    await page.getByRole("button", { name: "Sort by Name" }).click();
+    await page.waitForFunction(() => document.querySelector("th[aria-sort]")?.getAttribute("aria-sort") === "ascending");
+    assert.deepEqual(await names(), [FILE_NAME, "zz-last.wav"]);
+    await page.getByRole("button", { name: "Sort by Name" }).click();
+    await page.waitForFunction(() => document.querySelector("th[aria-sort]")?.getAttribute("aria-sort") === "descending");
+    assert.deepEqual(await names(), ["zz-last.wav", FILE_NAME]);
+    // The filter box narrows by name or tag as one types; / focuses it.
+    await page.locator("h2#files-heading").focus();
+    await page.keyboard.press("/");
+    assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("name")), "filter");
+    await page.keyboard.type("austen");
+    await page.locator("tbody tr", { hasText: "zz-last.wav" }).waitFor({ state: "detached" });
+    assert.equal(await page.locator("tbody tr").count(), 1);
+    await page.getByLabel("Filter by name or tag").fill("nothing like this");
+    await page.getByText("No files match these filters.").waitFor();
+    await page.getByLabel("Filter by name or tag").fill("");
+    await page.locator("tbody tr", { hasText: "zz-last.wav" }).waitFor();
+    await page.getByRole("button", { name: "Sort by Date" }).click();
+    await page.waitForFunction(() => document.querySelector("th[aria-sort]")?.getAttribute("aria-sort") === "descending");
+    await shoot("files-sorted");
+    const last = page.locator("tbody tr", { hasText: "zz-last.wav" });
+    await last.getByRole("button", { name: "Delete" }).click();
+    await last.waitFor({ state: "detached" });
+  });
+
+  step("upload a video (colour bars with the speech) for the captions check later", async () => {
+    assert.ok(VIDEO, "OT_UI_VIDEO is not set; run scripts/test-ui");
+    const upload = await page.request.post(`${BASE}/api/files`, {
+      headers: { "X-CSRF-Token": await csrf() },
+      multipart: { file: { name: "speech-video.webm", mimeType: "video/webm", buffer: readFileSync(VIDEO) } },
+    });
+    assert.equal(upload.status(), 201, await upload.text());
+    videoId = (await upload.json()).id;
   });
 
   step("admin pages: users (create one), job queue, system health", async () => {
@@ -571,6 +707,125 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.locator("[data-view=transcript]").waitFor();
     await playerReady();
     await page.waitForFunction((s) => Math.abs(document.querySelector("audio, video").currentTime - s) <= 0.5, start);
+  });
+
+  step("video: a captions track with the speakers' voice tags, coloured per speaker", async () => {
+    const deadline = Date.now() + COMPLETE_TIMEOUT_MS;
+    for (;;) {
+      const file = await (await page.request.get(`${BASE}/api/files/${videoId}`)).json();
+      if (file.status === "completed") { assert.match(file.media_type, /^video\//); break; }
+      assert.ok(!/error|cancelled/.test(file.status), `video job ended as ${file.status}: ${file.error}`);
+      assert.ok(Date.now() < deadline, `video not completed; status ${file.status}`);
+      await page.waitForTimeout(200);
+    }
+    await page.goto(`${BASE}/#/file/${videoId}`);
+    await page.locator("video").waitFor();
+    await playerReady();
+    // The track is the WebVTT export; it loads and is showing.
+    const track = await page.locator("video track").evaluate((t) => new Promise((resolve, reject) => {
+      const done = () => resolve({ kind: t.kind, src: t.src, mode: t.track.mode, cues: [...t.track.cues].map((c) => c.text) });
+      if (t.readyState === 2) done();
+      t.addEventListener("load", done, { once: true });
+      t.addEventListener("error", () => reject(new Error(`track error ${t.src}`)), { once: true });
+    }));
+    assert.equal(track.kind, "captions");
+    assert.match(track.src, /\/export\?format=vtt/);
+    assert.equal(track.mode, "showing");
+    assert.ok(track.cues.length > 0, "no cues");
+    assert.match(track.cues.join(" "), /Dashwood/i);
+    const transcript = await (await page.request.get(`${BASE}/api/files/${videoId}/transcript`)).json();
+    if (transcript.speakers.length) {
+      const voice = transcript.speakers[0].name || transcript.speakers[0].label;
+      assert.ok(track.cues.some((c) => c.startsWith(`<v ${voice}>`)), `cues without voice tags: ${track.cues.join(" | ")}`);
+      // A ::cue(v[voice=...]) rule colours that speaker.
+      const rules = await page.evaluate(() => document.adoptedStyleSheets.flatMap((s) => [...s.cssRules].map((r) => r.cssText)));
+      assert.ok(rules.some((r) => r.includes("::cue") && r.includes(voice)), `cue rules: ${rules.join(" ")}`);
+    }
+    // Show a frame with a caption on it.
+    await page.locator("video").evaluate((media) => new Promise((resolve) => {
+      media.pause();
+      media.addEventListener("seeked", resolve, { once: true });
+      media.currentTime = 2.5;
+    }));
+    await page.waitForFunction(() => document.querySelector("video").textTracks[0].activeCues?.length > 0);
+    await page.waitForTimeout(200);
+    await page.locator(".player-card").screenshot({ path: path.join(SHOTS, "captions-video-desktop.png") });
+    await shoot("captions-fileview");
+    // c turns the captions off and on.
+    await page.locator("h2").first().focus();
+    await page.keyboard.press("c");
+    assert.equal(await page.locator("video").evaluate((media) => media.textTracks[0].mode), "hidden");
+    assert.equal(await page.getByLabel("Show captions").isChecked(), false);
+    await page.keyboard.press("c");
+    assert.equal(await page.locator("video").evaluate((media) => media.textTracks[0].mode), "showing");
+  });
+
+  step("admin audit page: entries, a filter by action, the CSV export", async () => {
+    await nav("Audit");
+    await page.getByRole("heading", { name: "Audit log" }).waitFor();
+    await page.locator("tr[data-audit]").first().waitFor();
+    // Sign-ins (and the failed one), uploads and the user created above are there.
+    for (const action of ["auth.sign-in", "auth.sign-in-failed", "file.create", "file.delete", "user.create", "collection.share"]) {
+      const count = await page.locator(`tr[data-audit="${action}"]`).count();
+      if (count === 0) {
+        const seen = await page.locator("tr[data-audit]").evaluateAll((rows) => [...new Set(rows.map((r) => r.dataset.audit))]);
+        assert.fail(`no ${action} entry; actions shown: ${seen.join(", ")}`);
+      }
+    }
+    await shoot("audit");
+    await page.getByLabel("Action starts with").fill("auth.");
+    await page.getByRole("button", { name: "Show", exact: true }).click();
+    await page.waitForFunction(() => [...document.querySelectorAll("tr[data-audit]")].every((r) => r.dataset.audit.startsWith("auth.")));
+    const actions = await page.locator("tr[data-audit]").evaluateAll((rows) => rows.map((r) => r.dataset.audit));
+    assert.ok(actions.length > 0 && actions.every((a) => a.startsWith("auth.")), actions.join(", "));
+    const href = await page.getByRole("link", { name: "Export CSV" }).getAttribute("href");
+    assert.match(href, /action=auth\./);
+    const csv = await page.request.get(new URL(href, BASE).href);
+    assert.equal(csv.status(), 200);
+    const lines = (await csv.text()).trim().split("\n");
+    assert.ok(lines.length > 1 && lines.slice(1).every((l) => l.includes("auth.")), lines.join("\n"));
+    await shoot("audit-filtered");
+  });
+
+  step("German: a browser that prefers de-DE gets the German UI; the choice can be overridden", async () => {
+    // A second browser with a German locale, signed in with this session's cookie.
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
+    try {
+      const german = await browser.newContext({ locale: "de-DE", ignoreHTTPSErrors: true, viewport: DESKTOP });
+      await german.addCookies(await context.cookies());
+      const de = await german.newPage();
+      const errors = [];
+      de.on("pageerror", (e) => errors.push(e.message));
+      de.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+      await de.goto(`${BASE}/#/files`);
+      await de.getByRole("heading", { name: "Ihre Dateien" }).waitFor();
+      assert.equal(await de.evaluate(() => document.documentElement.lang), "de");
+      const nav = de.getByRole("navigation", { name: "Hauptmenü" });
+      for (const name of ["Dateien", "Suche", "Sammlungen", "Konto"]) await nav.getByRole("link", { name, exact: true }).waitFor();
+      await de.getByRole("button", { name: "Hochladen", exact: true }).waitFor();
+      await de.getByRole("button", { name: "Nach Name sortieren" }).waitFor();
+      await de.screenshot({ path: path.join(SHOTS, "german-files-desktop.png"), fullPage: true });
+      await de.locator("tbody tr", { hasText: FILE_NAME }).getByRole("link", { name: "Öffnen" }).click();
+      await de.getByRole("heading", { name: "Transkript" }).waitFor();
+      await de.getByText("Sprechernamen einschließen").waitFor();
+      await de.getByLabel("Tempo").waitFor();
+      await de.screenshot({ path: path.join(SHOTS, "german-transcript-desktop.png"), fullPage: true });
+      // No English text is left on the page (sampled from the strings of this view).
+      const body = await de.locator("body").innerText();
+      for (const english of ["Transcript", "Comments", "Export", "Speakers", "Sign out", "Include speaker names"]) {
+        assert.ok(!body.includes(english), `English "${english}" on the German page`);
+      }
+      // The override: English chosen in the header wins over the browser's language.
+      await de.getByLabel("Sprache", { exact: true }).selectOption("en");
+      await de.getByRole("heading", { name: "Transcript" }).waitFor();
+      assert.equal(await de.evaluate(() => document.documentElement.lang), "en");
+      await de.getByLabel("Language", { exact: true }).selectOption("de");
+      await de.getByRole("heading", { name: "Transkript" }).waitFor();
+      assert.deepEqual(errors, []);
+      await german.close();
+    } finally {
+      await browser.close();
+    }
   });
 
   step("keyboard: skip link, navigation, and a word played with Enter", async () => {
