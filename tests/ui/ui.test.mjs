@@ -813,7 +813,7 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
       // No English text is left on the page (sampled from the strings of this view).
       const body = await de.locator("body").innerText();
       for (const english of ["Transcript", "Comments", "Export", "Speakers", "Sign out", "Include speaker names"]) {
-        assert.ok(!body.includes(english), `English "${english}" on the German page`);
+        assert.ok(!new RegExp(`\\b${english}\\b`).test(body), `English "${english}" on the German page`);
       }
       // The override: English chosen in the header wins over the browser's language.
       await de.getByLabel("Sprache", { exact: true }).selectOption("en");
