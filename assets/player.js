@@ -9,7 +9,7 @@ import { SKIP_SECONDS, SPEEDS, keyTarget } from "./shortcuts.js";
 
 const SPEED_KEY = "ot-speed";
 // Caption colours by speaker colour index: light enough to read on the dark cue background.
-const CUE_COLOURS = ["#8cc8ff", "#ffb07a", "#7be0b8", "#f5a8d6", "#f0d264", "#b3e5ff", "#c9a8f5", "#e0e0e0"];
+const CUE_COLOURS = ["#5fb4ff", "#ff9a4d", "#3ee0a0", "#ff8fd0", "#ffd23f", "#7fdcff", "#c09bff", "#e0e0e0"];
 
 function savedSpeed() {
   try {

@@ -498,6 +498,9 @@ async fn list_files(
             {
                 view.language = (!summary.language.is_empty()).then_some(summary.language);
                 view.speaker_count = Some(summary.speakers.len());
+                if view.duration.is_none() && summary.duration > 0.0 {
+                    view.duration = Some(summary.duration);
+                }
             }
             items.push(view);
         }

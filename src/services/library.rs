@@ -69,6 +69,9 @@ pub struct TranscriptSummary {
     pub language: String,
     #[serde(default)]
     pub speakers: Vec<serde::de::IgnoredAny>,
+    /// The transcribed length (for containers whose header does not say how long they are).
+    #[serde(default)]
+    pub duration: f64,
 }
 
 /// The transcript summary of a file (blocking); `None` when it has no transcript.

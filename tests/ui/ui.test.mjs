@@ -718,6 +718,9 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
       assert.ok(Date.now() < deadline, `video not completed; status ${file.status}`);
       await page.waitForTimeout(200);
     }
+    // The list shows its length (from the transcript: a WebM header does not say).
+    const listed = (await (await page.request.get(`${BASE}/api/files?scope=all`)).json()).items.find((f) => f.id === videoId);
+    assert.ok(listed.duration > 6 && listed.language === "en", JSON.stringify(listed));
     await page.goto(`${BASE}/#/file/${videoId}`);
     await page.locator("video").waitFor();
     await playerReady();
