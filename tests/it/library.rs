@@ -137,6 +137,24 @@ async fn edit_tag_comment_share_and_zip() {
         .await;
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["items"][0]["id"], file.as_str());
+    // The list carries the transcript's language and speaker count (the file list shows them),
+    // the same as the transcript says.
+    let (_, full) = server
+        .call(
+            Method::GET,
+            &format!("/api/files/{file}/transcript"),
+            &alice,
+            None,
+        )
+        .await;
+    let item = &listed["items"][0];
+    assert_eq!(item["language"], full["language"], "{item}");
+    assert_eq!(item["language"], "en", "{item}");
+    assert_eq!(
+        item["speaker_count"].as_u64(),
+        Some(full["speakers"].as_array().unwrap().len() as u64),
+        "{item}"
+    );
 
     // Comments pinned to times, listed in media order.
     for (time, text) in [(4.0, "later"), (1.5, "earlier")] {
