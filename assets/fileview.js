@@ -285,7 +285,7 @@ export async function showFile(ctx, fileId) {
   return [
     backLink(),
     el("h2", {}, file.filename),
-    el("div", { class: "fileview" }, side,
+    el("div", { class: isVideo ? "fileview with-video" : "fileview" }, side,
       el("div", { class: "text-col" },
         el("section", { "aria-labelledby": "transcript-heading" }, el("h3", { id: "transcript-heading" }, STRINGS.transcript), body))),
   ];
