@@ -1,7 +1,7 @@
 // Shared helpers of the web UI: DOM building, the API client, formatting, the live region.
 // No inline script or style (CSP); user-provided text only ever goes into text nodes.
 
-import { STRINGS } from "./strings.js";
+import { LANGUAGE, STRINGS } from "./strings.js";
 
 export const state = { csrf: null, user: null };
 
@@ -129,7 +129,7 @@ export function formatSize(bytes) {
 
 export function formatDate(secs) {
   if (!secs) return STRINGS.never;
-  return new Date(secs * 1000).toLocaleString();
+  return new Date(secs * 1000).toLocaleString(LANGUAGE);
 }
 
 export function formatDuration(secs) {
