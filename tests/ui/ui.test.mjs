@@ -709,7 +709,7 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.waitForFunction((s) => Math.abs(document.querySelector("audio, video").currentTime - s) <= 0.5, start);
   });
 
-  step("video: a captions track with the speakers' voice tags, coloured per speaker", async () => {
+  step("video: a captions track with the speakers' voice tags, coloured per speaker", async (t) => {
     const deadline = Date.now() + COMPLETE_TIMEOUT_MS;
     for (;;) {
       const file = await (await page.request.get(`${BASE}/api/files/${videoId}`)).json();
@@ -737,12 +737,14 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     assert.ok(track.cues.length > 0, "no cues");
     assert.match(track.cues.join(" "), /Dashwood/i);
     const transcript = await (await page.request.get(`${BASE}/api/files/${videoId}/transcript`)).json();
-    if (transcript.speakers.length) {
-      const voice = transcript.speakers[0].name || transcript.speakers[0].label;
-      assert.ok(track.cues.some((c) => c.startsWith(`<v ${voice}>`)), `cues without voice tags: ${track.cues.join(" | ")}`);
+    t.diagnostic(`speakers: ${transcript.speakers.length}; cues: ${track.cues.join(" | ")}`);
+    const rules = await page.evaluate(() => document.adoptedStyleSheets.flatMap((s) => [...s.cssRules].map((r) => r.cssText)));
+    for (const speaker of transcript.speakers) {
+      const voice = speaker.name || speaker.label;
+      if (!transcript.segments.some((g) => g.speaker === speaker.id)) continue;
+      assert.ok(track.cues.some((c) => c.startsWith(`<v ${voice}>`)), `no cue of ${voice}: ${track.cues.join(" | ")}`);
       // A ::cue(v[voice=...]) rule colours that speaker.
-      const rules = await page.evaluate(() => document.adoptedStyleSheets.flatMap((s) => [...s.cssRules].map((r) => r.cssText)));
-      assert.ok(rules.some((r) => r.includes("::cue") && r.includes(voice)), `cue rules: ${rules.join(" ")}`);
+      assert.ok(rules.some((r) => r.includes("::cue") && r.includes(voice)), `no cue rule for ${voice}: ${rules.join(" ")}`);
     }
     // Show a frame with a caption on it.
     await page.locator("video").evaluate((media) => new Promise((resolve) => {
@@ -753,6 +755,19 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.waitForFunction(() => document.querySelector("video").textTracks[0].activeCues?.length > 0);
     await page.waitForTimeout(200);
     await page.locator(".player-card").screenshot({ path: path.join(SHOTS, "captions-video-desktop.png") });
+    // The last cue too (in another speaker's colour where the diarization found two; this
+    // one-reader clip has one).
+    const lastStart = await page.locator("video").evaluate((media) => {
+      const cues = media.textTracks[0].cues;
+      return cues[cues.length - 1].startTime;
+    });
+    await page.locator("video").evaluate((media, at) => new Promise((resolve) => {
+      media.addEventListener("seeked", resolve, { once: true });
+      media.currentTime = at + 0.3;
+    }), lastStart);
+    await page.waitForFunction(() => document.querySelector("video").textTracks[0].activeCues?.length > 0);
+    await page.waitForTimeout(200);
+    await page.locator(".player-card").screenshot({ path: path.join(SHOTS, "captions-video-last-cue-desktop.png") });
     await shoot("captions-fileview");
     // c turns the captions off and on.
     await page.locator("h2").first().focus();
