@@ -41,7 +41,8 @@ struct SessionLock(String);
 impl SessionLock {
     fn try_take(id: &str) -> Option<Self> {
         let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
-        busy.insert(id.to_owned()).then(|| SessionLock(id.to_owned()))
+        busy.insert(id.to_owned())
+            .then(|| SessionLock(id.to_owned()))
     }
 }
 
@@ -238,11 +239,10 @@ where
             .ok_or_else(not_found)?
     };
     if record.state != UploadState::Active {
-        return Err(Error::new(
-            "upload-finished",
-            "this upload was already completed",
-        )
-        .with_upload_offset(record.offset));
+        return Err(
+            Error::new("upload-finished", "this upload was already completed")
+                .with_upload_offset(record.offset),
+        );
     }
     if record.offset != from {
         return Err(Error::new(
@@ -333,7 +333,9 @@ where
     if refusal.is_some() {
         let _ = sender.send(ChunkMessage::Discard).await;
     } else if !pending.is_empty() {
-        let _ = sender.send(ChunkMessage::Data(pending.split().freeze())).await;
+        let _ = sender
+            .send(ChunkMessage::Data(pending.split().freeze()))
+            .await;
     }
     drop(sender);
     let written = writer
@@ -347,8 +349,8 @@ where
         let store = state.store.clone();
         let now = state.clock.now_secs();
         let key = id.clone();
-        let advanced = blocking(move || store.advance_upload(&key, from, from + written, now))
-            .await?;
+        let advanced =
+            blocking(move || store.advance_upload(&key, from, from + written, now)).await?;
         match advanced {
             Ok(record) => record,
             // The lock makes this impossible; say so rather than pretend.

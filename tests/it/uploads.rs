@@ -200,7 +200,10 @@ async fn wrong_offsets_and_sizes_are_refused_with_the_real_offset() {
             Some(json!({"name": "big.wav", "size": 1001})),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (413, Some("payload-too-large")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("payload-too-large"))
+    );
     let (status, body) = server
         .call(
             Method::POST,
@@ -221,14 +224,20 @@ async fn wrong_offsets_and_sizes_are_refused_with_the_real_offset() {
     assert_eq!((status, header), (200, Some(100)), "{body}");
     assert_eq!(body["offset"], 100);
     let (status, header, body) = patch(client, &server, &admin, &id, 0, vec![2; 100]).await;
-    assert_eq!((status, header, body["offset"].as_u64()), (409, Some(100), Some(100)));
+    assert_eq!(
+        (status, header, body["offset"].as_u64()),
+        (409, Some(100), Some(100))
+    );
     // Past the declared size: refused, nothing kept.
     let (status, header, _) = patch(client, &server, &admin, &id, 100, vec![3; 201]).await;
     assert_eq!((status, header), (400, Some(100)));
     assert_eq!(offset(&server, &admin, &id).await, 100);
     // Not all there yet.
     let (status, body) = complete(&server, &admin, &id).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("upload-incomplete")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("upload-incomplete"))
+    );
     // No offset header.
     let response = client
         .patch(server.url(&format!("/api/uploads/{id}")))
@@ -241,13 +250,19 @@ async fn wrong_offsets_and_sizes_are_refused_with_the_real_offset() {
     // Over the site's upload limit without a declared size: 413 in the middle of the body.
     let open_ended = open(&server, &admin, json!({"name": "y.wav"})).await;
     let (status, _, body) = patch(client, &server, &admin, &open_ended, 0, vec![0; 1001]).await;
-    assert_eq!((status, body["code"].as_str()), (413, Some("payload-too-large")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("payload-too-large"))
+    );
     assert_eq!(offset(&server, &admin, &open_ended).await, 0);
     // The rest, then the file is what was sent: not media, so 415 and the session ends.
     let (status, _, _) = patch(client, &server, &admin, &id, 100, vec![4; 200]).await;
     assert_eq!(status, 200);
     let (status, body) = complete(&server, &admin, &id).await;
-    assert_eq!((status, body["code"].as_str()), (415, Some("unsupported-media")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (415, Some("unsupported-media"))
+    );
     let (status, _) = server
         .call(Method::GET, &format!("/api/uploads/{id}"), &admin, None)
         .await;
@@ -258,7 +273,12 @@ async fn wrong_offsets_and_sizes_are_refused_with_the_real_offset() {
     assert_eq!(status, 200);
     assert!(part_file(&server, &open_ended).exists());
     let (status, _) = server
-        .call(Method::DELETE, &format!("/api/uploads/{open_ended}"), &admin, None)
+        .call(
+            Method::DELETE,
+            &format!("/api/uploads/{open_ended}"),
+            &admin,
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     assert!(!part_file(&server, &open_ended).exists());
@@ -276,7 +296,10 @@ async fn another_users_upload_is_not_found() {
     assert_eq!(status, 200);
     for token in [&bob, &admin] {
         let (status, _, body) = patch(&server.client, &server, token, &id, 50, vec![8; 50]).await;
-        assert_eq!((status, body["message"].as_str()), (404, Some("upload not found")));
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (404, Some("upload not found"))
+        );
         for (method, path) in [
             (Method::GET, format!("/api/uploads/{id}")),
             (Method::POST, format!("/api/uploads/{id}/complete")),
@@ -341,7 +364,10 @@ async fn two_clients_racing_for_one_offset_one_wins_and_bytes_never_mix() {
             .await;
         assert_eq!(status, 204);
     }
-    eprintln!("{rounds} rounds: first client won {}, second {}", wins[0], wins[1]);
+    eprintln!(
+        "{rounds} rounds: first client won {}, second {}",
+        wins[0], wins[1]
+    );
     server.stop().await;
 }
 
@@ -350,9 +376,22 @@ async fn a_daemon_restart_in_the_middle_keeps_the_session() {
     let server = TestServer::start_with(|c| c.jobs.workers = 0).await;
     let admin = server.admin().await;
     let data = sine_wav(10.0, 16_000, 300.0);
-    let id = open(&server, &admin, json!({"name": "restart.wav", "size": data.len()})).await;
+    let id = open(
+        &server,
+        &admin,
+        json!({"name": "restart.wav", "size": data.len()}),
+    )
+    .await;
     let half = data.len() / 2;
-    let (status, _, _) = patch(&server.client, &server, &admin, &id, 0, data[..half].to_vec()).await;
+    let (status, _, _) = patch(
+        &server.client,
+        &server,
+        &admin,
+        &id,
+        0,
+        data[..half].to_vec(),
+    )
+    .await;
     assert_eq!(status, 200);
     let dir = server.stop_keep().await;
     let server = TestServer::start_in(dir, |c| c.jobs.workers = 0).await;
@@ -370,10 +409,30 @@ async fn a_daemon_restart_in_the_middle_keeps_the_session() {
 fn abandoned_recording() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("live.webm");
-    let clip = |n: &str| format!("{}/sense_and_sensibility_01_austen_64kb-{n}.wav", crate::asr::LIBRIVOX);
+    let clip = |n: &str| {
+        format!(
+            "{}/sense_and_sensibility_01_austen_64kb-{n}.wav",
+            crate::asr::LIBRIVOX
+        )
+    };
     let status = std::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-i", &clip("0870"), "-i", &clip("0880")])
-        .args(["-filter_complex", "concat=n=2:v=0:a=1", "-c:a", "libopus", "-b:a", "32k"])
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            &clip("0870"),
+            "-i",
+            &clip("0880"),
+        ])
+        .args([
+            "-filter_complex",
+            "concat=n=2:v=0:a=1",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+        ])
         .args(["-f", "webm", "-live", "1", "-cluster_time_limit", "1000"])
         .arg(&out)
         .status()
@@ -432,7 +491,14 @@ async fn an_abandoned_recording_becomes_a_file_on_the_housekeeping_tick_and_is_t
     let done = server.wait_done(&admin, &file_id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["sha256"], sha256_hex(&recording));
-    assert_eq!(done["container"], "webm", "{done}");
+    assert_eq!(
+        (done["media_type"].as_str(), done["codec"].as_str()),
+        (Some("audio/webm"), Some("opus")),
+        "{done}"
+    );
+    // The live WebM has no duration in its header: decoding found it.
+    let duration = done["duration"].as_f64().unwrap();
+    assert!((5.0..10.0).contains(&duration), "{done}");
     let (_, transcript) = server
         .call(
             Method::GET,

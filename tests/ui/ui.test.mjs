@@ -674,7 +674,8 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
       current = (await listFiles()).find((f) => f.id === file.id);
     }
     assert.equal(current.status, "completed", JSON.stringify(current));
-    assert.equal(current.container, "webm");
+    assert.equal(current.media_type, "audio/webm");
+    assert.equal(current.codec, "opus");
     assert.ok(current.duration >= 6, `recorded ${current.duration} s`);
     const transcript = await (await page.request.get(`${BASE}/api/files/${file.id}/transcript`)).json();
     const text = transcript.segments.map((s) => s.text).join(" ");
