@@ -152,9 +152,13 @@ export async function completeSession(id, { signal, onRetry } = {}) {
   return response.data;
 }
 
-/// Aborts a session (best effort).
-export function abortSession(id) {
-  return send("DELETE", `/api/uploads/${id}`).catch(() => null);
+/// Aborts a session (best effort; a chunk still being written on the server makes it wait).
+export async function abortSession(id) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const response = await send("DELETE", `/api/uploads/${id}`).catch(() => null);
+    if (response && response.status !== 409) return;
+    await sleep(1000);
+  }
 }
 
 /// Uploads one file with resume. `onProgress(fraction)`, `onRetry(ms)`, `signal` to cancel.

@@ -254,6 +254,7 @@ where
         )
         .with_upload_offset(record.offset));
     }
+    check_part(state, &record).await?;
     let limit = state.config.server.max_upload_bytes;
     let cap = record.total.map_or(limit, |total| total.min(limit));
     let over = |end: u64| -> Error {
@@ -406,6 +407,38 @@ fn open_part(dir: &Path, path: &Path, from: u64) -> Result<File> {
     Ok(file)
 }
 
+/// Bytes the session's file holds (0 when it has none yet).
+async fn part_len(state: &AppState, id: &str) -> Result<u64> {
+    let path = part_path(state, id);
+    blocking(move || match std::fs::metadata(&path) {
+        Ok(meta) => Ok(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_error(e)),
+    })
+    .await
+}
+
+/// A session whose file holds fewer bytes than its offset (restored from a backup, which
+/// does not copy partial data; a file removed by hand) goes back to what the file holds, and
+/// the caller is told to send from there (409 with that offset). Call under the session lock.
+async fn check_part(state: &AppState, record: &UploadRecord) -> Result<()> {
+    let held = part_len(state, &record.id).await?;
+    if held >= record.offset {
+        return Ok(());
+    }
+    let store = state.store.clone();
+    let (key, from, now) = (record.id.clone(), record.offset, state.clock.now_secs());
+    blocking(move || store.advance_upload(&key, from, held, now))
+        .await?
+        .ok();
+    tracing::warn!(upload_id = %record.id, offset = record.offset, held, "an upload's partial file lost bytes; the session goes back");
+    Err(Error::new(
+        "upload-offset-mismatch",
+        format!("the server lost part of this upload; send it again from offset {held}"),
+    )
+    .with_upload_offset(held))
+}
+
 /// What completing a session gave.
 #[derive(Debug)]
 pub struct Completed {
@@ -472,6 +505,7 @@ async fn complete_owned(state: &AppState, record: UploadRecord) -> Result<Comple
         )
         .with_upload_offset(record.offset));
     }
+    check_part(state, &record).await?;
     check_room(state, record.offset)?;
     let path = part_path(state, &id);
     let blobs = state.blobs.clone();

@@ -401,6 +401,20 @@ async fn a_daemon_restart_in_the_middle_keeps_the_session() {
     let (status, file) = complete(&server, &admin, &id).await;
     assert_eq!(status, 200, "{file}");
     assert_eq!(file["sha256"], sha256_hex(&data));
+
+    // Partial bytes lost behind the server's back (a restore: backups copy no partial data):
+    // the session goes back to what its file holds and says so.
+    let other = open(&server, &admin, json!({"name": "lost.wav"})).await;
+    let (status, _, _) = patch(&server.client, &server, &admin, &other, 0, vec![1; 500]).await;
+    assert_eq!(status, 200);
+    std::fs::write(part_file(&server, &other), vec![1; 200]).unwrap();
+    let (status, header, body) =
+        patch(&server.client, &server, &admin, &other, 500, vec![2; 10]).await;
+    assert_eq!((status, header), (409, Some(200)), "{body}");
+    assert_eq!(body["code"], "upload-offset-mismatch");
+    let (status, header, _) =
+        patch(&server.client, &server, &admin, &other, 200, vec![3; 300]).await;
+    assert_eq!((status, header), (200, Some(500)));
     server.stop().await;
 }
 

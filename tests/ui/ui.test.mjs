@@ -655,7 +655,7 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     assert.match(await recorder.locator("[role=timer]").innerText(), /^00:0[3-9]$/);
     // Pieces reach the server while recording goes on (one a second), not only at the end.
     assert.ok(chunks.length >= 2, `${chunks.length} chunks sent after 3.5 s of recording`);
-    await recorder.screenshot({ path: path.join(SHOTS, "recording-desktop.png") });
+    await recorder.screenshot({ path: path.join(SHOTS, "recording-panel.png") });
     await shoot("recording");
     await page.waitForTimeout(4000);
     await recorder.getByRole("button", { name: "Stop" }).click();
