@@ -104,6 +104,9 @@ export async function openSession(name, { size, kind, options = {}, signal, onRe
 async function serverOffset(id, signal, onRetry) {
   const response = await withRetry(() => send("GET", `/api/uploads/${id}`, { signal }), { signal, onRetry });
   if (response.status !== 200) throw refused(response);
+  if (response.data.state === "completed") {
+    throw new UploadRefused(409, "upload-finished", "this upload was already completed", response.data);
+  }
   return response.data.offset;
 }
 
@@ -133,7 +136,7 @@ export async function sendBytes(id, blob, start, { signal, onProgress, onRetry }
       onProgress?.(offset);
       continue;
     }
-    if (response && !retryable(response)) throw refused(response);
+    if (response && (!retryable(response) || response.data?.code === "upload-finished")) throw refused(response);
     // A cut connection, a busy session, a wrong offset or a server error: wait, ask, go on.
     const wait = BACKOFF[Math.min(failures++, BACKOFF.length - 1)];
     onRetry?.(wait, response);

@@ -372,6 +372,64 @@ async fn two_clients_racing_for_one_offset_one_wins_and_bytes_never_mix() {
 }
 
 #[tokio::test]
+async fn a_chunk_racing_the_completion_is_in_the_file_or_refused_never_half() {
+    let server = TestServer::start_with(|c| c.jobs.workers = 0).await;
+    let admin = server.admin().await;
+    let other = client_for(&server.running().cert_path);
+    let wav = sine_wav(0.5, 16_000, 500.0);
+    let tail = vec![0u8; 30_000];
+    let mut whole = wav.clone();
+    whole.extend_from_slice(&tail);
+    let rounds = iterations();
+    let mut outcomes = std::collections::BTreeMap::<(u16, u16), usize>::new();
+    for round in 0..rounds {
+        let id = open(
+            &server,
+            &admin,
+            json!({"name": "race.wav", "kind": "recording"}),
+        )
+        .await;
+        let (status, _, _) = patch(&server.client, &server, &admin, &id, 0, wav.clone()).await;
+        assert_eq!(status, 200);
+        let at = wav.len() as u64;
+        let (chunk, done) = tokio::join!(
+            patch(&other, &server, &admin, &id, at, tail.clone()),
+            complete(&server, &admin, &id),
+        );
+        *outcomes.entry((chunk.0, done.0)).or_default() += 1;
+        let (_, session) = server
+            .call(Method::GET, &format!("/api/uploads/{id}"), &admin, None)
+            .await;
+        match (chunk.0, done.0) {
+            // The chunk first, then the completion: the file has it.
+            (200, 200) => assert_eq!(done.1["sha256"], sha256_hex(&whole), "round {round}"),
+            // The completion first (or under way): the chunk is refused, the file is the
+            // first part.
+            (409, 200) => {
+                let code = chunk.2["code"].as_str().unwrap();
+                assert!(
+                    ["upload-finished", "upload-busy"].contains(&code),
+                    "round {round}: {chunk:?}"
+                );
+                assert_eq!(done.1["sha256"], sha256_hex(&wav), "round {round}");
+            }
+            // The chunk was being written: the completion must wait; the session has it all.
+            (200, 409) => {
+                assert_eq!(done.1["code"], "upload-busy", "round {round}: {done:?}");
+                assert_eq!(session["state"], "active");
+                assert_eq!(session["offset"], whole.len());
+            }
+            other => panic!("round {round}: {other:?}: {chunk:?} / {done:?}"),
+        }
+        if session["state"] == "completed" {
+            assert!(!part_file(&server, &id).exists());
+        }
+    }
+    eprintln!("{rounds} rounds (chunk status, completion status): {outcomes:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_daemon_restart_in_the_middle_keeps_the_session() {
     let server = TestServer::start_with(|c| c.jobs.workers = 0).await;
     let admin = server.admin().await;
