@@ -59,8 +59,26 @@ async function openStreams(source) {
   return streams;
 }
 
+/// The panel is built once and survives navigation (a recording goes on while other pages are
+/// open, and its controls are there when the file list comes back).
+let panel = null;
+let recorded = () => {};
+
+/// Asks before the tab is closed while a recording runs (the server keeps what it received).
+function guardUnload(event) {
+  event.preventDefault();
+  event.returnValue = "";
+}
+
 /// The recorder panel; `onRecorded()` runs when a recording has become a file.
 export function recordSection(onRecorded) {
+  recorded = onRecorded;
+  if (!panel) panel = buildSection();
+  return panel;
+}
+
+function buildSection() {
+  const onRecorded = (file) => recorded(file);
   const section = el("section", { class: "recorder", "aria-labelledby": "record-heading", "data-state": "idle" });
   section.append(el("h2", { id: "record-heading", class: "small-heading" }, STRINGS.recordHeading));
   if (!supported()) {
@@ -93,6 +111,15 @@ export function recordSection(onRecorded) {
     setState("starting", STRINGS.recordStarting);
     try {
       session = await startRecording(source.value, { meter, timer, setState, onRecorded, announceDone: announce });
+      window.addEventListener("beforeunload", guardUnload);
+      // Stopped by the browser (a shared tab closed): the panel is ready again.
+      session.stopped.then(() => {
+        window.removeEventListener("beforeunload", guardUnload);
+        session = null;
+        start.disabled = false;
+        source.disabled = false;
+        stop.disabled = true;
+      });
       stop.disabled = false;
       stop.focus();
     } catch (e) {
@@ -105,11 +132,7 @@ export function recordSection(onRecorded) {
   stop.addEventListener("click", async () => {
     if (!session) return;
     stop.disabled = true;
-    const current = session;
-    await current.stop();
-    session = null;
-    start.disabled = false;
-    source.disabled = false;
+    await session.stop();
   });
   return section;
 }
@@ -202,6 +225,9 @@ async function startRecording(sourceName, { meter, timer, setState, onRecorded, 
     })();
     return stopping;
   };
-  for (const stream of streams) for (const track of stream.getAudioTracks()) track.addEventListener("ended", () => stop());
-  return { stop, upload };
+  let ended;
+  const stopped = new Promise((resolve) => { ended = resolve; });
+  const stopAndEnd = () => stop().finally(ended);
+  for (const stream of streams) for (const track of stream.getAudioTracks()) track.addEventListener("ended", stopAndEnd);
+  return { stop: stopAndEnd, stopped, upload };
 }
