@@ -651,6 +651,11 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.waitForFunction(() => document.querySelector("section.recorder").dataset.state === "recording", null, { timeout: 15_000 });
     // The meter moves with the (fake) voice, the timer counts.
     await page.waitForFunction(() => document.querySelector("section.recorder meter").value > 0.02, null, { timeout: 10_000 });
+    // Another page and back: the recording goes on and its controls come back with the list.
+    await nav("Search");
+    await page.getByRole("heading", { name: "Search transcripts" }).waitFor();
+    await nav("Files");
+    assert.equal(await recorder.getAttribute("data-state"), "recording");
     await page.waitForTimeout(3500);
     assert.match(await recorder.locator("[role=timer]").innerText(), /^00:0[3-9]$/);
     // Pieces reach the server while recording goes on (one a second), not only at the end.
@@ -681,6 +686,35 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     const text = transcript.segments.map((s) => s.text).join(" ");
     t.diagnostic(`recording ${current.duration.toFixed(1)} s transcribed: ${text}`);
     assert.match(text, /[a-z]{3,}/i, "the recording's transcript is empty");
+  });
+
+  step("recording: a tab closed while recording loses only the last second; the server makes the rest a file", async (t) => {
+    const before = new Set((await listFiles()).map((f) => f.id));
+    const tab = await context.newPage();
+    await tab.goto(`${BASE}/#/files`);
+    const recorder = tab.locator("section.recorder");
+    await recorder.getByRole("button", { name: "Start recording" }).click();
+    await tab.waitForFunction(() => document.querySelector("section.recorder").dataset.state === "recording", null, { timeout: 15_000 });
+    await tab.waitForTimeout(4500);
+    await tab.close({ runBeforeUnload: false });
+    const closedAt = Date.now();
+    // scripts/test-ui sets [uploads] recording_idle_secs = 10; housekeeping runs every 30 s.
+    let file;
+    while (!(file = (await listFiles()).find((f) => !before.has(f.id) && /^Recording /.test(f.filename)))) {
+      assert.ok(Date.now() - closedAt < 90_000, "the closed tab's recording never became a file");
+      await page.waitForTimeout(1000);
+    }
+    t.diagnostic(`a file ${((Date.now() - closedAt) / 1000).toFixed(0)} s after the tab closed`);
+    const deadline = Date.now() + COMPLETE_TIMEOUT_MS;
+    while (!["completed", "error", "cancelled"].includes(file.status)) {
+      assert.ok(Date.now() < deadline, `closed tab's recording not processed: ${JSON.stringify(file)}`);
+      await page.waitForTimeout(500);
+      file = (await listFiles()).find((f) => f.id === file.id);
+    }
+    assert.equal(file.status, "completed", JSON.stringify(file));
+    // 4.5 s recorded, pieces of one second: at most the last second is missing.
+    assert.ok(file.duration >= 3, `kept ${file.duration} s of 4.5 s`);
+    t.diagnostic(`kept ${file.duration.toFixed(1)} s of about 4.5 s`);
   });
 
   step("upload: a connection cut in the middle resumes by itself and the file is whole", async (t) => {
