@@ -5,6 +5,8 @@ import { LANGUAGE, STRINGS } from "./strings.js";
 import {
   api, attempt, announce, el, errorBox, field, formatDate, formatSize, formatTime, hooks, select, sessionEnded, state,
 } from "./lib.js";
+import { isCancelled, uploadFile } from "./upload.js";
+import { recordSection } from "./record.js";
 
 const STATUSES = ["queued", "processing", "completed", "error", "cancelled"];
 
@@ -25,37 +27,31 @@ function statusText(file) {
   return STRINGS.statusNames[file.status] || file.status;
 }
 
-function uploadOne(item) {
-  return new Promise((resolve) => {
-    const request = new XMLHttpRequest();
-    item.request = request;
-    item.state.textContent = "";
-    request.open("POST", "/api/files");
-    if (state.csrf) request.setRequestHeader("X-CSRF-Token", state.csrf);
-    request.upload.onprogress = (e) => { if (e.lengthComputable) item.bar.value = (100 * e.loaded) / e.total; };
-    const finish = (message, failed) => {
-      item.state.textContent = message;
-      item.row.classList.toggle("error", !!failed);
-      item.cancel.remove();
-      announce(message);
-      resolve();
-    };
-    request.onload = () => {
-      if (request.status === 401) { hooks.signedOut(); resolve(); return; }
-      if (request.status === 201) {
-        item.bar.value = 100;
-        finish(STRINGS.uploadDone(item.file.name));
-        setTimeout(() => item.row.remove(), 4000);
-        return;
-      }
-      let reason = STRINGS.httpError(request.status);
-      try { reason = JSON.parse(request.responseText).message || reason; } catch { /* not JSON */ }
-      finish(STRINGS.uploadFailed(item.file.name, reason), true);
-    };
-    request.onerror = () => finish(STRINGS.uploadFailed(item.file.name, STRINGS.connectionLost), true);
-    request.onabort = () => { finish(STRINGS.uploadCancelled(item.file.name)); setTimeout(() => item.row.remove(), 4000); };
-    request.send(item.data);
-  });
+/// Uploads in chunks through /api/uploads (upload.js): a dropped connection resumes by itself.
+async function uploadOne(item) {
+  const controller = new AbortController();
+  item.request = controller;
+  item.state.textContent = "";
+  const finish = (message, failed) => {
+    item.state.textContent = message;
+    item.row.classList.toggle("error", !!failed);
+    item.cancel.remove();
+    announce(message);
+  };
+  try {
+    await uploadFile(item.file, item.options, {
+      signal: controller.signal,
+      onProgress: (fraction) => { item.bar.value = 100 * fraction; item.state.textContent = ""; },
+      onRetry: (ms) => { item.state.textContent = STRINGS.uploadRetrying(Math.ceil(ms / 1000)); },
+    });
+    item.bar.value = 100;
+    finish(STRINGS.uploadDone(item.file.name));
+    setTimeout(() => item.row.remove(), 4000);
+  } catch (e) {
+    if (isCancelled(e)) { finish(STRINGS.uploadCancelled(item.file.name)); setTimeout(() => item.row.remove(), 4000); return; }
+    if (e.status === 401) { hooks.signedOut(); return; }
+    finish(STRINGS.uploadFailed(item.file.name, e.message || STRINGS.connectionLost), true);
+  }
 }
 
 /// One upload at a time (a 10 GiB file should not compete with the next); the rest wait.
@@ -73,12 +69,9 @@ async function pumpUploads() {
 
 function queueUploads(files, options) {
   for (const file of files) {
-    const data = new FormData();
-    for (const [key, value] of Object.entries(options)) if (value !== "") data.append(key, value);
-    data.append("file", file);
     const bar = el("progress", { max: "100", value: "0", "aria-label": STRINGS.uploading(file.name) });
     const stateNode = el("span", { class: "muted" }, STRINGS.uploadWaiting);
-    const item = { file, data, bar, state: stateNode, cancelled: false, request: null };
+    const item = { file, options, bar, state: stateNode, cancelled: false, request: null };
     item.cancel = el("button", {
       type: "button",
       class: "link",
@@ -375,6 +368,7 @@ export async function showFiles(ctx) {
   return [
     el("h2", { class: "visually-hidden" }, STRINGS.navFiles),
     uploadSection(refresh),
+    recordSection(refresh),
     el("section", { "data-view": "files", "aria-labelledby": "files-heading" },
       el("h2", { id: "files-heading" }, STRINGS.files),
       el("div", { class: "list-tools" }, field(STRINGS.filterBox, filterText)), barHolder, area),

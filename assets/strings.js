@@ -99,6 +99,7 @@ export const EN = {
   uploadCancelled: (name) => `${name}: upload cancelled`,
   uploadFailed: (name, reason) => `${name}: ${reason}`,
   uploadWaiting: "waiting",
+  uploadRetrying: (secs) => `connection lost; resuming in ${secs} s`,
 
   // File view
   back: "All files",
@@ -361,6 +362,26 @@ export const EN = {
     ["c", "Captions on or off (video)"],
     ["Esc", "Close this dialog"],
   ],
+
+  // Recording in the browser (record.js)
+  recordHeading: "Record",
+  recordUnsupported: "This browser cannot record audio here.",
+  recordSource: "Source",
+  recordSourceMic: "Microphone",
+  recordSourceTab: "A tab's audio",
+  recordSourceBoth: "Microphone and a tab's audio",
+  recordStart: "Start recording",
+  recordStop: "Stop",
+  recordLevel: "Input level",
+  recordElapsed: "Recording time",
+  recordStarting: "Asking for the microphone…",
+  recordRecording: "Recording; each second is saved on the server as it is made.",
+  recordReconnecting: (secs) => `Connection lost; the recording goes on and is sent again in ${secs} s.`,
+  recordSaving: "Saving the last seconds…",
+  recordSaved: (name) => `Saved as ${name}; transcription is queued.`,
+  recordFailed: (reason) => `Recording failed: ${reason}`,
+  recordNoTabAudio: "The shared tab has no audio; tick “Share tab audio” when choosing it.",
+  recordingFileName: (stamp) => `Recording ${stamp}`,
 };
 
 /// Languages offered in the UI, each named in itself.

@@ -218,13 +218,15 @@ async fn site_webhook(config: &Config) -> Result<Option<crate::notify::SiteWebho
 }
 
 /// Periodic work every few minutes: expired sessions, retention, the audit log's own
-/// retention, finished job records.
+/// retention, finished job records, upload sessions (every 30 s).
 fn spawn_housekeeping(state: AppState, shutdown: CancellationToken, tracker: &TaskTracker) {
     tracker.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
+        let mut uploads_tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = uploads_tick.tick() => uploads_pass(&state).await,
                 _ = tick.tick() => {
                     let store = state.store.clone();
                     let auth = state.config.auth.clone();
@@ -267,6 +269,18 @@ pub async fn housekeeping_pass(state: &AppState) {
         Ok(0) => {}
         Ok(n) => tracing::info!(entries = n, "audit entries past their retention removed"),
         Err(e) => tracing::warn!(error = %e, "audit purge failed"),
+    }
+    uploads_pass(state).await;
+}
+
+/// Upload sessions: idle recordings become files, expired sessions go. Runs every 30 s (a
+/// closed tab's recording is a file about `[uploads] recording_idle_secs` later) and in every
+/// housekeeping pass.
+pub async fn uploads_pass(state: &AppState) {
+    match crate::services::uploads::sweep(state).await {
+        Ok(report) if report == Default::default() => {}
+        Ok(report) => tracing::info!(?report, "upload sessions swept"),
+        Err(e) => tracing::warn!(error = %e, "upload session sweep failed"),
     }
 }
 

@@ -11,6 +11,9 @@ pub struct Error {
     pub internal_cause: Option<String>,
     /// Seconds a client should wait before retrying (login throttling).
     pub retry_after_secs: Option<u64>,
+    /// The offset an upload session really has, sent with `upload-offset-mismatch` (and any
+    /// other upload refusal) as the `Upload-Offset` header and an `offset` field.
+    pub upload_offset: Option<u64>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -22,6 +25,7 @@ impl Error {
             message: message.into(),
             internal_cause: None,
             retry_after_secs: None,
+            upload_offset: None,
         }
     }
 
@@ -32,6 +36,7 @@ impl Error {
             message: "internal error".to_owned(),
             internal_cause: Some(cause.to_string()),
             retry_after_secs: None,
+            upload_offset: None,
         }
     }
 
@@ -49,6 +54,11 @@ impl Error {
             Some(cause) => cause.clone(),
             None => self.message.clone(),
         }
+    }
+
+    pub fn with_upload_offset(mut self, offset: u64) -> Self {
+        self.upload_offset = Some(offset);
+        self
     }
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {
@@ -100,6 +110,10 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("not-retryable", 409),
     ("transcript-not-ready", 409),
     ("cancelled", 409),
+    ("upload-offset-mismatch", 409),
+    ("upload-busy", 409),
+    ("upload-incomplete", 409),
+    ("upload-finished", 409),
     ("file-deleted", 410),
     ("media-deleted", 410),
     ("transcription-failed", 422),

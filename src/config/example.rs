@@ -136,6 +136,14 @@ webhook_max_attempts = {webhook_attempts}
 # Days delivery records (for the deliveries list) are kept.
 webhook_history_days = {webhook_history}
 
+[uploads]
+# Resumable uploads (/api/uploads, what the web UI uses): hours an unfinished upload is kept
+# after its last chunk before housekeeping removes it and its partial data.
+session_expiry_hours = {upload_expiry}
+# Seconds without a chunk after which a browser recording is completed with what arrived
+# (the tab was closed or the connection lost).
+recording_idle_secs = {recording_idle}
+
 [log]
 # error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
 level = "{level}"
@@ -185,6 +193,8 @@ level = "{level}"
         webhook_timeout = defaults.notify.webhook_timeout_secs,
         webhook_attempts = defaults.notify.webhook_max_attempts,
         webhook_history = defaults.notify.webhook_history_days,
+        upload_expiry = defaults.uploads.session_expiry_hours,
+        recording_idle = defaults.uploads.recording_idle_secs,
     )
 }
 

@@ -16,6 +16,9 @@ struct ErrorBody<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_id: Option<&'a str>,
+    /// An upload session's real offset (upload refusals only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
 }
 
 impl IntoResponse for Error {
@@ -44,12 +47,18 @@ impl IntoResponse for Error {
             code: self.code,
             message: &self.message,
             error_id: error_id.as_deref(),
+            offset: self.upload_offset,
         };
         let mut response = (status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs
             && let Ok(value) = HeaderValue::from_str(&secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let Some(offset) = self.upload_offset {
+            response
+                .headers_mut()
+                .insert("upload-offset", HeaderValue::from(offset));
         }
         // The rest of a body that timed out is never read: the connection cannot be reused.
         if status == StatusCode::REQUEST_TIMEOUT {

@@ -282,7 +282,8 @@ pub async fn read_small_bodies(
     use axum::response::IntoResponse;
     let streamed = STREAMED_BODIES
         .iter()
-        .any(|(method, path)| request.method() == method && request.uri().path() == *path);
+        .any(|(method, path)| request.method() == method && request.uri().path() == *path)
+        || super::uploads::is_chunk_request(request.method(), request.uri().path());
     // HTTP/2 needs neither header: a stream whose HEADERS frame did not end it has a body.
     let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
         || request.headers().contains_key(header::TRANSFER_ENCODING)

@@ -21,6 +21,7 @@ pub mod speakers;
 pub mod tls;
 pub mod transcripts;
 pub mod ui;
+pub mod uploads;
 pub mod webhooks;
 
 use axum::Router;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::routes())
         .merge(retention::routes())
         .merge(webhooks::routes())
+        .merge(uploads::routes())
         // Counted per matched route (the pattern, never the concrete path with its ids).
         .route_layer(axum::middleware::from_fn(count_request))
         .route(

@@ -496,6 +496,45 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             200,
             "Deliveries",
         ),
+        ("POST", "/api/uploads") => Details::new(
+            "Open a resumable upload (or a browser recording); send its bytes with PATCH (docs/uploads.md)",
+            201,
+            "The session, `offset` 0 (also in `Upload-Offset`)",
+        )
+        .json(object(
+            &["name"],
+            json!({
+                "name": name(),
+                "size": {"type": "integer", "minimum": 1},
+                "kind": {"type": "string", "enum": ["file", "recording"]},
+                "options": {"type": "object", "additionalProperties": string()},
+            }),
+        )),
+        ("GET", "/api/uploads/{id}") => Details::new(
+            "An upload session and its offset (also `HEAD`; the offset is in `Upload-Offset`)",
+            200,
+            "The session",
+        ),
+        ("PATCH", "/api/uploads/{id}") => {
+            let mut details = Details::new(
+                "Append a chunk at the `Upload-Offset` header's offset (409 with the real offset otherwise)",
+                200,
+                "The session at its new offset",
+            );
+            details.body = Some((
+                "application/offset+octet-stream",
+                json!({"type": "string", "format": "binary"}),
+            ));
+            details
+        }
+        ("DELETE", "/api/uploads/{id}") => {
+            Details::new("Abort an upload session; its partial data is removed", 204, "Removed")
+        }
+        ("POST", "/api/uploads/{id}/complete") => Details::new(
+            "Turn the received bytes into a file, like POST /api/files (repeating it answers the same file)",
+            200,
+            "The file",
+        ),
         _ => return None,
     };
     Some(details)

@@ -132,6 +132,12 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (put(), "/api/account/webhook", User),
         (delete(), "/api/account/webhook", User),
         (get(), "/api/account/webhook/deliveries", User),
+        // uploads.rs (HEAD is served with GET, as everywhere)
+        (post(), "/api/uploads", User),
+        (get(), "/api/uploads/{id}", Owner),
+        (patch(), "/api/uploads/{id}", Owner),
+        (delete(), "/api/uploads/{id}", Owner),
+        (post(), "/api/uploads/{id}/complete", Owner),
         // mod.rs: every other `/api/…` path is a JSON 404 for any method.
         (get(), "/api/{*rest}", Public),
         (post(), "/api/{*rest}", Public),

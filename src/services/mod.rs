@@ -10,3 +10,4 @@ pub mod files;
 pub mod ingest;
 pub mod library;
 pub mod retention;
+pub mod uploads;

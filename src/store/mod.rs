@@ -14,6 +14,7 @@ mod queue;
 pub mod records;
 pub mod retention;
 pub mod tables;
+pub mod uploads;
 pub mod webhooks;
 
 pub use accounts::Revoke;
@@ -107,6 +108,7 @@ pub(crate) fn create_all_tables(txn: &WriteTransaction) -> std::result::Result<(
     txn.open_table(DELIVERIES)?;
     txn.open_table(DELIVERY_DUE)?;
     txn.open_table(USER_DELIVERIES)?;
+    txn.open_table(UPLOADS)?;
     Ok(())
 }
 

@@ -294,6 +294,15 @@ impl Store {
                                 &transcript_json,
                                 speaker_embeddings.as_deref(),
                             )?;
+                            if file.duration_secs.is_none() {
+                                // A stream whose header has no duration (a browser recording's
+                                // live WebM) gets the one decoding found.
+                                file.duration_secs =
+                                    serde_json::from_slice::<serde_json::Value>(&transcript_json)
+                                        .ok()
+                                        .and_then(|t| t["duration"].as_f64())
+                                        .filter(|d| d.is_finite() && *d > 0.0);
+                            }
                             job.set_state(&mut file, JobState::Done);
                             job.stage = "done".to_owned();
                             job.progress = 1.0;

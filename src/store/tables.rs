@@ -64,3 +64,6 @@ pub const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliv
 pub const DELIVERY_DUE: TableDefinition<&str, &str> = TableDefinition::new("delivery_due");
 /// `owner_id/delivery id` → created-at seconds: a user's webhook deliveries, in order.
 pub const USER_DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("user_deliveries");
+/// upload session id (UUIDv7) → JSON `UploadRecord`: resumable uploads and browser recordings
+/// in progress (their bytes are in `DATA_DIR/uploads/<id>.part`).
+pub const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");

@@ -105,6 +105,7 @@ struct Ids {
     profile: String,
     spare_token: String,
     carol: String,
+    upload: String,
 }
 
 fn fill(path: &str, ids: &Ids) -> String {
@@ -112,6 +113,8 @@ fn fill(path: &str, ids: &Ids) -> String {
         &ids.spare_token
     } else if path.starts_with("/api/admin/users/") {
         &ids.carol
+    } else if path.starts_with("/api/uploads/") {
+        &ids.upload
     } else {
         &ids.file
     };
@@ -142,6 +145,8 @@ fn scope(path: &str) -> &'static str {
         "collection not found"
     } else if path.starts_with("/api/profiles/") {
         "profile not found"
+    } else if path.starts_with("/api/uploads/") {
+        "upload not found"
     } else {
         "file not found"
     }
@@ -185,6 +190,7 @@ fn body(method: &Method, path: &str, ids: &Ids) -> Option<Value> {
         ("PATCH", "/api/profiles/{pid}") => json!({"name": "Renamed"}),
         ("POST", "/api/files/{id}/reprocess") => json!({"stages": ["diarize"], "num_speakers": 1}),
         ("PUT", "/api/account/retention") => json!({"media_days": 30}),
+        ("POST", "/api/uploads") => json!({"name": "matrix.wav"}),
         ("PUT", "/api/account/webhook") => {
             json!({"url": "http://127.0.0.1:9/hook", "secret": "matrix-secret-0123"})
         }
@@ -360,7 +366,17 @@ async fn every_route_for_every_kind_of_caller() {
         .as_str()
         .unwrap()
         .to_owned();
+    let (status, upload) = server
+        .call(
+            Method::POST,
+            "/api/uploads",
+            &alice,
+            Some(json!({"name": "pending.wav"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{upload}");
     let mut ids = Ids {
+        upload: upload["id"].as_str().unwrap().to_owned(),
         file,
         segment,
         speaker,

@@ -27,5 +27,6 @@ mod retention;
 mod search;
 mod server;
 mod support;
+mod uploads;
 mod watch;
 mod webhooks;
