@@ -769,6 +769,21 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.waitForTimeout(200);
     await page.locator(".player-card").screenshot({ path: path.join(SHOTS, "captions-video-last-cue-desktop.png") });
     await shoot("captions-fileview");
+    // Renaming a speaker reloads the captions under the new name, in the same colour.
+    if (transcript.speakers.length) {
+      const first = page.locator(".speaker-list li").first();
+      await first.getByRole("button", { name: /^Rename/ }).click();
+      await first.getByLabel(/^Name for/).fill("Narrator");
+      await first.getByRole("button", { name: "Save" }).click();
+      await first.getByText("Narrator").first().waitFor();
+      await page.waitForFunction(() => {
+        const track = document.querySelector("video track");
+        return track && track.readyState === 2
+          && [...track.track.cues].some((c) => c.text.startsWith("<v Narrator>"));
+      });
+      const renamed = await page.evaluate(() => document.adoptedStyleSheets.flatMap((s) => [...s.cssRules].map((r) => r.cssText)));
+      assert.ok(renamed.some((r) => r.includes("::cue") && r.includes("Narrator")), `cue rules after the rename: ${renamed.join(" ")}`);
+    }
     // c turns the captions off and on.
     await page.locator("h2").first().focus();
     await page.keyboard.press("c");
