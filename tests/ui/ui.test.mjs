@@ -2,7 +2,8 @@
 // real speech clip, live status over the WebSocket, transcript with click-to-seek, SRT export,
 // speakers, segment edits, comments, analytics, tags and filters, collections and sharing,
 // account (password, API tokens, browser notifications, webhook), admin pages, search, keyboard
-// use and phone width.
+// use and phone width; the player's speed and keys, the shortcuts dialog (?), dark mode, the file
+// list's columns, sorting and filter box, captions on a video, the audit page, and the German UI.
 // Run through scripts/test-ui, which starts a daemon and sets:
 //   OT_UI_BASE_URL     https://127.0.0.1:PORT of a fresh daemon (no users yet)
 //   OT_UI_AUDIO        speech clip to upload (LibriVox, "... John Dashwood ...")
