@@ -50,7 +50,6 @@ export function playerControls(media, { fileId, isVideo, language, speakers }) {
     el("label", { for: "player-speed", class: "inline-label" }, STRINGS.playbackSpeed), speed);
 
   let captions = null;
-  let version = 0;
   const sheet = typeof CSSStyleSheet === "function" && "adoptedStyleSheets" in document ? new CSSStyleSheet() : null;
   const colourCues = (list) => {
     if (!sheet) return;
@@ -66,7 +65,8 @@ export function playerControls(media, { fileId, isVideo, language, speakers }) {
     captions?.remove();
     captions = el("track", {
       kind: "captions", label: STRINGS.captions, srclang: language || false, default: showing,
-      src: `/api/files/${fileId}/export?format=vtt${version ? `&v=${version}` : ""}`,
+      // A new element loads the export afresh (API answers are Cache-Control: no-store).
+      src: `/api/files/${fileId}/export?format=vtt`,
     });
     media.append(captions);
     captions.track.mode = showing ? "showing" : "hidden";
@@ -95,7 +95,6 @@ export function playerControls(media, { fileId, isVideo, language, speakers }) {
     speakersChanged: (list) => {
       if (!isVideo) return;
       colourCues(list);
-      version += 1;
       addTrack();
     },
   };

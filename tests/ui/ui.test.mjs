@@ -2,7 +2,8 @@
 // real speech clip, live status over the WebSocket, transcript with click-to-seek, SRT export,
 // speakers, segment edits, comments, analytics, tags and filters, collections and sharing,
 // account (password, API tokens, browser notifications, webhook), admin pages, search, keyboard
-// use and phone width.
+// use and phone width; the player's speed and keys, the shortcuts dialog (?), dark mode, the file
+// list's columns, sorting and filter box, captions on a video, the audit page, and the German UI.
 // Run through scripts/test-ui, which starts a daemon and sets:
 //   OT_UI_BASE_URL     https://127.0.0.1:PORT of a fresh daemon (no users yet)
 //   OT_UI_AUDIO        speech clip to upload (LibriVox, "... John Dashwood ...")
@@ -776,6 +777,21 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.waitForTimeout(200);
     await page.locator(".player-card").screenshot({ path: path.join(SHOTS, "captions-video-last-cue-desktop.png") });
     await shoot("captions-fileview");
+    // Renaming a speaker reloads the captions under the new name, in the same colour.
+    if (transcript.speakers.length) {
+      const first = page.locator(".speaker-list li").first();
+      await first.getByRole("button", { name: /^Rename/ }).click();
+      await first.getByLabel(/^Name for/).fill("Narrator");
+      await first.getByRole("button", { name: "Save" }).click();
+      await first.getByText("Narrator").first().waitFor();
+      await page.waitForFunction(() => {
+        const track = document.querySelector("video track");
+        return track && track.readyState === 2
+          && [...track.track.cues].some((c) => c.text.startsWith("<v Narrator>"));
+      });
+      const renamed = await page.evaluate(() => document.adoptedStyleSheets.flatMap((s) => [...s.cssRules].map((r) => r.cssText)));
+      assert.ok(renamed.some((r) => r.includes("::cue") && r.includes("Narrator")), `cue rules after the rename: ${renamed.join(" ")}`);
+    }
     // c turns the captions off and on.
     await page.locator("h2").first().focus();
     await page.keyboard.press("c");
