@@ -6,6 +6,7 @@ import { STRINGS } from "./strings.js";
 import {
   api, announce, attempt, el, errorBox, field, formatTime, seek, speakerClass, state,
 } from "./lib.js";
+import { summarySection } from "./summary.js";
 
 function backLink() {
   return el("a", { href: "#/files", class: "back" }, `← ${STRINGS.back}`);
@@ -278,7 +279,7 @@ export async function showFile(ctx, fileId) {
     el("label", { class: "check" }, withSpeakers, STRINGS.exportWithSpeakers));
 
   const side = el("div", { class: "media-col" }, player, canvas, exportMenu,
-    commentsSection(ctx, id, player, file), analyticsSection(id));
+    summarySection(id, player, file), commentsSection(ctx, id, player, file), analyticsSection(id));
   return [
     backLink(),
     el("h2", {}, file.filename),

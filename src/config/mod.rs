@@ -32,6 +32,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub retention: RetentionConfig,
     pub notify: NotifyConfig,
+    pub llm: LlmConfig,
     pub log: LogConfig,
 }
 
@@ -220,6 +221,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             retention: RetentionConfig::default(),
             notify: NotifyConfig::default(),
+            llm: LlmConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -508,6 +510,9 @@ impl Config {
         if let Err((key, why)) = self.notify.check() {
             return fail(key, why);
         }
+        if let Err((key, why)) = self.llm.check() {
+            return fail(key, why);
+        }
         Ok(())
     }
 
@@ -660,6 +665,8 @@ mod policy;
 pub use policy::{AuditConfig, RetentionConfig};
 mod notify;
 pub use notify::{NotifyConfig, SecretFileError};
+mod llm;
+pub use llm::{KeyFileError, LlmConfig};
 
 #[cfg(test)]
 mod tests;

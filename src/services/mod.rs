@@ -9,4 +9,5 @@ pub mod collections;
 pub mod files;
 pub mod ingest;
 pub mod library;
+pub mod llm;
 pub mod retention;

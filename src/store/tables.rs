@@ -64,3 +64,7 @@ pub const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliv
 pub const DELIVERY_DUE: TableDefinition<&str, &str> = TableDefinition::new("delivery_due");
 /// `owner_id/delivery id` → created-at seconds: a user's webhook deliveries, in order.
 pub const USER_DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("user_deliveries");
+/// file id → JSON `SummaryRecord`: the file's LLM summary and the state of its run.
+pub const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("summaries");
+/// user id → JSON `PromptTemplates`: a user's own summary prompt templates.
+pub const LLM_PROMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("llm_prompts");
