@@ -701,12 +701,8 @@ async fn summary_runs_racing_deletes_and_reruns_never_revive_or_stick() {
     for round in 0..rounds {
         let file = file_with_transcript(&server, &alice, round, &meeting()).await;
         let jitter = Duration::from_micros((round % 10) as u64 * 400);
-        let run = server.call(
-            Method::POST,
-            &format!("/api/files/{file}/summary"),
-            &alice,
-            None,
-        );
+        let summary_path = format!("/api/files/{file}/summary");
+        let run = server.call(Method::POST, &summary_path, &alice, None);
         let delete = async {
             tokio::time::sleep(jitter).await;
             server
