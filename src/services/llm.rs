@@ -288,9 +288,11 @@ async fn summarise(
         let rendered: Vec<String> = notes
             .iter()
             .enumerate()
-            .map(|(i, n)| format!("Part {}: {}", i + 1, n.to_value()))
+            // Each note at most half the budget, so that any two fit one request.
+            .map(|(i, n)| fit_note(i + 1, n, reduce_budget / 2))
             .collect();
-        // Batches of notes that fit; each takes at least two, so every round shrinks them.
+        // Batches of notes that fit; each takes at least two (which always fit), so every
+        // round shrinks them.
         let mut batches: Vec<Vec<String>> = Vec::new();
         let mut used = 0;
         for note in rendered {
@@ -346,6 +348,38 @@ async fn summarise(
         speaker_names: check_names(&final_notes, transcript),
         chunks: parts,
     })
+}
+
+/// A part's notes as one line of the reduce prompt, within `tokens`: the last items of the
+/// longest list go first, then the summary is shortened; the line stays valid JSON.
+fn fit_note(part: usize, notes: &Notes, tokens: usize) -> String {
+    let mut notes = notes.clone();
+    loop {
+        let line = format!("Part {part}: {}", notes.to_value());
+        if text::estimate_tokens(&line) <= tokens {
+            return line;
+        }
+        let lists = [
+            notes.action_items.len(),
+            notes.decisions.len(),
+            notes.topics.len(),
+            notes.speaker_names.len(),
+        ];
+        let longest = (0..4).max_by_key(|&i| lists[i]).unwrap_or(0);
+        if lists[longest] > 0 {
+            match longest {
+                0 => notes.action_items.pop(),
+                1 => notes.decisions.pop(),
+                2 => notes.topics.pop(),
+                _ => notes.speaker_names.pop().map(|_| RawItem::default()),
+            };
+        } else if notes.summary.chars().count() > 20 {
+            let keep = notes.summary.chars().count() / 2;
+            notes.summary = notes.summary.chars().take(keep).collect::<String>() + "…";
+        } else {
+            return text::cut_to_tokens(&line, tokens);
+        }
+    }
 }
 
 fn messages(system: &str, user: String) -> Vec<Message> {

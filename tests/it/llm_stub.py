@@ -60,7 +60,7 @@ def map_notes(user):
     longest = max((w for l in lines for w in re.findall(r"[A-Za-z]+", l[2])), key=len, default="talk")
     names = []
     for i, (t, speaker, text) in enumerate(lines):
-        for m in re.finditer(r"\bthanks?,?\s+([A-Z][a-z]+)", text):
+        for m in re.finditer(r"\b[Tt]hanks?,?\s+([A-Z][a-z]+)", text):
             others = [l[1] for l in lines[:i] if l[1] != speaker][-1:] or [l[1] for l in lines[i + 1:] if l[1] != speaker][:1]
             if others:
                 names.append({"speaker": others[0], "name": m.group(1), "time": t})
