@@ -155,7 +155,7 @@ fn summary_text(summary: &crate::store::summaries::SummaryRecord) -> String {
         .chain(&summary.decisions)
         .chain(&summary.topics)
     {
-        text.push_str("\n");
+        text.push('\n');
         text.push_str(&item.text);
     }
     text

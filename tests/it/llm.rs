@@ -715,10 +715,9 @@ async fn a_key_file_readable_by_others_stops_the_start() {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     with_llm(&mut config, &stub, keys.path(), 4096);
     config.llm.key_file = key_file(keys.path(), 0o644);
-    let err = opentranscribe::daemon::start(config)
-        .await
-        .err()
-        .expect("refused");
+    let Err(err) = opentranscribe::daemon::start(config).await else {
+        panic!("a key file of mode 0644 must stop the start");
+    };
     assert_eq!(err.code, "llm-key-file");
     assert!(
         err.message.contains("0644") && err.message.contains("0600"),
