@@ -65,7 +65,7 @@ export function summarySection(id, player, file) {
     // Polled while it runs, as long as the panel is on the page.
     if (s.status === "running") timer = setTimeout(() => { if (section.isConnected) load(); }, 1000);
   };
-  const load = () => api("GET", `/api/files/${id}/summary`, undefined, { feature: "summary" })
+  const load = () => api("GET", `/api/files/${id}/summary`)
     .then((s) => { if (s) render(s); })
     .catch((e) => body.replaceChildren(el("p", { class: "muted" }, e.routeMissing ? STRINGS.notAvailable : e.message)));
   runButton.addEventListener("click", () => attempt(async () => {

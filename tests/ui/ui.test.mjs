@@ -608,6 +608,41 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await page.locator("audio, video").evaluate((media) => media.pause());
   });
 
+  step("summary on the site's model (a stub): items with times that seek, a question with cited times", async () => {
+    // scripts/test-ui starts tests/it/llm_stub.py and points [llm] at it.
+    await openFileView();
+    await playerReady();
+    const panel = page.locator("section.summary");
+    await panel.getByRole("heading", { name: "Summary" }).waitFor();
+    await panel.getByRole("button", { name: /^Summarise/ }).click();
+    await panel.locator(".summary-text").waitFor({ timeout: 30_000 });
+    assert.match(await panel.locator(".summary-text").innerText(), /^Stubsummary:/);
+    await panel.locator(".action-items li").first().waitFor();
+    await shoot("summary");
+    // Every time in the panel is a button that moves the player there.
+    const media = page.locator("audio, video");
+    const times = panel.locator(".decisions button.time, .action-items button.time");
+    assert.ok(await times.count() >= 1, "no clickable time in the summary");
+    const target = times.first();
+    await media.evaluate((m) => { m.pause(); m.currentTime = Math.min(3, m.duration || 3); });
+    const label = await target.innerText();
+    const [m, sec] = label.split(":").map(Number);
+    await target.click();
+    await page.waitForFunction((s) => Math.abs(document.querySelector("audio, video").currentTime - s) <= 1.0, m * 60 + sec);
+    await media.evaluate((el) => el.pause());
+    // Ask: the answer shows its citations as buttons; the stub's invented [9999.0s] is gone.
+    await panel.getByLabel("Question about this transcript").fill("What about Dashwood?");
+    await panel.getByRole("button", { name: "Ask", exact: true }).click();
+    const cited = panel.locator(".citations li");
+    await cited.first().waitFor({ timeout: 30_000 });
+    assert.equal(await cited.count(), 1, await panel.locator(".answer").innerText());
+    assert.match(await cited.first().innerText(), /Dashwood/i);
+    await media.evaluate((el) => { el.currentTime = Math.min(3, el.duration || 3); });
+    await cited.first().getByRole("button").click();
+    await page.waitForFunction(() => document.querySelector("audio, video").currentTime < 2.5);
+    await media.evaluate((el) => el.pause());
+  });
+
   step("phone width: the file view stacks and nothing scrolls sideways", async () => {
     await page.setViewportSize(PHONE);
     await page.waitForTimeout(150);
