@@ -516,6 +516,7 @@ async fn names_are_suggested_only_when_said_and_bad_output_is_a_clear_error() {
     .await;
     let alice = server.admin().await;
     let file = file_with_transcript(&server, &alice, 0, &meeting()).await;
+    let mut events = crate::pipeline::connect_events(&server, &alice).await;
     let (status, _) = server
         .call(
             Method::POST,
@@ -525,6 +526,22 @@ async fn names_are_suggested_only_when_said_and_bad_output_is_a_clear_error() {
         )
         .await;
     assert_eq!(status, 202);
+    // Progress reaches the owner's WebSocket: each stage, then the end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut stages = Vec::new();
+    loop {
+        let event = crate::pipeline::next_event(&mut events, deadline).await;
+        if event["type"] != "summary.status" {
+            continue;
+        }
+        assert_eq!(event["file_id"], file.as_str());
+        stages.push(event["stage"].as_str().unwrap().to_owned());
+        if event["status"] != "running" {
+            assert_eq!(event["status"], "done", "{event}");
+            break;
+        }
+    }
+    assert_eq!(stages, ["queued", "map 1/1", "reduce", "done"]);
     let done = wait_summary(&server, &alice, &file).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["chunks"], 1);
