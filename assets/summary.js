@@ -4,7 +4,7 @@
 // language model on the server the panel says so instead.
 
 import { STRINGS } from "./strings.js";
-import { api, attempt, el, errorBox, formatTime, seek } from "./lib.js";
+import { announce, api, attempt, el, errorBox, formatTime, seek } from "./lib.js";
 
 /// A button that seeks the player to `seconds`.
 function timeButton(player, seconds) {
@@ -56,7 +56,8 @@ export function summarySection(id, player, file) {
           el("h4", {}, STRINGS.speakerNameSuggestions),
           el("ul", {}, ...s.speaker_names.map((n) => el("li", {},
             timeButton(player, n.time), " ", STRINGS.speakerMaybe(n.speaker, n.name),
-            el("q", { class: "muted" }, n.evidence))))));
+            el("q", { class: "muted" }, n.evidence),
+            canRun ? [" ", useNameButton(n)] : null)))));
       }
       nodes.push(el("p", { class: "muted small" }, STRINGS.summaryModel(s.model || "", s.chunks || 0)));
     }
@@ -64,6 +65,15 @@ export function summarySection(id, player, file) {
     clearTimeout(timer);
     // Polled while it runs, as long as the panel is on the page.
     if (s.status === "running") timer = setTimeout(() => { if (section.isConnected) load(); }, 1000);
+  };
+  // A suggested name is applied as a speaker rename (the transcript view shows it on reload).
+  const useNameButton = (n) => {
+    const button = el("button", { type: "button", class: "link" }, STRINGS.useName);
+    button.addEventListener("click", () => attempt(async () => {
+      await api("PATCH", `/api/files/${id}/speakers/${encodeURIComponent(n.speaker)}`, { name: n.name });
+      button.replaceWith(el("span", { class: "muted" }, STRINGS.nameUsed));
+    }, error, button));
+    return button;
   };
   const load = () => api("GET", `/api/files/${id}/summary`)
     .then((s) => { if (s) render(s); })
@@ -94,7 +104,42 @@ export function summarySection(id, player, file) {
 
   const section = el("section", { class: "summary", "aria-labelledby": "summary-heading" },
     el("h3", { id: "summary-heading" }, STRINGS.summaryHeading), runButton, error, body,
-    el("h4", {}, STRINGS.askHeading), form);
+    el("h4", {}, STRINGS.askHeading), form, canRun ? templatesEditor() : null);
   load();
   return section;
+}
+
+/// The caller's own prompt templates (map and reduce), loaded when opened; empty = default.
+function templatesEditor() {
+  const map = el("textarea", { rows: "4", name: "map-template" });
+  const reduce = el("textarea", { rows: "4", name: "reduce-template" });
+  const hint = el("p", { class: "muted small" });
+  const error = errorBox();
+  const save = el("button", { type: "submit" }, STRINGS.save);
+  const reset = el("button", { type: "button", class: "link" }, STRINGS.promptsReset);
+  const show = (p) => {
+    map.value = p.map;
+    reduce.value = p.reduce;
+    hint.textContent = STRINGS.promptsHint(p.placeholders.map.map((x) => `{${x}}`).join(" "),
+      p.placeholders.reduce.map((x) => `{${x}}`).join(" "));
+  };
+  const form = el("form", { class: "prompts" },
+    el("label", {}, STRINGS.promptMap, map), el("label", {}, STRINGS.promptReduce, reduce),
+    hint, error, save, " ", reset);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    attempt(async () => {
+      show(await api("PUT", "/api/account/llm-prompts", { map: map.value, reduce: reduce.value }));
+      announce(STRINGS.saved);
+    }, error, save);
+  });
+  reset.addEventListener("click", () => attempt(async () => {
+    show(await api("PUT", "/api/account/llm-prompts", { map: null, reduce: null }));
+    announce(STRINGS.saved);
+  }, error, reset));
+  const details = el("details", { class: "prompts" }, el("summary", {}, STRINGS.promptsHeading), form);
+  details.addEventListener("toggle", () => {
+    if (details.open) attempt(async () => show(await api("GET", "/api/account/llm-prompts")), error);
+  });
+  return details;
 }

@@ -267,6 +267,10 @@ pub fn doctor(config: anyhow::Result<Config>) -> anyhow::Result<()> {
 /// would refuse to start) and the server is asked for its models (unreachable is reported,
 /// not fatal: transcription works without it).
 fn llm_doctor(config: &Config, fatal: &mut Vec<String>) {
+    // The HTTP client needs the process's TLS provider (the daemon installs it at start).
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let llm = match crate::llm::Llm::from_config(&config.llm) {
         Ok(None) => {
             println!("llm: not configured (summaries and questions are off)");
@@ -289,9 +293,6 @@ fn llm_doctor(config: &Config, fatal: &mut Vec<String>) {
             return;
         }
     };
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
     let status = runtime.block_on(llm.status());
     println!(
         "llm: {} model {} at {}: {}",

@@ -817,3 +817,53 @@ async fn summary_runs_racing_deletes_and_reruns_never_revive_or_stick() {
         "summary vs delete: {rounds} rounds, {started} runs started, {refused} refused (file gone)"
     );
 }
+
+/// `doctor` reports the model: reachable with the right key, unreachable when nothing listens
+/// (not fatal), not configured when off, and a key file of the wrong mode as a problem.
+#[tokio::test]
+async fn doctor_reports_the_model() {
+    let stub = Stub::start("ok").await;
+    let keys = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let good = key_file(keys.path(), 0o600);
+    let doctor = |envs: Vec<(&'static str, String)>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_opentranscribe"));
+        command
+            .arg("doctor")
+            .env_remove("OPENTRANSCRIBE_CONFIG")
+            .env("OPENTRANSCRIBE_DATA_DIR", data.path())
+            .env("OPENTRANSCRIBE_MODELS_DIR", crate::models::models_dir());
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let out = command.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let on = |url: String, key: &str| {
+        vec![
+            ("OPENTRANSCRIBE_LLM_ENABLED", "true".to_owned()),
+            ("OPENTRANSCRIBE_LLM_BASE_URL", url),
+            ("OPENTRANSCRIBE_LLM_MODEL", "stub-model".to_owned()),
+            ("OPENTRANSCRIBE_LLM_KEY_FILE", key.to_owned()),
+        ]
+    };
+    let off = doctor(Vec::new());
+    assert!(off.contains("llm: not configured"), "{off}");
+    let ok = doctor(on(stub.base_url(), &good));
+    assert!(ok.contains("llm: ok, model stub-model"), "{ok}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!(
+        "http://127.0.0.1:{}/v1",
+        listener.local_addr().unwrap().port()
+    );
+    drop(listener);
+    let down = doctor(on(dead, &good));
+    assert!(down.contains("llm: UNREACHABLE"), "{down}");
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bad = doctor(on(stub.base_url(), &good));
+    assert!(
+        bad.contains("llm: llm.key_file") && bad.contains("0600"),
+        "{bad}"
+    );
+    assert!(!bad.contains("all checks passed"), "{bad}");
+}

@@ -641,6 +641,15 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     await cited.first().getByRole("button").click();
     await page.waitForFunction(() => document.querySelector("audio, video").currentTime < 2.5);
     await media.evaluate((el) => el.pause());
+    // The own prompt templates: the defaults shown, a bad placeholder refused with its name.
+    await panel.getByText("My summary prompts").click();
+    const mapPrompt = panel.getByLabel("Prompt for each part of the transcript");
+    await page.waitForFunction(() => document.querySelector("textarea[name=map-template]").value.includes("{transcript}"));
+    await mapPrompt.fill("Notes on {transcript} for {boss}");
+    await panel.locator("form.prompts").getByRole("button", { name: "Save" }).click();
+    await panel.locator("form.prompts [role=alert]", { hasText: "{boss}" }).waitFor();
+    await panel.getByRole("button", { name: "Back to the defaults" }).click();
+    await page.waitForFunction(() => document.querySelector("textarea[name=map-template]").value.startsWith("Take notes on part"));
   });
 
   step("phone width: the file view stacks and nothing scrolls sideways", async () => {
