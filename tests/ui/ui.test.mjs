@@ -39,6 +39,8 @@ const problems = [];
 const seenStatuses = new Set();
 // Set while a step expects the server to refuse credentials (a 401 Chromium logs as an error).
 let expectRefusal = null;
+/// The route a step sends a bad request to on purpose (its 400 is expected), or null.
+let expectBadRequest = null;
 // A step failed: the later ones depend on it and are skipped rather than failing in cascade.
 let broken = null;
 // Routes of features still landing that this server does not have yet (probed in before()).
@@ -62,8 +64,8 @@ function step(name, fn) {
 
 /// Expected noise. Chromium logs every failed resource load (fetch included) as a console
 /// error, and a page cannot prevent that. Accepted are only: the signed-out probe of
-/// /api/auth/me (401); a refusal a step provokes on purpose (401 on the route it names); and
-/// the single 404 of a feature route that before() found missing on this server (search,
+/// /api/auth/me (401); a refusal a step provokes on purpose (401, or 400 for a bad request,
+/// on the route it names); and the single 404 of a feature route that before() found missing on this server (search,
 /// profiles, waveform, admin status: the UI asks once per page load, then shows "not
 /// available"). Once those routes land, their 404s count as errors again.
 function expected(message) {
@@ -71,6 +73,9 @@ function expected(message) {
   const where = new URL(message.location()?.url || "/", BASE).pathname;
   if (/Failed to load resource: the server responded with a status of 401/.test(text)) {
     return where === "/api/auth/me" || (expectRefusal !== null && where === expectRefusal);
+  }
+  if (/Failed to load resource: the server responded with a status of 400/.test(text)) {
+    return expectBadRequest !== null && where === expectBadRequest;
   }
   if (/Failed to load resource: the server responded with a status of 404/.test(text)) {
     return [...missing].some((feature) => LANDING[feature].test(where));
@@ -646,10 +651,12 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     const mapPrompt = panel.getByLabel("Prompt for each part of the transcript");
     await page.waitForFunction(() => document.querySelector("textarea[name=map-template]").value.includes("{transcript}"));
     await mapPrompt.fill("Notes on {transcript} for {boss}");
+    expectBadRequest = "/api/account/llm-prompts";
     await panel.locator("form.prompts").getByRole("button", { name: "Save" }).click();
     await panel.locator("form.prompts [role=alert]", { hasText: "{boss}" }).waitFor();
     await panel.getByRole("button", { name: "Back to the defaults" }).click();
     await page.waitForFunction(() => document.querySelector("textarea[name=map-template]").value.startsWith("Take notes on part"));
+    expectBadRequest = null;
   });
 
   step("phone width: the file view stacks and nothing scrolls sideways", async () => {
