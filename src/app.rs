@@ -102,16 +102,16 @@ impl AppState {
         let llm = crate::llm::Llm::from_config(&config.llm)
             .map_err(|e| Error::new("llm-key-file", e))?
             .map(Arc::new);
+        // No summary run survives a restart (with or without a model configured now).
+        match store.interrupt_summaries(clock.now_secs()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                summaries = n,
+                "summary runs interrupted by the last shutdown"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot mark interrupted summary runs"),
+        }
         if let Some(llm) = &llm {
-            let now = clock.now_secs();
-            match store.interrupt_summaries(now) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    summaries = n,
-                    "summary runs interrupted by the last shutdown"
-                ),
-                Err(e) => tracing::warn!(error = %e, "cannot mark interrupted summary runs"),
-            }
             tracing::info!(base_url = %llm.config.base_url, model = %llm.config.model, "language model configured");
         }
         let search = match crate::indexer::open(&config) {
