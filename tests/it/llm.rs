@@ -867,3 +867,86 @@ async fn doctor_reports_the_model() {
     );
     assert!(!bad.contains("all checks passed"), "{bad}");
 }
+
+/// A model server that answers HTTP 500, or is not there at all: clear errors that say which,
+/// for the summary (its status) and for a question (502 `llm-unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_or_absent_model_server_is_named_in_the_error() {
+    let failing = Stub::start("error").await;
+    let keys = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|c| {
+        c.jobs.workers = 0;
+        with_llm(c, &failing, keys.path(), 4096);
+    })
+    .await;
+    let alice = server.admin().await;
+    let file = file_with_transcript(&server, &alice, 0, &meeting()).await;
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/api/files/{file}/summary"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let failed = wait_summary(&server, &alice, &file).await;
+    assert_eq!(failed["status"], "error", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("HTTP 500"),
+        "{failed}"
+    );
+    let (status, answer) = server
+        .call(
+            Method::POST,
+            &format!("/api/files/{file}/ask"),
+            &alice,
+            Some(json!({"question": "budget?"})),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (502, Some("llm-unavailable")),
+        "{answer}"
+    );
+    drop(server);
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let server = TestServer::start_with(|c| {
+        c.jobs.workers = 0;
+        with_llm(c, &failing, keys.path(), 4096);
+        c.llm.base_url = format!("http://127.0.0.1:{port}/v1");
+    })
+    .await;
+    let alice = server.admin().await;
+    let file = file_with_transcript(&server, &alice, 0, &meeting()).await;
+    let (status, ready) = server.call(Method::GET, "/api/ready", &alice, None).await;
+    assert!(
+        status == 200 || ready["failing"] == json!(["models"]),
+        "{ready}"
+    );
+    assert_eq!(
+        (&ready["llm"]["configured"], &ready["llm"]["reachable"]),
+        (&json!(true), &json!(false)),
+        "{ready}"
+    );
+    let (status, answer) = server
+        .call(
+            Method::POST,
+            &format!("/api/files/{file}/ask"),
+            &alice,
+            Some(json!({"question": "budget?"})),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (502, Some("llm-unavailable")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"].as_str().unwrap().contains("cannot reach"),
+        "{answer}"
+    );
+}
