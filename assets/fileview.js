@@ -7,6 +7,7 @@ import {
   api, announce, attempt, el, errorBox, field, formatTime, seek, speakerClass, state,
 } from "./lib.js";
 import { playerControls } from "./player.js";
+import { summarySection } from "./summary.js";
 
 function backLink() {
   return el("a", { href: "#/files", class: "back" }, `← ${STRINGS.back}`);
@@ -281,7 +282,7 @@ export async function showFile(ctx, fileId) {
     el("label", { class: "check" }, withSpeakers, STRINGS.exportWithSpeakers));
 
   const side = el("div", { class: "media-col" }, el("div", { class: "player-card" }, player, controls.node, canvas),
-    speakerPanel, exportMenu, commentsSection(ctx, id, player, file), analyticsSection(id));
+    speakerPanel, exportMenu, summarySection(id, player, file), commentsSection(ctx, id, player, file), analyticsSection(id));
   return [
     backLink(),
     el("h2", {}, file.filename),

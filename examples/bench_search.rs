@@ -173,6 +173,7 @@ impl Corpus {
             .to_owned(),
             duration: seconds,
             segments,
+            summary: None,
         }
     }
 

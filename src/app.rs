@@ -27,6 +27,8 @@ pub struct AppState {
     pub search: Option<Arc<crate::search::SearchService>>,
     /// Where changed files are queued for reindexing, once the indexer runs.
     pub index_queue: Arc<std::sync::OnceLock<crate::indexer::IndexQueue>>,
+    /// The site's language model (`[llm]`), `None` when it is not configured.
+    pub llm: Option<Arc<crate::llm::Llm>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -96,6 +98,22 @@ impl AppState {
             )
             .with_hash_concurrency(config.auth.password_hash_concurrency),
         );
+        // A key file that is not 0600 stops the start, like the webhook secret.
+        let llm = crate::llm::Llm::from_config(&config.llm)
+            .map_err(|e| Error::new("llm-key-file", e))?
+            .map(Arc::new);
+        // No summary run survives a restart (with or without a model configured now).
+        match store.interrupt_summaries(clock.now_secs()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                summaries = n,
+                "summary runs interrupted by the last shutdown"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot mark interrupted summary runs"),
+        }
+        if let Some(llm) = &llm {
+            tracing::info!(base_url = %llm.config.base_url, model = %llm.config.model, "language model configured");
+        }
         let search = match crate::indexer::open(&config) {
             Ok(search) => Some(Arc::new(search)),
             Err(e) => {
@@ -113,6 +131,7 @@ impl AppState {
             clock,
             search,
             index_queue: Arc::new(std::sync::OnceLock::new()),
+            llm,
         })
     }
 }

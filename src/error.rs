@@ -125,6 +125,12 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("search-query", 400),
     ("search-request", 400),
     ("search-semantic-unavailable", 503),
+    ("llm-not-configured", 503),
+    ("llm-unavailable", 502),
+    ("llm-timeout", 504),
+    ("llm-bad-output", 502),
+    ("invalid-prompt", 400),
+    ("invalid-question", 400),
     ("payload-too-large", 413),
     ("request-timeout", 408),
     ("method-not-allowed", 405),
@@ -151,6 +157,7 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("search-index", 500),
     ("watch-io", 500),
     ("notify-secret-file", 500),
+    ("llm-key-file", 500),
 ];
 
 pub fn http_status_for_code(code: &str) -> u16 {

@@ -92,7 +92,14 @@ pub fn file_doc(store: &Store, file_id: &str) -> Result<Option<FileDoc>> {
     };
     let readers = store.file_readers(file_id)?;
     let collections = store.file_collections(file_id)?;
-    Ok(Some(build_doc(&file, &transcript, readers, collections)))
+    let mut doc = build_doc(&file, &transcript, readers, collections);
+    if let Some(summary) = store.summary_of(file_id)?
+        && summary.status == "done"
+    {
+        doc.summary = Some(summary_text(&summary));
+        doc.version = version_of(&doc);
+    }
+    Ok(Some(doc))
 }
 
 fn build_doc(
@@ -133,9 +140,25 @@ fn build_doc(
                 text: s.text.trim().to_owned(),
             })
             .collect(),
+        summary: None,
     };
     doc.version = version_of(&doc);
     doc
+}
+
+/// The searchable text of a summary: the summary, then its items.
+fn summary_text(summary: &crate::store::summaries::SummaryRecord) -> String {
+    let mut text = summary.summary.clone();
+    for item in summary
+        .action_items
+        .iter()
+        .chain(&summary.decisions)
+        .chain(&summary.topics)
+    {
+        text.push('\n');
+        text.push_str(&item.text);
+    }
+    text
 }
 
 /// Brings one file's documents in line with redb.

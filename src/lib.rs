@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod http;
 pub mod indexer;
 pub mod jobs;
+pub mod llm;
 pub mod media;
 pub mod metrics;
 pub mod models;

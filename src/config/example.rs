@@ -143,6 +143,21 @@ session_expiry_hours = {upload_expiry}
 # Seconds without a chunk after which a browser recording is completed with what arrived
 # (the tab was closed or the connection lost).
 recording_idle_secs = {recording_idle}
+[llm]
+# The site's own OpenAI-compatible model server (llama.cpp server, Ollama, vLLM) for summaries,
+# action items and questions about a transcript (see docs/llm.md). Nothing leaves the site.
+enabled = {llm_enabled}
+# Up to /v1: requests go to <base_url>/chat/completions.
+base_url = "{llm_base_url}"
+model = "{llm_model}"
+# Optional file holding the API key on its first line (mode 0600); "" sends no key.
+key_file = "{llm_key_file}"
+# Seconds one request may take.
+timeout_secs = {llm_timeout}
+# The model's context window; long transcripts are summarised in parts that fit it.
+context_tokens = {llm_context}
+# Most tokens asked for in one answer (at most half of context_tokens).
+max_output_tokens = {llm_max_output}
 
 [log]
 # error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
@@ -195,6 +210,13 @@ level = "{level}"
         webhook_history = defaults.notify.webhook_history_days,
         upload_expiry = defaults.uploads.session_expiry_hours,
         recording_idle = defaults.uploads.recording_idle_secs,
+        llm_enabled = defaults.llm.enabled,
+        llm_base_url = defaults.llm.base_url,
+        llm_model = defaults.llm.model,
+        llm_key_file = defaults.llm.key_file,
+        llm_timeout = defaults.llm.timeout_secs,
+        llm_context = defaults.llm.context_tokens,
+        llm_max_output = defaults.llm.max_output_tokens,
     )
 }
 

@@ -33,6 +33,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub notify: NotifyConfig,
     pub uploads: UploadsConfig,
+    pub llm: LlmConfig,
     pub log: LogConfig,
 }
 
@@ -222,6 +223,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             notify: NotifyConfig::default(),
             uploads: UploadsConfig::default(),
+            llm: LlmConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -513,6 +515,9 @@ impl Config {
         if let Err((key, why)) = self.uploads.check() {
             return fail(key, why);
         }
+        if let Err((key, why)) = self.llm.check() {
+            return fail(key, why);
+        }
         Ok(())
     }
 
@@ -667,6 +672,8 @@ mod notify;
 pub use notify::{NotifyConfig, SecretFileError};
 mod uploads;
 pub use uploads::UploadsConfig;
+mod llm;
+pub use llm::{KeyFileError, LlmConfig};
 
 #[cfg(test)]
 mod tests;

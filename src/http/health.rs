@@ -85,6 +85,12 @@ pub async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
+    // The language model is informational: the daemon serves without it, so it never fails
+    // readiness.
+    let llm = match &state.llm {
+        Some(llm) => llm.status().await,
+        None => crate::llm::LlmStatus::not_configured(),
+    };
     let checks =
         match blocking(move || Ok::<_, crate::error::Error>(readiness_checks(&state))).await {
             Ok(checks) => checks,
@@ -94,7 +100,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     if failing.is_empty() {
         (
             StatusCode::OK,
-            Json(json!({"status": "ready", "checks": checks})),
+            Json(json!({"status": "ready", "checks": checks, "llm": llm})),
         )
             .into_response()
     } else {
@@ -105,6 +111,7 @@ async fn ready(State(state): State<AppState>) -> Response {
                 "message": format!("failing checks: {}", failing.join(", ")),
                 "failing": failing,
                 "checks": checks,
+                "llm": llm,
             })),
         )
             .into_response()

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod health;
 pub mod idle;
 pub mod library;
+pub mod llm;
 pub mod multipart_guard;
 pub mod openai;
 pub mod openapi;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(retention::routes())
         .merge(webhooks::routes())
         .merge(uploads::routes())
+        .merge(llm::routes())
         // Counted per matched route (the pattern, never the concrete path with its ids).
         .route_layer(axum::middleware::from_fn(count_request))
         .route(

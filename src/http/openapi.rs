@@ -535,6 +535,35 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             200,
             "The file",
         ),
+        ("GET", "/api/files/{id}/summary") => Details::new(
+            "The file's LLM summary: status (none, running, done, error), summary, action_items, decisions, topics, speaker_names, model, times, error",
+            200,
+            "The summary",
+        ),
+        ("POST", "/api/files/{id}/summary") => Details::new(
+            "Start (or re-run) the file's summary on the site's language model; progress as summary.status events; 503 llm-not-configured without one",
+            202,
+            "The run, running",
+        ),
+        ("POST", "/api/files/{id}/ask") => Details::new(
+            "Ask a question about the transcript; the answer cites segment times",
+            200,
+            "answer, citations [{start, end, text}], model",
+        )
+        .json(object(
+            &["question"],
+            json!({"question": {"type": "string", "minLength": 1, "maxLength": 2000}}),
+        )),
+        ("GET", "/api/account/llm-prompts") => Details::new(
+            "The caller's summary prompt templates, the defaults and the placeholders",
+            200,
+            "Templates",
+        ),
+        ("PUT", "/api/account/llm-prompts") => {
+            let template = || json!({"anyOf": [{"type": "string", "maxLength": 4000}, {"type": "null"}]});
+            Details::new("Set the own summary prompt templates (null or empty: the default)", 200, "Templates")
+                .json(object(&[], json!({"map": template(), "reduce": template()})))
+        }
         _ => return None,
     };
     Some(details)

@@ -138,6 +138,12 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (patch(), "/api/uploads/{id}", Owner),
         (delete(), "/api/uploads/{id}", Owner),
         (post(), "/api/uploads/{id}/complete", Owner),
+        // llm.rs
+        (get(), "/api/files/{id}/summary", Owner),
+        (post(), "/api/files/{id}/summary", Owner),
+        (post(), "/api/files/{id}/ask", Owner),
+        (get(), "/api/account/llm-prompts", User),
+        (put(), "/api/account/llm-prompts", User),
         // mod.rs: every other `/api/…` path is a JSON 404 for any method.
         (get(), "/api/{*rest}", Public),
         (post(), "/api/{*rest}", Public),

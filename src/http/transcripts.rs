@@ -42,6 +42,13 @@ pub(crate) async fn load_transcript(
     let file_id = file.id.clone();
     match blocking(move || store.transcript_of::<Transcript>(&file_id)).await? {
         Some(transcript) => Ok((file, transcript)),
+        // Deleted between the two reads: the file is gone, not unready.
+        None if super::files::load_file(state, user, file.id.clone(), Access::Viewer)
+            .await
+            .is_err() =>
+        {
+            Err(Error::not_found("file"))
+        }
         None => Err(Error::new(
             "transcript-not-ready",
             format!("the file is {}; its transcript is not ready", file.status),

@@ -254,10 +254,55 @@ pub fn doctor(config: anyhow::Result<Config>) -> anyhow::Result<()> {
         }
         None => println!("free disk: unknown"),
     }
+    llm_doctor(&config, &mut fatal);
     if fatal.is_empty() {
         println!("doctor: all checks passed");
         Ok(())
     } else {
         bail!("doctor found problems: {}", fatal.join(", "))
     }
+}
+
+/// The language model (`[llm]`): off is fine; on, the key file must be usable (the daemon
+/// would refuse to start) and the server is asked for its models (unreachable is reported,
+/// not fatal: transcription works without it).
+fn llm_doctor(config: &Config, fatal: &mut Vec<String>) {
+    // The HTTP client needs the process's TLS provider (the daemon installs it at start).
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let llm = match crate::llm::Llm::from_config(&config.llm) {
+        Ok(None) => {
+            println!("llm: not configured (summaries and questions are off)");
+            return;
+        }
+        Ok(Some(llm)) => llm,
+        Err(e) => {
+            println!("llm: {e}");
+            fatal.push("llm".to_owned());
+            return;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            println!("llm: cannot check ({e})");
+            return;
+        }
+    };
+    let status = runtime.block_on(llm.status());
+    println!(
+        "llm: {} model {} at {}: {}",
+        if status.reachable {
+            "ok,"
+        } else {
+            "UNREACHABLE,"
+        },
+        config.llm.model,
+        config.llm.base_url,
+        status.detail
+    );
 }

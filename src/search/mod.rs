@@ -135,6 +135,10 @@ pub struct FileDoc {
     /// Seconds.
     pub duration: f64,
     pub segments: Vec<SegmentDoc>,
+    /// The file's LLM summary (summary, action items, decisions, topics), searchable as one
+    /// more passage at time 0; absent until a summary is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

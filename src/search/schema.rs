@@ -260,6 +260,20 @@ pub fn file_documents(
         doc.add_text(text_field, &segment.text);
         docs.push(doc);
     }
+    if let Some(summary) = file.summary.as_deref().filter(|s| !s.trim().is_empty()) {
+        // The summary is one more passage, after the last segment, pointing at the start.
+        let mut doc = TantivyDocument::default();
+        add_file_fields(fields, &mut doc, file, KIND_SEGMENT);
+        doc.add_text(fields.speaker_name, "Summary");
+        let after_last = file.segments.last().map_or(0, |s| s.segment_id + 1) as u64;
+        doc.add_u64(fields.segment_id, after_last);
+        doc.add_u64(fields.segment_last, after_last);
+        doc.add_f64(fields.start, 0.0);
+        doc.add_f64(fields.end, 0.0);
+        doc.add_text(fields.text, summary);
+        doc.add_text(text_field, summary);
+        docs.push(doc);
+    }
     for (chunk, vector) in chunks {
         let Some(vector) = vector else { continue };
         let mut doc = TantivyDocument::default();

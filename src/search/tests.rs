@@ -73,6 +73,7 @@ fn file(id: &str, owner: &str, texts: &[&str]) -> FileDoc {
             .enumerate()
             .map(|(i, t)| segment(i, if i % 2 == 0 { "Alice Smith" } else { "Bob" }, t))
             .collect(),
+        summary: None,
     }
 }
 

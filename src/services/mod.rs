@@ -9,5 +9,6 @@ pub mod collections;
 pub mod files;
 pub mod ingest;
 pub mod library;
+pub mod llm;
 pub mod retention;
 pub mod uploads;

@@ -146,6 +146,8 @@ fn copy_catalogue(
     copy_table(source, target, DELIVERY_DUE, out)?;
     copy_table(source, target, USER_DELIVERIES, out)?;
     copy_table(source, target, UPLOADS, out)?;
+    copy_table(source, target, SUMMARIES, out)?;
+    copy_table(source, target, LLM_PROMPTS, out)?;
     Ok(())
 }
 

@@ -215,6 +215,8 @@ pub(crate) fn remove_file_in(txn: &redb::WriteTransaction, record: &FileRecord) 
     profiles::forget_file(txn, file_id, old.as_ref())?;
     let mut waveforms = txn.open_table(WAVEFORMS).map_err(db_err)?;
     waveforms.remove(file_id).map_err(db_err)?;
+    drop(waveforms);
+    super::summaries::forget_file(txn, file_id)?;
     Ok(remaining)
 }
 

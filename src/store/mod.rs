@@ -13,6 +13,7 @@ pub mod profiles;
 mod queue;
 pub mod records;
 pub mod retention;
+pub mod summaries;
 pub mod tables;
 pub mod uploads;
 pub mod webhooks;
@@ -109,6 +110,8 @@ pub(crate) fn create_all_tables(txn: &WriteTransaction) -> std::result::Result<(
     txn.open_table(DELIVERY_DUE)?;
     txn.open_table(USER_DELIVERIES)?;
     txn.open_table(UPLOADS)?;
+    txn.open_table(SUMMARIES)?;
+    txn.open_table(LLM_PROMPTS)?;
     Ok(())
 }
 

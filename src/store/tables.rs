@@ -67,3 +67,7 @@ pub const USER_DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("us
 /// upload session id (UUIDv7) → JSON `UploadRecord`: resumable uploads and browser recordings
 /// in progress (their bytes are in `DATA_DIR/uploads/<id>.part`).
 pub const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// file id → JSON `SummaryRecord`: the file's LLM summary and the state of its run.
+pub const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("summaries");
+/// user id → JSON `PromptTemplates`: a user's own summary prompt templates.
+pub const LLM_PROMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("llm_prompts");

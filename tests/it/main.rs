@@ -14,6 +14,7 @@ mod files;
 mod integrity;
 mod layout;
 mod library;
+mod llm;
 mod malformed_media;
 mod model_choice;
 mod models;

@@ -13,7 +13,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// A real WebSocket over TLS, authenticated with the bearer token.
-async fn connect_events(server: &TestServer, token: &str) -> Socket {
+pub(crate) async fn connect_events(server: &TestServer, token: &str) -> Socket {
     let port = server.running().https_addr.port();
     let tls = crate::support::client_tls(&server.running().cert_path, false);
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
@@ -41,7 +41,7 @@ async fn connect_events(server: &TestServer, token: &str) -> Socket {
     socket
 }
 
-async fn next_event(socket: &mut Socket, deadline: tokio::time::Instant) -> Value {
+pub(crate) async fn next_event(socket: &mut Socket, deadline: tokio::time::Instant) -> Value {
     loop {
         let message = tokio::time::timeout_at(deadline, socket.next())
             .await

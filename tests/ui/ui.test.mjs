@@ -44,6 +44,8 @@ const seenStatuses = new Set();
 let expectRefusal = null;
 // Set while a step cuts an upload's connection on purpose.
 let expectCut = false;
+/// The route a step sends a bad request to on purpose (its 400 is expected), or null.
+let expectBadRequest = null;
 // A step failed: the later ones depend on it and are skipped rather than failing in cascade.
 let broken = null;
 // Routes of features still landing that this server does not have yet (probed in before()).
@@ -68,8 +70,8 @@ function step(name, fn) {
 
 /// Expected noise. Chromium logs every failed resource load (fetch included) as a console
 /// error, and a page cannot prevent that. Accepted are only: the signed-out probe of
-/// /api/auth/me (401); a refusal a step provokes on purpose (401 on the route it names); and
-/// the single 404 of a feature route that before() found missing on this server (search,
+/// /api/auth/me (401); a refusal a step provokes on purpose (401, or 400 for a bad request,
+/// on the route it names); and the single 404 of a feature route that before() found missing on this server (search,
 /// profiles, waveform, admin status: the UI asks once per page load, then shows "not
 /// available"). Once those routes land, their 404s count as errors again.
 function expected(message) {
@@ -80,6 +82,9 @@ function expected(message) {
   }
   // The upload chunk a step cuts off on purpose (route.abort) fails in the console once.
   if (expectCut && /Failed to load resource: net::ERR_/.test(text) && where.startsWith("/api/uploads/")) return true;
+  if (/Failed to load resource: the server responded with a status of 400/.test(text)) {
+    return expectBadRequest !== null && where === expectBadRequest;
+  }
   if (/Failed to load resource: the server responded with a status of 404/.test(text)) {
     return [...missing].some((feature) => LANDING[feature].test(where));
   }
@@ -902,6 +907,52 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     const at = await page.locator("audio, video").evaluate((media) => media.currentTime);
     assert.ok(Math.abs(at - start) <= 0.5, `Enter on a word: currentTime ${at}, word at ${start}`);
     await page.locator("audio, video").evaluate((media) => media.pause());
+  });
+
+  step("summary on the site's model (a stub): items with times that seek, a question with cited times", async () => {
+    // scripts/test-ui starts tests/it/llm_stub.py and points [llm] at it.
+    await openFileView();
+    await playerReady();
+    const panel = page.locator("section.summary");
+    await panel.getByRole("heading", { name: "Summary" }).waitFor();
+    await panel.getByRole("button", { name: /^Summarise/ }).click();
+    await panel.locator(".summary-text").waitFor({ timeout: 30_000 });
+    assert.match(await panel.locator(".summary-text").innerText(), /^Stubsummary:/);
+    await panel.locator(".action-items li").first().waitFor();
+    await shoot("summary");
+    // Every time in the panel is a button that moves the player there.
+    const media = page.locator("audio, video");
+    const times = panel.locator(".decisions button.time, .action-items button.time");
+    assert.ok(await times.count() >= 1, "no clickable time in the summary");
+    const target = times.first();
+    await media.evaluate((m) => { m.pause(); m.currentTime = Math.min(3, m.duration || 3); });
+    const label = await target.innerText();
+    const [m, sec] = label.split(":").map(Number);
+    await target.click();
+    await page.waitForFunction((s) => Math.abs(document.querySelector("audio, video").currentTime - s) <= 1.0, m * 60 + sec);
+    await media.evaluate((el) => el.pause());
+    // Ask: the answer shows its citations as buttons; the stub's invented [9999.0s] is gone.
+    await panel.getByLabel("Question about this transcript").fill("What about Dashwood?");
+    await panel.getByRole("button", { name: "Ask", exact: true }).click();
+    const cited = panel.locator(".citations li");
+    await cited.first().waitFor({ timeout: 30_000 });
+    assert.equal(await cited.count(), 1, await panel.locator(".answer").innerText());
+    assert.match(await cited.first().innerText(), /Dashwood/i);
+    await media.evaluate((el) => { el.currentTime = Math.min(3, el.duration || 3); });
+    await cited.first().getByRole("button").click();
+    await page.waitForFunction(() => document.querySelector("audio, video").currentTime < 2.5);
+    await media.evaluate((el) => el.pause());
+    // The own prompt templates: the defaults shown, a bad placeholder refused with its name.
+    await panel.getByText("My summary prompts").click();
+    const mapPrompt = panel.getByLabel("Prompt for each part of the transcript");
+    await page.waitForFunction(() => document.querySelector("textarea[name=map-template]").value.includes("{transcript}"));
+    await mapPrompt.fill("Notes on {transcript} for {boss}");
+    expectBadRequest = "/api/account/llm-prompts";
+    await panel.locator("form.prompts").getByRole("button", { name: "Save" }).click();
+    await panel.locator("form.prompts [role=alert]", { hasText: "{boss}" }).waitFor();
+    await panel.getByRole("button", { name: "Back to the defaults" }).click();
+    await page.waitForFunction(() => document.querySelector("textarea[name=map-template]").value.startsWith("Take notes on part"));
+    expectBadRequest = null;
   });
 
   step("phone width: the file view stacks and nothing scrolls sideways", async () => {
