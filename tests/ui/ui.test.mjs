@@ -760,25 +760,35 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
       assert.ok(rules.some((r) => r.includes("::cue") && r.includes(voice)), `no cue rule for ${voice}: ${rules.join(" ")}`);
     }
     // Show a frame with a caption on it.
-    await page.locator("video").evaluate((media) => new Promise((resolve) => {
-      media.pause();
-      media.addEventListener("seeked", resolve, { once: true });
-      media.currentTime = 2.5;
-    }));
-    await page.waitForFunction(() => document.querySelector("video").textTracks[0].activeCues?.length > 0);
+    // Seek into the middle of a cue; a paused element that has not yet shown the cue after the
+    // seek (seen under load) is nudged by playing a moment.
+    const showCue = async (index) => {
+      await page.locator("video").evaluate((media, i) => new Promise((resolve) => {
+        const cues = media.textTracks[0].cues;
+        const cue = cues[i < 0 ? cues.length + i : i];
+        media.pause();
+        media.addEventListener("seeked", resolve, { once: true });
+        media.currentTime = (cue.startTime + cue.endTime) / 2;
+      }), index);
+      const active = () => document.querySelector("video").textTracks[0].activeCues?.length > 0;
+      try {
+        await page.waitForFunction(active, null, { timeout: 5000 });
+      } catch {
+        await page.locator("video").evaluate(async (media) => {
+          media.muted = true;
+          await media.play();
+          await new Promise((r) => setTimeout(r, 300));
+          media.pause();
+        });
+        await page.waitForFunction(active);
+      }
+    };
+    await showCue(0);
     await page.waitForTimeout(200);
     await page.locator(".player-card").screenshot({ path: path.join(SHOTS, "captions-video-desktop.png") });
     // The last cue too (in another speaker's colour where the diarization found two; this
     // one-reader clip has one).
-    const lastStart = await page.locator("video").evaluate((media) => {
-      const cues = media.textTracks[0].cues;
-      return cues[cues.length - 1].startTime;
-    });
-    await page.locator("video").evaluate((media, at) => new Promise((resolve) => {
-      media.addEventListener("seeked", resolve, { once: true });
-      media.currentTime = at + 0.3;
-    }), lastStart);
-    await page.waitForFunction(() => document.querySelector("video").textTracks[0].activeCues?.length > 0);
+    await showCue(-1);
     await page.waitForTimeout(200);
     await page.locator(".player-card").screenshot({ path: path.join(SHOTS, "captions-video-last-cue-desktop.png") });
     await shoot("captions-fileview");
@@ -852,7 +862,7 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
       await de.getByRole("button", { name: "Nach Name sortieren" }).waitFor();
       await de.screenshot({ path: path.join(SHOTS, "german-files-desktop.png"), fullPage: true });
       await de.locator("tbody tr", { hasText: FILE_NAME }).getByRole("link", { name: "Öffnen" }).click();
-      await de.getByRole("heading", { name: "Transkript" }).waitFor();
+      await de.getByRole("heading", { name: "Transkript", exact: true }).waitFor();
       await de.getByText("Sprechernamen einschließen").waitFor();
       await de.getByLabel("Tempo").waitFor();
       await de.screenshot({ path: path.join(SHOTS, "german-transcript-desktop.png"), fullPage: true });
@@ -863,10 +873,10 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
       }
       // The override: English chosen in the header wins over the browser's language.
       await de.getByLabel("Sprache", { exact: true }).selectOption("en");
-      await de.getByRole("heading", { name: "Transcript" }).waitFor();
+      await de.getByRole("heading", { name: "Transcript", exact: true }).waitFor();
       assert.equal(await de.evaluate(() => document.documentElement.lang), "en");
       await de.getByLabel("Language", { exact: true }).selectOption("de");
-      await de.getByRole("heading", { name: "Transkript" }).waitFor();
+      await de.getByRole("heading", { name: "Transkript", exact: true }).waitFor();
       assert.deepEqual(errors, []);
       await german.close();
     } finally {
