@@ -32,6 +32,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub retention: RetentionConfig,
     pub notify: NotifyConfig,
+    pub ldap: LdapConfig,
     pub log: LogConfig,
 }
 
@@ -67,6 +68,11 @@ pub struct AuthConfig {
     pub min_password_length: usize,
     /// Password hashes (argon2id, 19 MiB each) computed at once; 0 means one per core.
     pub password_hash_concurrency: usize,
+    /// Local accounts must set up a TOTP second factor before they get a full session
+    /// (directory accounts are left to their directory).
+    pub require_totp: bool,
+    /// The issuer name authenticator apps show next to the account.
+    pub totp_issuer: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,6 +226,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             retention: RetentionConfig::default(),
             notify: NotifyConfig::default(),
+            ldap: LdapConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -251,6 +258,8 @@ impl Default for AuthConfig {
             login_lockout_secs: 15 * 60,
             min_password_length: 8,
             password_hash_concurrency: 0,
+            require_totp: false,
+            totp_issuer: "OpenTranscribe".to_owned(),
         }
     }
 }
@@ -425,6 +434,10 @@ impl Config {
         if !matches!(self.auth.registration.as_str(), "open" | "closed") {
             return fail("auth.registration", "must be `open` or `closed`");
         }
+        let issuer = self.auth.totp_issuer.trim();
+        if issuer.is_empty() || issuer.len() > 64 || issuer.contains(':') {
+            return fail("auth.totp_issuer", "must be 1 to 64 characters without `:`");
+        }
         if self.auth.session_idle_timeout_secs == 0 || self.auth.session_absolute_timeout_secs == 0
         {
             return fail(
@@ -506,6 +519,9 @@ impl Config {
             return fail("data_dir", "must not be empty");
         }
         if let Err((key, why)) = self.notify.check() {
+            return fail(key, why);
+        }
+        if let Err((key, why)) = self.ldap.check() {
             return fail(key, why);
         }
         Ok(())
@@ -660,6 +676,8 @@ mod policy;
 pub use policy::{AuditConfig, RetentionConfig};
 mod notify;
 pub use notify::{NotifyConfig, SecretFileError};
+mod ldap;
+pub use ldap::LdapConfig;
 
 #[cfg(test)]
 mod tests;

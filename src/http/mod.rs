@@ -19,6 +19,7 @@ pub mod search;
 pub mod server;
 pub mod speakers;
 pub mod tls;
+pub mod totp_routes;
 pub mod transcripts;
 pub mod ui;
 pub mod webhooks;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(health::routes())
         .merge(auth_routes::routes())
+        .merge(totp_routes::routes())
         .merge(files::routes())
         .merge(transcripts::routes())
         .merge(openai::routes())

@@ -157,7 +157,11 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                 .returns(reference("User"))
         }
         ("POST", "/api/auth/login") => {
-            Details::new("Sign in: a session token and cookie", 200, "The session")
+            Details::new(
+                "Sign in: a session token and cookie",
+                200,
+                "The session (`Login`); for an account with TOTP on, a `TotpChallenge` instead (no session yet: send it with the code to `POST /api/auth/login/totp`)",
+            )
                 .json(object(
                     &["username", "password"],
                     json!({"username": string(), "password": string()}),
@@ -181,6 +185,42 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                 .json(object(&["name"], json!({"name": text(100, false)})))
         }
         ("DELETE", "/api/auth/tokens/{id}") => Details::new("Revoke an API token", 204, "Revoked"),
+        ("POST", "/api/auth/login/totp") => Details::new(
+            "Second sign-in step: the challenge and a TOTP or recovery code",
+            200,
+            "The session",
+        )
+        .json(object(
+            &["challenge"],
+            json!({
+                "challenge": string(),
+                "code": {"type": "string", "pattern": "^[0-9 ]{6,7}$"},
+                "recovery_code": string(),
+            }),
+        ))
+        .returns(reference("Login")),
+        ("POST", "/api/account/totp/setup") => Details::new(
+            "Start TOTP enrolment: a new secret and its otpauth:// URI",
+            200,
+            "`secret`, `otpauth_uri`, `algorithm`, `digits`, `period`",
+        ),
+        ("POST", "/api/account/totp/confirm") => Details::new(
+            "Confirm TOTP enrolment with a code: TOTP is on, recovery codes shown once",
+            200,
+            "`enabled`, `recovery_codes` (10, single-use)",
+        )
+        .json(object(&["code"], json!({"code": string()}))),
+        ("DELETE", "/api/account/totp") => {
+            Details::new("Remove the own second factor", 204, "Removed").json(object(
+                &[],
+                json!({"password": string(), "code": string()}),
+            ))
+        }
+        ("DELETE", "/api/admin/users/{id}/totp") => Details::new(
+            "Remove a user's second factor (ends their sessions)",
+            204,
+            "Removed",
+        ),
         ("GET", "/api/admin/users") => Details::new("Every user", 200, "Users"),
         ("POST", "/api/admin/users") => Details::new("Create a user", 201, "The new user")
             .json(object(
@@ -576,6 +616,8 @@ fn schemas() -> Value {
             "role": {"type": "string", "enum": ["user", "admin"]},
             "disabled": {"type": "boolean"},
             "created_at": {"type": "integer", "minimum": 0},
+            "totp_enabled": {"type": "boolean"},
+            "source": {"type": "string", "enum": ["local", "ldap", "oidc"]},
         }),
     );
     json!({
@@ -605,6 +647,15 @@ fn schemas() -> Value {
                 "csrf_token": string(),
                 "expires_in": {"type": "integer", "minimum": 0},
                 "user": reference("User"),
+                "totp_enrolment_required": {"type": "boolean"},
+            }),
+        ),
+        "TotpChallenge": object(
+            &["totp_required", "challenge", "expires_in"],
+            json!({
+                "totp_required": {"type": "boolean", "enum": [true]},
+                "challenge": string(),
+                "expires_in": {"type": "integer", "minimum": 0},
             }),
         ),
         "File": {

@@ -52,6 +52,12 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (post(), "/api/admin/users", Admin),
         (patch(), "/api/admin/users/{id}", Admin),
         (post(), "/api/admin/users/{id}/password", Admin),
+        // totp_routes.rs
+        (post(), "/api/auth/login/totp", Public),
+        (delete(), "/api/account/totp", User),
+        (post(), "/api/account/totp/setup", User),
+        (post(), "/api/account/totp/confirm", User),
+        (delete(), "/api/admin/users/{id}/totp", Admin),
         // files.rs
         (get(), "/api/files", User),
         (post(), "/api/files", User),

@@ -8,5 +8,7 @@ pub mod audit;
 pub mod collections;
 pub mod files;
 pub mod ingest;
+pub mod ldap;
 pub mod library;
 pub mod retention;
+pub mod second_factor;
