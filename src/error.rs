@@ -97,6 +97,7 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("totp-not-available", 409),
     ("directory-access-denied", 403),
     ("directory-unavailable", 503),
+    ("oidc-failed", 401),
     ("forbidden", 403),
     ("csrf-failed", 403),
     ("account-disabled", 403),

@@ -173,6 +173,26 @@ admin_groups = []
 allowed_groups = []
 timeout_secs = 10
 
+[oidc]
+# Sign-in through an OpenID Connect provider (authorization code + PKCE). The web UI shows
+# "Sign in with <display_name>". Register redirect_url with the provider. See docs/auth.md.
+enabled = false
+issuer = ""
+display_name = "single sign-on"
+client_id = ""
+# First line is the client secret; the file must have mode 0600.
+client_secret_file = ""
+redirect_url = ""
+scopes = ["openid", "profile", "email"]
+username_claim = "preferred_username"
+groups_claim = "groups"
+admin_groups = []
+# When not empty, only members of these groups (and admins) may sign in.
+allowed_groups = []
+# An http:// issuer is refused unless this is set (only for a provider on this host).
+allow_http = false
+timeout_secs = 10
+
 [log]
 # error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
 level = "{level}"

@@ -33,6 +33,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub notify: NotifyConfig,
     pub ldap: LdapConfig,
+    pub oidc: OidcConfig,
     pub log: LogConfig,
 }
 
@@ -227,6 +228,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             notify: NotifyConfig::default(),
             ldap: LdapConfig::default(),
+            oidc: OidcConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -524,6 +526,9 @@ impl Config {
         if let Err((key, why)) = self.ldap.check() {
             return fail(key, why);
         }
+        if let Err((key, why)) = self.oidc.check() {
+            return fail(key, why);
+        }
         Ok(())
     }
 
@@ -678,6 +683,8 @@ mod notify;
 pub use notify::{NotifyConfig, SecretFileError};
 mod ldap;
 pub use ldap::LdapConfig;
+mod oidc;
+pub use oidc::OidcConfig;
 
 #[cfg(test)]
 mod tests;

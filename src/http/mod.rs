@@ -11,6 +11,7 @@ pub mod health;
 pub mod idle;
 pub mod library;
 pub mod multipart_guard;
+pub mod oidc_routes;
 pub mod openai;
 pub mod openapi;
 pub mod retention;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(auth_routes::routes())
         .merge(totp_routes::routes())
+        .merge(oidc_routes::routes())
         .merge(files::routes())
         .merge(transcripts::routes())
         .merge(openai::routes())

@@ -221,6 +221,23 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             204,
             "Removed",
         ),
+        ("GET", "/api/auth/providers") => Details::new(
+            "The sign-ins this site offers besides passwords",
+            200,
+            "`oidc` (`{display_name}` or null), `ldap` (boolean)",
+        ),
+        ("GET", "/api/auth/oidc/start") => Details::new(
+            "Start an OIDC sign-in (browser)",
+            303,
+            "To the provider, with a short-lived flow cookie",
+        ),
+        ("GET", "/api/auth/oidc/callback") => Details::new(
+            "Finish an OIDC sign-in (the provider's redirect)",
+            303,
+            "To the web UI, with the session cookie",
+        )
+        .query("code", false, string())
+        .query("state", false, string()),
         ("GET", "/api/admin/users") => Details::new("Every user", 200, "Users"),
         ("POST", "/api/admin/users") => Details::new("Create a user", 201, "The new user")
             .json(object(

@@ -58,6 +58,10 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (post(), "/api/account/totp/setup", User),
         (post(), "/api/account/totp/confirm", User),
         (delete(), "/api/admin/users/{id}/totp", Admin),
+        // oidc_routes.rs
+        (get(), "/api/auth/providers", Public),
+        (get(), "/api/auth/oidc/start", Public),
+        (get(), "/api/auth/oidc/callback", Public),
         // files.rs
         (get(), "/api/files", User),
         (post(), "/api/files", User),

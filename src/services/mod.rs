@@ -10,5 +10,6 @@ pub mod files;
 pub mod ingest;
 pub mod ldap;
 pub mod library;
+pub mod oidc;
 pub mod retention;
 pub mod second_factor;

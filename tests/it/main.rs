@@ -19,6 +19,7 @@ mod malformed_media;
 mod model_choice;
 mod models;
 mod multipart;
+mod oidc;
 mod openai;
 mod openapi;
 mod pipeline;
