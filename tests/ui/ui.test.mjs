@@ -627,3 +627,94 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     assert.deepEqual(problems, []);
   });
 });
+
+// ---- Two-factor authentication (TOTP): enrolment and sign-in in the browser. Codes are
+// computed here with node's HMAC-SHA-1 (RFC 6238), from the key the page shows.
+
+import { createHmac } from "node:crypto";
+
+function base32Decode(text) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = 0, value = 0;
+  const out = [];
+  for (const c of text.replace(/=+$/, "")) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) { bits -= 8; out.push((value >>> bits) & 0xff); }
+  }
+  return Buffer.from(out);
+}
+
+function totpCode(secret, unixSecs) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(unixSecs / 30)));
+  const digest = createHmac("sha1", base32Decode(secret)).update(counter).digest();
+  const offset = digest[19] & 0x0f;
+  return String((digest.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, "0");
+}
+
+describe("two-factor authentication", { timeout: 120_000 }, () => {
+  it("sets TOTP up on the account page, then signs in with a recovery code and with a code", async () => {
+    const api = await request.newContext({ baseURL: BASE, ignoreHTTPSErrors: true });
+    if ((await (await api.get("/api/auth/setup-needed")).json()).setup_needed) {
+      await api.post("/api/auth/register", { data: { username: USERNAME, password: PASSWORD } });
+    }
+    const admin = await (await api.post("/api/auth/login", { data: { username: USERNAME, password: PASSWORD } })).json();
+    const created = await api.post("/api/admin/users", {
+      headers: { authorization: `Bearer ${admin.token}` },
+      data: { username: "second-factor", password: "second-factor-pw", role: "user" },
+    });
+    assert.equal(created.status(), 201);
+    await api.dispose();
+
+    const browser = await chromium.launch({ executablePath: CHROMIUM });
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: DESKTOP });
+    const tab = await ctx.newPage();
+    const errors = [];
+    tab.on("pageerror", (e) => errors.push(String(e)));
+    const signIn = async () => {
+      await tab.goto(`${BASE}/`);
+      await tab.getByLabel("Username").fill("second-factor");
+      await tab.getByLabel("Password").fill("second-factor-pw");
+      await tab.getByRole("button", { name: "Sign in" }).click();
+    };
+    try {
+      await signIn();
+      await tab.getByRole("navigation", { name: "Main" }).waitFor();
+      await tab.goto(`${BASE}/#/account`);
+      await tab.getByRole("button", { name: "Set up an authenticator app" }).click();
+      const secret = (await tab.locator("[data-totp-secret]").textContent()).trim();
+      assert.match(secret, /^[A-Z2-7]{32}$/);
+      const uri = await tab.getByRole("link", { name: "Open in an authenticator app" }).getAttribute("href");
+      assert.ok(uri.startsWith("otpauth://totp/") && uri.includes(`secret=${secret}`), uri);
+      await tab.screenshot({ path: path.join(SHOTS, "totp-setup-desktop.png"), fullPage: true });
+      await tab.getByLabel("Code from your authenticator app").fill(totpCode(secret, Date.now() / 1000));
+      await tab.getByRole("button", { name: "Turn on" }).click();
+      await tab.locator(".recovery-codes li").first().waitFor();
+      const recovery = await tab.locator(".recovery-codes code").allTextContents();
+      assert.equal(recovery.length, 10);
+      assert.equal(await tab.locator("[data-totp-state]").getAttribute("data-totp-state"), "on");
+      await tab.screenshot({ path: path.join(SHOTS, "totp-recovery-codes-desktop.png"), fullPage: true });
+
+      // Signing in now asks for a code: a recovery code works.
+      await ctx.clearCookies();
+      await signIn();
+      const prompt = tab.getByLabel("Code from your authenticator app");
+      await prompt.waitFor();
+      await tab.screenshot({ path: path.join(SHOTS, "totp-prompt-desktop.png"), fullPage: true });
+      await prompt.fill(recovery[0]);
+      await tab.getByRole("button", { name: "Verify" }).click();
+      await tab.getByRole("navigation", { name: "Main" }).waitFor();
+
+      // And a code from the app (the next step's: the enrolment's step is spent).
+      await ctx.clearCookies();
+      await signIn();
+      await prompt.fill(totpCode(secret, Date.now() / 1000 + 30));
+      await tab.getByRole("button", { name: "Verify" }).click();
+      await tab.getByRole("navigation", { name: "Main" }).waitFor();
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+});
