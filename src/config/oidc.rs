@@ -64,8 +64,8 @@ impl OidcConfig {
         if !self.enabled {
             return Ok(());
         }
-        let https = self.issuer.starts_with("https://");
-        if !https && !(self.allow_http && self.issuer.starts_with("http://")) {
+        let http_allowed = self.allow_http && self.issuer.starts_with("http://");
+        if !(self.issuer.starts_with("https://") || http_allowed) {
             return Err(("oidc.issuer", "must be an https:// URL"));
         }
         if self.client_id.is_empty() {
