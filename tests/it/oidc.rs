@@ -32,7 +32,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts the provider; returns it and its issuer URL.
-fn start_provider(redirect_uri: &str) -> (Node, String) {
+fn start_provider(redirect_uri: &str, alg: &str) -> (Node, String) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
     assert!(
         dir.join("node_modules/oidc-provider").exists(),
@@ -46,6 +46,7 @@ fn start_provider(redirect_uri: &str) -> (Node, String) {
         .env("OIDC_CLIENT_ID", "opentranscribe")
         .env("OIDC_CLIENT_SECRET", CLIENT_SECRET)
         .env("OIDC_REDIRECT_URI", redirect_uri)
+        .env("OIDC_ALG", alg)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -177,9 +178,19 @@ async fn callback(server: &TestServer, url: &str, jar: &Jar) -> reqwest::Respons
 
 #[tokio::test]
 async fn oidc_code_flow_with_pkce_against_a_real_provider() {
+    code_flow("RS256", true).await;
+}
+
+/// The same flow with ID tokens signed ES256 (P-256), the other algorithm accepted.
+#[tokio::test]
+async fn oidc_id_tokens_signed_es256() {
+    code_flow("ES256", false).await;
+}
+
+async fn code_flow(alg: &str, every_case: bool) {
     let port = free_port();
     let redirect = format!("https://localhost:{port}/api/auth/oidc/callback");
-    let (_provider, issuer) = start_provider(&redirect);
+    let (_provider, issuer) = start_provider(&redirect, alg);
     let dir = tempfile::tempdir().unwrap();
     let secret_path = dir.path().join("client-secret");
     std::fs::write(&secret_path, format!("{CLIENT_SECRET}\n")).unwrap();
@@ -244,6 +255,10 @@ async fn oidc_code_flow_with_pkce_against_a_real_provider() {
         // A code works once.
         let again = callback(&server, &url, &jar).await;
         assert_eq!(again.status(), 401);
+        if !every_case {
+            server.stop().await;
+            return;
+        }
     }
 
     // Not in an allowed group: refused.

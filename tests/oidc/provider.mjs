@@ -2,7 +2,15 @@
 // oidc-provider with its development login/consent pages. Settings come from the environment:
 // OIDC_PORT, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_REDIRECT_URI. Accounts: alice (staff),
 // bob (admins, staff), carol (others); the dev login page takes any password.
+import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
+
+// Signing keys made at start: RSA (RS256) and P-256 (ES256).
+const jwk = (key, kid) => ({ ...key.privateKey.export({ format: 'jwk' }), kid, use: 'sig' });
+const keys = [
+  jwk(generateKeyPairSync('rsa', { modulusLength: 2048 }), 'rsa-1'),
+  jwk(generateKeyPairSync('ec', { namedCurve: 'P-256' }), 'ec-1'),
+];
 
 const port = Number(process.env.OIDC_PORT);
 const issuer = `http://127.0.0.1:${port}`;
@@ -18,6 +26,8 @@ const provider = new Provider(issuer, {
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: process.env.OIDC_ALG || 'RS256',
   }],
+  jwks: { keys },
+  enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256'] },
   pkce: { required: () => true },
   conformIdTokenClaims: false,
   claims: { openid: ['sub'], profile: ['preferred_username', 'groups', 'name'] },
