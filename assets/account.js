@@ -5,6 +5,7 @@
 import { STRINGS } from "./strings.js";
 import { api, announce, attempt, el, errorBox, field, formatDate, hooks } from "./lib.js";
 import { notificationsSection } from "./notify.js";
+import { totpSection } from "./totp.js";
 
 export async function showAccount(ctx) {
   const tokens = await api("GET", "/api/auth/tokens");
@@ -88,11 +89,13 @@ export async function showAccount(ctx) {
   await showTokens(tokens);
   const retention = await retentionSection();
   const notifications = await notificationsSection();
+  const me = await api("GET", "/api/auth/me");
 
   return [
     el("h2", {}, STRINGS.accountHeading),
     el("section", { "aria-labelledby": "password-heading" }, el("h3", { id: "password-heading" }, STRINGS.changePassword), passwordForm,
       el("p", {}, everywhere)),
+    totpSection(me),
     el("section", { "aria-labelledby": "tokens-heading" }, el("h3", { id: "tokens-heading" }, STRINGS.tokensHeading),
       el("p", { class: "muted" }, STRINGS.tokensHint), tokenForm, tokenError, revealed, tokenList),
     retention,

@@ -18,6 +18,7 @@ import { shortcutsButton } from "./shortcuts.js";
 
 applyTheme();
 document.documentElement.lang = LANGUAGE;
+import { totpPrompt, totpSection } from "./totp.js";
 
 const root = document.getElementById("app");
 
@@ -120,7 +121,7 @@ function signedOut() {
 }
 hooks.signedOut = signedOut;
 
-function credentialsForm(heading, hint, buttonText, onSubmit, passwordKind = "current-password") {
+function credentialsForm(heading, hint, buttonText, onSubmit, passwordKind = "current-password", extra = null) {
   const error = errorBox();
   const user = el("input", { name: "username", autocomplete: "username", required: true });
   const pass = el("input", { name: "password", type: "password", autocomplete: passwordKind, required: true, minlength: "8" });
@@ -138,20 +139,43 @@ function credentialsForm(heading, hint, buttonText, onSubmit, passwordKind = "cu
     el("label", {}, STRINGS.username, user),
     el("label", {}, STRINGS.password, pass),
     submit, error);
-  renderBare(el("h2", {}, heading), hint ? el("p", { class: "muted" }, hint) : null, form);
+  renderBare(el("h2", {}, heading), hint ? el("p", { class: "muted" }, hint) : null, form, extra);
   document.title = `${heading} · ${STRINGS.title}`;
   user.focus();
 }
 
-async function signIn(username, password) {
-  const result = await api("POST", "/api/auth/login", { username, password });
+/// A completed sign-in (password, second factor): the session, or the TOTP setup first.
+async function signedIn(result) {
   state.csrf = result.csrf_token;
   state.user = result.user;
+  if (result.totp_enrolment_required) { showEnrolment(result.user); return; }
   await route();
 }
 
-function showSignIn() {
-  credentialsForm(STRINGS.signInHeading, "", STRINGS.signIn, signIn);
+async function signIn(username, password) {
+  const result = await api("POST", "/api/auth/login", { username, password });
+  if (result.totp_required) {
+    const prompt = totpPrompt(result.challenge, signedIn);
+    renderBare(el("h2", {}, STRINGS.signInHeading), prompt.form);
+    prompt.focus();
+    return;
+  }
+  await signedIn(result);
+}
+
+/// The site requires TOTP and this account has none: only its setup is open.
+function showEnrolment(user) {
+  renderBare(el("h2", {}, STRINGS.totpHeading), el("p", {}, STRINGS.totpRequired),
+    totpSection(user, () => route()));
+}
+
+async function showSignIn() {
+  let providers = null;
+  try { providers = await api("GET", "/api/auth/providers"); } catch { /* password sign-in only */ }
+  const oidc = providers && providers.oidc
+    ? el("p", {}, el("a", { class: "button-link", href: "/api/auth/oidc/start", "data-oidc": "" }, STRINGS.signInWith(providers.oidc.display_name)))
+    : null;
+  credentialsForm(STRINGS.signInHeading, "", STRINGS.signIn, signIn, "current-password", oidc);
 }
 
 function showSetup() {
@@ -207,6 +231,7 @@ async function start() {
   if (me) {
     state.user = me;
     state.csrf = me.csrf_token || null;
+    if (me.totp_enrolment_required) { showEnrolment(me); return; }
     await route({ focus: false });
     return;
   }

@@ -406,4 +406,23 @@ export const DE = {
   promptReduce: "Prompt, der die Teile zusammenführt",
   promptsReset: "Zurück zu den Vorgaben",
   promptsHint: (map, reduce) => `Jeder Teil: ${map} ({transcript} nötig). Zusammenführen: ${reduce} ({notes} nötig). Das Antwortformat fügt der Server hinzu.`,
+
+  // Sign-in through a provider and the second factor (totp.js)
+  signInWith: (name) => `Anmelden mit ${name}`,
+  verify: "Bestätigen",
+  totpCode: "Code aus Ihrer Authenticator-App",
+  totpCodeHint: "Sechs Ziffern oder einer Ihrer Wiederherstellungscodes.",
+  totpHeading: "Zwei-Faktor-Authentifizierung",
+  totpOn: "An: Bei der Anmeldung wird ein Code aus Ihrer Authenticator-App abgefragt.",
+  totpOff: "Aus.",
+  totpSetUp: "Authenticator-App einrichten",
+  totpScan: "Fügen Sie dieses Konto Ihrer Authenticator-App hinzu (Link auf dem Telefon öffnen oder den Schlüssel eintippen) und geben Sie dann den angezeigten Code ein.",
+  totpSecret: "Schlüssel:",
+  totpOpenApp: "In einer Authenticator-App öffnen",
+  totpEnable: "Einschalten",
+  totpRemove: "Zwei-Faktor-Authentifizierung ausschalten",
+  totpRecoveryShownOnce: "Die Zwei-Faktor-Authentifizierung ist an. Bewahren Sie diese Wiederherstellungscodes sicher auf: Jeder funktioniert einmal, falls Sie Ihr Telefon verlieren, und sie werden nur jetzt angezeigt.",
+  totpRequired: "Diese Seite verlangt Zwei-Faktor-Authentifizierung. Richten Sie sie ein, um fortzufahren.",
+  totpDirectory: "Ihr Konto meldet sich über das Verzeichnis Ihrer Organisation an, das die Zwei-Faktor-Authentifizierung übernimmt.",
+  continueToApp: "Weiter",
 };

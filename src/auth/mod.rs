@@ -2,6 +2,7 @@
 
 pub mod password;
 pub mod throttle;
+pub mod totp;
 
 use base64::Engine;
 use rand::RngCore;

@@ -52,6 +52,11 @@ min_password_length = {min_pw}
 # Password hashes computed at once (each takes 19 MiB for a moment); 0 = one per core.
 # Sign-ins beyond it wait up to 2 s, then get 429 with Retry-After.
 password_hash_concurrency = {hash_slots}
+# Require a TOTP second factor (an authenticator app) for local accounts: a user without one
+# must set it up right after signing in. LDAP and OIDC accounts are left to their directory.
+require_totp = {require_totp}
+# The name authenticator apps show for this site.
+totp_issuer = "{totp_issuer}"
 
 [storage]
 # Encrypt new media at rest with AES-256-GCM (key generated into data_dir/secrets, mode 0600).
@@ -143,6 +148,7 @@ session_expiry_hours = {upload_expiry}
 # Seconds without a chunk after which a browser recording is completed with what arrived
 # (the tab was closed or the connection lost).
 recording_idle_secs = {recording_idle}
+
 [llm]
 # The site's own OpenAI-compatible model server (llama.cpp server, Ollama, vLLM) for summaries,
 # action items and questions about a transcript (see docs/llm.md). Nothing leaves the site.
@@ -158,6 +164,58 @@ timeout_secs = {llm_timeout}
 context_tokens = {llm_context}
 # Most tokens asked for in one answer (at most half of context_tokens).
 max_output_tokens = {llm_max_output}
+
+[ldap]
+# Sign-in through an LDAP directory or Active Directory, beside local accounts (a local account
+# of the same name is tried first). A directory user gets a local account record on first
+# sign-in; its role follows its groups at every sign-in. See docs/auth.md.
+enabled = false
+# ldaps://host:636, or ldap://host:389 with starttls = true.
+url = ""
+starttls = true
+# PEM file with the CA that signed the directory's certificate; "" = the system's CAs.
+ca_file = ""
+# ldap:// without StartTLS sends passwords in the clear; only for a directory on localhost.
+allow_plaintext = false
+# Search-then-bind: a service account finds the user under user_base with user_filter.
+bind_dn = ""
+# First line is the service account's password; the file must have mode 0600.
+bind_password_file = ""
+user_base = ""
+user_filter = "(uid={{username}})"
+# Or bind directly as a DN built from the name (no service account), e.g.
+# "uid={{username}},ou=people,dc=example,dc=org".
+user_dn_template = ""
+# Groups: an attribute of the user listing group DNs (Active Directory: "memberOf"), or a search
+# under group_base ({{dn}} = the user's DN, {{username}} = the name).
+group_attribute = ""
+group_base = ""
+group_filter = "(|(member={{dn}})(uniqueMember={{dn}})(memberUid={{username}}))"
+# Group DNs or cn values: members of admin_groups are administrators; when allowed_groups is
+# not empty, only its members (and admins) may sign in, and others are disabled locally.
+admin_groups = []
+allowed_groups = []
+timeout_secs = 10
+
+[oidc]
+# Sign-in through an OpenID Connect provider (authorization code + PKCE). The web UI shows
+# "Sign in with <display_name>". Register redirect_url with the provider. See docs/auth.md.
+enabled = false
+issuer = ""
+display_name = "single sign-on"
+client_id = ""
+# First line is the client secret; the file must have mode 0600.
+client_secret_file = ""
+redirect_url = ""
+scopes = ["openid", "profile", "email"]
+username_claim = "preferred_username"
+groups_claim = "groups"
+admin_groups = []
+# When not empty, only members of these groups (and admins) may sign in.
+allowed_groups = []
+# An http:// issuer is refused unless this is set (only for a provider on this host).
+allow_http = false
+timeout_secs = 10
 
 [log]
 # error, warn, info, debug or trace. OPENTRANSCRIBE_LOG takes a full tracing filter.
@@ -179,6 +237,8 @@ level = "{level}"
         lockout = defaults.auth.login_lockout_secs,
         min_pw = defaults.auth.min_password_length,
         hash_slots = defaults.auth.password_hash_concurrency,
+        require_totp = defaults.auth.require_totp,
+        totp_issuer = defaults.auth.totp_issuer,
         encrypt = defaults.storage.encrypt_at_rest,
         min_free = defaults.storage.min_free_disk_mb,
         level = defaults.log.level,

@@ -34,6 +34,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub uploads: UploadsConfig,
     pub llm: LlmConfig,
+    pub ldap: LdapConfig,
+    pub oidc: OidcConfig,
     pub log: LogConfig,
 }
 
@@ -69,6 +71,11 @@ pub struct AuthConfig {
     pub min_password_length: usize,
     /// Password hashes (argon2id, 19 MiB each) computed at once; 0 means one per core.
     pub password_hash_concurrency: usize,
+    /// Local accounts must set up a TOTP second factor before they get a full session
+    /// (directory accounts are left to their directory).
+    pub require_totp: bool,
+    /// The issuer name authenticator apps show next to the account.
+    pub totp_issuer: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +231,8 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             uploads: UploadsConfig::default(),
             llm: LlmConfig::default(),
+            ldap: LdapConfig::default(),
+            oidc: OidcConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -255,6 +264,8 @@ impl Default for AuthConfig {
             login_lockout_secs: 15 * 60,
             min_password_length: 8,
             password_hash_concurrency: 0,
+            require_totp: false,
+            totp_issuer: "OpenTranscribe".to_owned(),
         }
     }
 }
@@ -429,6 +440,10 @@ impl Config {
         if !matches!(self.auth.registration.as_str(), "open" | "closed") {
             return fail("auth.registration", "must be `open` or `closed`");
         }
+        let issuer = self.auth.totp_issuer.trim();
+        if issuer.is_empty() || issuer.len() > 64 || issuer.contains(':') {
+            return fail("auth.totp_issuer", "must be 1 to 64 characters without `:`");
+        }
         if self.auth.session_idle_timeout_secs == 0 || self.auth.session_absolute_timeout_secs == 0
         {
             return fail(
@@ -516,6 +531,12 @@ impl Config {
             return fail(key, why);
         }
         if let Err((key, why)) = self.llm.check() {
+            return fail(key, why);
+        }
+        if let Err((key, why)) = self.ldap.check() {
+            return fail(key, why);
+        }
+        if let Err((key, why)) = self.oidc.check() {
             return fail(key, why);
         }
         Ok(())
@@ -674,6 +695,10 @@ mod uploads;
 pub use uploads::UploadsConfig;
 mod llm;
 pub use llm::{KeyFileError, LlmConfig};
+mod ldap;
+pub use ldap::LdapConfig;
+mod oidc;
+pub use oidc::OidcConfig;
 
 #[cfg(test)]
 mod tests;

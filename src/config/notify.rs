@@ -37,16 +37,16 @@ impl Default for NotifyConfig {
 /// Why the site webhook's secret cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
-    #[error("cannot read notify.webhook_secret_file {path}: {source}")]
+    #[error("cannot read secret file {path}: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
     #[error(
-        "notify.webhook_secret_file {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path}) so that only the daemon's user can read the secret"
+        "secret file {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path}) so that only the daemon's user can read the secret"
     )]
     Mode { path: String, mode: u32 },
-    #[error("notify.webhook_secret_file {path} is empty")]
+    #[error("secret file {path} is empty")]
     Empty { path: String },
 }
 
@@ -81,7 +81,7 @@ impl NotifyConfig {
     }
 }
 
-fn read_secret_file(path: &Path) -> Result<String, SecretFileError> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<String, SecretFileError> {
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display().to_string();
     let read_error = |source| SecretFileError::Read {

@@ -13,8 +13,9 @@ use super::extract::{AdminUser, ApiJson, AuthUser, Credential, SESSION_COOKIE};
 use crate::app::{AppState, blocking};
 use crate::auth::{API_TOKEN_PREFIX, new_token, token_hash};
 use crate::error::{Error, Result};
-use crate::services::accounts;
-use crate::store::records::{ApiTokenRecord, Role, UserRecord};
+use crate::services::accounts::{self, SignedIn};
+use crate::services::second_factor;
+use crate::store::records::{ApiTokenRecord, Role, SessionStage, UserRecord};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -43,6 +44,10 @@ pub struct UserView {
     pub role: &'static str,
     pub disabled: bool,
     pub created_at: u64,
+    /// A TOTP second factor is on.
+    pub totp_enabled: bool,
+    /// Where the account signs in: `local`, `ldap` or `oidc`.
+    pub source: String,
 }
 
 impl From<&UserRecord> for UserView {
@@ -53,6 +58,11 @@ impl From<&UserRecord> for UserView {
             role: user.role.as_str(),
             disabled: user.disabled,
             created_at: user.created_at,
+            totp_enabled: user.totp_enabled(),
+            source: user
+                .directory
+                .as_ref()
+                .map_or_else(|| "local".to_owned(), |d| d.kind.clone()),
         }
     }
 }
@@ -85,6 +95,9 @@ struct LoginResponse {
     csrf_token: String,
     expires_in: u64,
     user: UserView,
+    /// The session may only set up TOTP (`[auth] require_totp`); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    totp_enrolment_required: bool,
 }
 
 async fn login(
@@ -93,6 +106,20 @@ async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response> {
     let signed_in = accounts::sign_in(&state, body.username, body.password, peer.ip()).await?;
+    if signed_in.stage == SessionStage::SecondFactor {
+        // No session yet: the challenge goes to `POST /api/auth/login/totp` with the code.
+        return Ok(Json(serde_json::json!({
+            "totp_required": true,
+            "challenge": signed_in.token,
+            "expires_in": second_factor::SECOND_FACTOR_SECS,
+        }))
+        .into_response());
+    }
+    session_response(&state, signed_in)
+}
+
+/// The answer to a completed sign-in: the session token in the body and in the cookie.
+pub(super) fn session_response(state: &AppState, signed_in: SignedIn) -> Result<Response> {
     let max_age = state.config.auth.session_absolute_timeout_secs;
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict",
@@ -103,6 +130,7 @@ async fn login(
         csrf_token: signed_in.csrf_token,
         expires_in: max_age,
         user: UserView::from(&signed_in.user),
+        totp_enrolment_required: signed_in.stage == SessionStage::Enrol,
     };
     let mut response = Json(body).into_response();
     response.headers_mut().insert(
@@ -147,6 +175,9 @@ struct MeResponse {
     /// For the web UI after a reload: the CSRF token of the cookie session.
     #[serde(skip_serializing_if = "Option::is_none")]
     csrf_token: Option<String>,
+    /// This session may only set up TOTP.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    totp_enrolment_required: bool,
 }
 
 async fn me(user: AuthUser) -> Json<MeResponse> {
@@ -157,6 +188,7 @@ async fn me(user: AuthUser) -> Json<MeResponse> {
     Json(MeResponse {
         user: UserView::from(&user.user),
         csrf_token,
+        totp_enrolment_required: user.enrolment_pending,
     })
 }
 

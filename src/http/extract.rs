@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::app::{AppState, blocking};
 use crate::auth::{self, API_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, constant_time_eq, token_hash};
 use crate::error::{Error, Result};
-use crate::store::records::{Role, UserRecord};
+use crate::store::records::{Role, SessionStage, UserRecord};
 
 /// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain.
 pub const SESSION_COOKIE: &str = "__Host-ot_session";
@@ -46,6 +46,8 @@ pub struct AuthUser {
     pub csrf_token: Option<String>,
     /// The client's address (for the audit log), when the connection is known.
     pub client_ip: Option<std::net::IpAddr>,
+    /// The session may only set up TOTP (the site requires it and the user has none yet).
+    pub enrolment_pending: bool,
 }
 
 impl AuthUser {
@@ -119,11 +121,25 @@ fn origin_matches_host(parts: &Parts) -> bool {
     }
 }
 
+/// What a session waiting for TOTP enrolment may reach.
+const ENROLMENT_PATHS: &[&str] = &[
+    "/api/auth/me",
+    "/api/auth/logout",
+    "/api/account/totp/setup",
+    "/api/account/totp/confirm",
+];
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let mut user = authenticate(parts, state).await?;
+        if user.enrolment_pending && !ENROLMENT_PATHS.contains(&parts.uri.path()) {
+            return Err(Error::new(
+                "totp-enrolment-required",
+                "set up a second factor (an authenticator app) first",
+            ));
+        }
         user.client_ip = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -155,14 +171,16 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<AuthUser> {
                     },
                     csrf_token: None,
                     client_ip: None,
+                    enrolment_pending: false,
                 })
             } else if token.starts_with(SESSION_TOKEN_PREFIX) {
-                let (user, csrf) = live_session(&store, &hash, now, &auth_config)?;
+                let (user, csrf, stage) = live_session(&store, &hash, now, &auth_config)?;
                 Ok(AuthUser {
                     user,
                     credential: Credential::SessionBearer { token_hash: hash },
                     csrf_token: Some(csrf),
                     client_ip: None,
+                    enrolment_pending: stage == SessionStage::Enrol,
                 })
             } else {
                 Err(unauthorized())
@@ -175,7 +193,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<AuthUser> {
     };
     let store = state.store.clone();
     let hash = token_hash(&token);
-    let (user, csrf) = {
+    let (user, csrf, stage) = {
         let hash = hash.clone();
         blocking(move || live_session(&store, &hash, now, &auth_config)).await?
     };
@@ -197,6 +215,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<AuthUser> {
         credential: Credential::SessionCookie { token_hash: hash },
         csrf_token: Some(csrf),
         client_ip: None,
+        enrolment_pending: stage == SessionStage::Enrol,
     })
 }
 
@@ -214,8 +233,12 @@ fn live_session(
     hash: &str,
     now: u64,
     auth_config: &crate::config::AuthConfig,
-) -> Result<(UserRecord, String)> {
+) -> Result<(UserRecord, String, SessionStage)> {
     let session = store.get_session(hash)?.ok_or_else(unauthorized)?;
+    // A password step waiting for its TOTP code is no credential.
+    if session.stage == SessionStage::SecondFactor {
+        return Err(unauthorized());
+    }
     let idle = now.saturating_sub(session.last_seen_at);
     let age = now.saturating_sub(session.created_at);
     if idle > auth_config.session_idle_timeout_secs
@@ -231,7 +254,7 @@ fn live_session(
     if idle > 60 {
         store.touch_session(hash, now)?;
     }
-    Ok((user, session.csrf_token))
+    Ok((user, session.csrf_token, session.stage))
 }
 
 impl FromRequestParts<AppState> for AdminUser {

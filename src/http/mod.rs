@@ -12,6 +12,7 @@ pub mod idle;
 pub mod library;
 pub mod llm;
 pub mod multipart_guard;
+pub mod oidc_routes;
 pub mod openai;
 pub mod openapi;
 pub mod retention;
@@ -20,6 +21,7 @@ pub mod search;
 pub mod server;
 pub mod speakers;
 pub mod tls;
+pub mod totp_routes;
 pub mod transcripts;
 pub mod ui;
 pub mod uploads;
@@ -60,6 +62,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(health::routes())
         .merge(auth_routes::routes())
+        .merge(totp_routes::routes())
+        .merge(oidc_routes::routes())
         .merge(files::routes())
         .merge(transcripts::routes())
         .merge(openai::routes())

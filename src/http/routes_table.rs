@@ -52,6 +52,16 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (post(), "/api/admin/users", Admin),
         (patch(), "/api/admin/users/{id}", Admin),
         (post(), "/api/admin/users/{id}/password", Admin),
+        // totp_routes.rs
+        (post(), "/api/auth/login/totp", Public),
+        (delete(), "/api/account/totp", User),
+        (post(), "/api/account/totp/setup", User),
+        (post(), "/api/account/totp/confirm", User),
+        (delete(), "/api/admin/users/{id}/totp", Admin),
+        // oidc_routes.rs
+        (get(), "/api/auth/providers", Public),
+        (get(), "/api/auth/oidc/start", Public),
+        (get(), "/api/auth/oidc/callback", Public),
         // files.rs
         (get(), "/api/files", User),
         (post(), "/api/files", User),
@@ -125,7 +135,7 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
         (get(), "/api/account/retention", User),
         (put(), "/api/account/retention", User),
         (get(), "/api/retention/preview", User),
-        // openapi.rs
+        // openapi/
         (get(), "/api/openapi.json", Public),
         // webhooks.rs
         (get(), "/api/account/webhook", User),

@@ -9,7 +9,7 @@ use crate::app::{AppState, blocking};
 use crate::auth::{self, SESSION_TOKEN_PREFIX, new_token, password, token_hash};
 use crate::error::{Error, Result};
 use crate::services::audit::{self, Actor};
-use crate::store::records::{Role, SessionRecord, UserRecord};
+use crate::store::records::{Role, SessionRecord, SessionStage, UserRecord};
 use crate::store::{RegistrationPolicy, Revoke};
 
 /// A new session: the bearer token (also the cookie's value) and its CSRF token.
@@ -18,9 +18,12 @@ pub struct SignedIn {
     pub token: String,
     pub csrf_token: String,
     pub user: UserRecord,
+    /// `SecondFactor`: `token` is only the challenge for the TOTP step; `Enrol`: the session
+    /// may only set up TOTP.
+    pub stage: SessionStage,
 }
 
-fn too_many_attempts(wait: u64) -> Error {
+pub(crate) fn too_many_attempts(wait: u64) -> Error {
     Error::new(
         "too-many-attempts",
         format!("too many sign-in attempts; try again in {wait} s"),
@@ -29,7 +32,7 @@ fn too_many_attempts(wait: u64) -> Error {
 }
 
 /// A password-hashing slot (bounded, so a flood cannot run one 19 MiB argon2 hash per request).
-async fn hash_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit> {
+pub(crate) async fn hash_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit> {
     state.throttle.hash_slot().await.map_err(|wait| {
         Error::new(
             "too-many-attempts",
@@ -95,7 +98,8 @@ pub async fn sign_in(
     let permit = hash_slot(state).await?;
     let store = state.store.clone();
     let attempted = username.clone();
-    let checked = blocking(move || {
+    let typed = secret.clone();
+    let (found, ok) = blocking(move || {
         let _permit = permit;
         let user = store.get_user_by_name(&username)?;
         // Verify against a dummy hash for unknown names so timing does not reveal them.
@@ -104,9 +108,29 @@ pub async fn sign_in(
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| password::dummy_hash().to_owned());
         let ok = password::verify_password(&secret, &phc);
-        Ok::<_, Error>(user.filter(|_| ok))
+        Ok::<_, Error>((user, ok))
     })
     .await?;
+    // Local accounts first; a name without one (or an LDAP account's record) goes to LDAP.
+    let local = found.as_ref().is_some_and(|u| u.directory.is_none());
+    let checked = if local {
+        found.filter(|_| ok)
+    } else if state.config.ldap.enabled
+        && found
+            .as_ref()
+            .is_none_or(|u| u.directory.as_ref().is_some_and(|d| d.kind == "ldap"))
+        && auth::validate_username(&attempted).is_ok()
+    {
+        match ldap_sign_in(state, &attempted, &typed, address).await {
+            Ok(user) => user,
+            Err(error) => {
+                attempt.succeeded(state.clock.now());
+                return Err(error);
+            }
+        }
+    } else {
+        None
+    };
     let Some(user) = checked else {
         attempt.failed(state.clock.now());
         tracing::info!(%address, "failed sign-in");
@@ -133,6 +157,45 @@ pub async fn sign_in(
         .await;
         return Err(Error::new("account-disabled", "this account is disabled"));
     }
+    let stage = if user.totp_enabled() {
+        SessionStage::SecondFactor
+    } else if state.config.auth.require_totp && user.directory.is_none() {
+        SessionStage::Enrol
+    } else {
+        SessionStage::Full
+    };
+    if stage == SessionStage::SecondFactor {
+        // The password was right; the session opens after the code (second_factor::redeem).
+        let challenge = new_token(SESSION_TOKEN_PREFIX);
+        let now = state.clock.now_secs();
+        let record = SessionRecord {
+            user_id: user.id.clone(),
+            created_at: now,
+            last_seen_at: now,
+            csrf_token: String::new(),
+            stage,
+        };
+        let store = state.store.clone();
+        let hash = token_hash(&challenge);
+        blocking(move || store.insert_session(&hash, &record)).await?;
+        return Ok(SignedIn {
+            token: challenge,
+            csrf_token: String::new(),
+            user,
+            stage,
+        });
+    }
+    open_session(state, user, stage, address).await
+}
+
+/// Opens a session for a user whose sign-in is complete (or, with `Enrol`, complete but for
+/// the TOTP enrolment the site requires).
+pub async fn open_session(
+    state: &AppState,
+    user: UserRecord,
+    stage: SessionStage,
+    address: IpAddr,
+) -> Result<SignedIn> {
     let token = new_token(SESSION_TOKEN_PREFIX);
     let csrf_token = new_token("");
     let now = state.clock.now_secs();
@@ -141,6 +204,7 @@ pub async fn sign_in(
         created_at: now,
         last_seen_at: now,
         csrf_token: csrf_token.clone(),
+        stage,
     };
     let store = state.store.clone();
     let hash = token_hash(&token);
@@ -158,7 +222,57 @@ pub async fn sign_in(
         token,
         csrf_token,
         user,
+        stage,
     })
+}
+
+/// The LDAP half of a sign-in: `Ok(None)` for a wrong name or password; the account's local
+/// record (created, role refreshed, disabled or enabled by its groups) otherwise.
+async fn ldap_sign_in(
+    state: &AppState,
+    username: &str,
+    secret: &str,
+    address: IpAddr,
+) -> Result<Option<UserRecord>> {
+    let identity =
+        match crate::services::ldap::authenticate(&state.config.ldap, username, secret).await {
+            Ok(Some(identity)) => identity,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                tracing::warn!(%address, error = %error.message_for_log(), "LDAP sign-in failed");
+                return Err(error);
+            }
+        };
+    let store = state.store.clone();
+    let name = username.to_owned();
+    let found = identity.clone();
+    let user = blocking(move || {
+        store.upsert_directory_user(
+            &uuid::Uuid::now_v7().to_string(),
+            &name,
+            "ldap",
+            &found.dn,
+            found.role,
+            found.allowed,
+        )
+    })
+    .await?;
+    if !identity.allowed {
+        audit::record(
+            state,
+            &Actor::user(&user, Some(address)),
+            "auth.sign-in-failed",
+            Some(&user.id),
+            Some("LDAP: in no allowed group; disabled locally".to_owned()),
+        )
+        .await;
+        return Err(Error::new(
+            "directory-access-denied",
+            "your directory account is not in a group allowed to sign in here",
+        ));
+    }
+    tracing::info!(user_id = %user.id, role = user.role.as_str(), groups = identity.groups.len(), "LDAP sign-in");
+    Ok(Some(user))
 }
 
 /// Ends every session and every API token of the user (one transaction).

@@ -3,7 +3,9 @@
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::error::{Result, StoreError};
-use super::records::{ApiTokenRecord, Role, SessionRecord, UserRecord};
+use super::records::{
+    ApiTokenRecord, DirectoryLink, Role, SessionRecord, SessionStage, UserRecord,
+};
 use super::tables::*;
 use super::{RegistrationPolicy, Store, db_err, decode, encode, now_secs, read_record, remove_in};
 
@@ -118,6 +120,161 @@ impl Store {
         };
         txn.commit().map_err(db_err)?;
         Ok(Some(record))
+    }
+
+    /// Changes a user and, when the change succeeds, lifts `session` (the caller's, waiting for
+    /// TOTP enrolment) to a full session, in one transaction. `Ok(None)` when the user is gone.
+    pub fn update_user_and_promote<E: From<StoreError>>(
+        &self,
+        user_id: &str,
+        session: Option<&str>,
+        change: impl FnOnce(&mut UserRecord) -> Result<(), E>,
+    ) -> Result<Option<UserRecord>, E> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let record = {
+            let mut users = txn.open_table(USERS).map_err(db_err)?;
+            let Some(mut record) = read_record::<UserRecord>(&users, user_id)? else {
+                return Ok(None);
+            };
+            change(&mut record)?;
+            users
+                .insert(user_id, encode(&record)?.as_slice())
+                .map_err(db_err)?;
+            if let Some(hash) = session {
+                let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+                if let Some(mut current) = read_record::<SessionRecord>(&sessions, hash)?
+                    && current.user_id == user_id
+                    && current.stage == SessionStage::Enrol
+                {
+                    current.stage = SessionStage::Full;
+                    sessions
+                        .insert(hash, encode(&current)?.as_slice())
+                        .map_err(db_err)?;
+                }
+            }
+            record
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(Some(record))
+    }
+
+    /// The second sign-in step, in one transaction: the challenge session (stage
+    /// `SecondFactor`, younger than `max_age_secs`) is removed, `check` runs on the current user
+    /// record (it consumes the code: a TOTP step or a recovery code hash) and, when it accepts,
+    /// the changed user is stored and `new_session` inserted under `new_hash`. Nothing changes
+    /// when the challenge is gone or `check` refuses (`Ok(Err(..))` carries the refusal).
+    pub fn redeem_second_factor<E: From<StoreError>>(
+        &self,
+        challenge_hash: &str,
+        max_age_secs: u64,
+        now: u64,
+        new_hash: &str,
+        new_session: impl FnOnce(&UserRecord) -> SessionRecord,
+        check: impl FnOnce(&mut UserRecord) -> Result<(), E>,
+    ) -> Result<Option<Result<UserRecord, E>>, E> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let outcome = {
+            let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+            let Some(challenge) = read_record::<SessionRecord>(&sessions, challenge_hash)? else {
+                return Ok(None);
+            };
+            if challenge.stage != SessionStage::SecondFactor
+                || now.saturating_sub(challenge.created_at) > max_age_secs
+            {
+                return Ok(None);
+            }
+            let mut users = txn.open_table(USERS).map_err(db_err)?;
+            let Some(mut user) = read_record::<UserRecord>(&users, &challenge.user_id)? else {
+                return Ok(None);
+            };
+            if let Err(refused) = check(&mut user) {
+                // Dropping the transaction leaves everything as it was.
+                return Ok(Some(Err(refused)));
+            }
+            users
+                .insert(user.id.as_str(), encode(&user)?.as_slice())
+                .map_err(db_err)?;
+            sessions.remove(challenge_hash).map_err(db_err)?;
+            let session = new_session(&user);
+            sessions
+                .insert(new_hash, encode(&session)?.as_slice())
+                .map_err(db_err)?;
+            user
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(Some(Ok(outcome)))
+    }
+
+    /// The local record of a directory account, in one transaction: created on its first
+    /// sign-in (with `new_id` and an unusable password hash), its role refreshed from the
+    /// directory each time, disabled while the directory's groups do not allow it (its sessions
+    /// and API tokens end with that). A local account of the same name is never taken over.
+    pub fn upsert_directory_user(
+        &self,
+        new_id: &str,
+        username: &str,
+        kind: &str,
+        subject: &str,
+        role: Role,
+        allowed: bool,
+    ) -> Result<UserRecord> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let record = {
+            let existing = {
+                let names = txn.open_table(USERNAMES).map_err(db_err)?;
+                names
+                    .get(username.to_lowercase().as_str())
+                    .map_err(db_err)?
+                    .map(|v| v.value().to_owned())
+            };
+            match existing {
+                None => {
+                    let mut record = insert_user(&txn, new_id, username, "!directory", role)?;
+                    record.directory = Some(DirectoryLink {
+                        kind: kind.to_owned(),
+                        subject: subject.to_owned(),
+                        disabled_by_directory: !allowed,
+                    });
+                    record.disabled = !allowed;
+                    let mut users = txn.open_table(USERS).map_err(db_err)?;
+                    users
+                        .insert(new_id, encode(&record)?.as_slice())
+                        .map_err(db_err)?;
+                    record
+                }
+                Some(id) => {
+                    let mut users = txn.open_table(USERS).map_err(db_err)?;
+                    let Some(mut record) = read_record::<UserRecord>(&users, &id)? else {
+                        return Err(StoreError::UsernameTaken(username.to_owned()));
+                    };
+                    let Some(link) = record.directory.as_mut().filter(|l| l.kind == kind) else {
+                        return Err(StoreError::UsernameTaken(username.to_owned()));
+                    };
+                    link.subject = subject.to_owned();
+                    let was_disabled = record.disabled;
+                    if !allowed {
+                        if !record.disabled {
+                            link.disabled_by_directory = true;
+                        }
+                        record.disabled = true;
+                    } else if link.disabled_by_directory {
+                        link.disabled_by_directory = false;
+                        record.disabled = false;
+                    }
+                    record.role = role;
+                    users
+                        .insert(id.as_str(), encode(&record)?.as_slice())
+                        .map_err(db_err)?;
+                    drop(users);
+                    if record.disabled && !was_disabled {
+                        revoke_credentials(&txn, &id, None)?;
+                    }
+                    record
+                }
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(record)
     }
 
     /// Ends every session and API token of a user in one transaction ("sign out everywhere").
@@ -267,6 +424,8 @@ fn insert_user(
         role,
         disabled: false,
         created_at: now_secs(),
+        totp: None,
+        directory: None,
     };
     names.insert(key.as_str(), id).map_err(db_err)?;
     let mut users = txn.open_table(USERS).map_err(db_err)?;

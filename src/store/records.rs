@@ -36,6 +36,62 @@ pub struct UserRecord {
     #[serde(default)]
     pub disabled: bool,
     pub created_at: u64,
+    /// The TOTP second factor: pending (set up, not confirmed) or enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpRecord>,
+    /// Set for an account that signs in through a directory (LDAP, OIDC); its password hash
+    /// is then unusable and the directory decides its role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryLink>,
+}
+
+impl UserRecord {
+    /// True when a TOTP code is needed after the password.
+    pub fn totp_enabled(&self) -> bool {
+        self.totp.as_ref().is_some_and(|t| t.enabled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotpRecord {
+    /// The shared secret, base32.
+    pub secret: String,
+    /// False between setup and confirmation.
+    pub enabled: bool,
+    /// The last step whose code was accepted; codes of this step or earlier are refused.
+    #[serde(default)]
+    pub last_step: Option<u64>,
+    /// argon2id PHC hashes of the unused recovery codes.
+    #[serde(default)]
+    pub recovery_hashes: Vec<String>,
+    pub created_at: u64,
+}
+
+/// The directory an account came from, and its identity there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryLink {
+    /// `ldap` or `oidc`.
+    pub kind: String,
+    /// The entry's DN (LDAP) or `issuer#sub` (OIDC).
+    pub subject: String,
+    /// The account was disabled because the directory's groups no longer allow it (lifted
+    /// again when they do; an administrator's own disable is kept).
+    #[serde(default)]
+    pub disabled_by_directory: bool,
+}
+
+/// How far a session got through sign-in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionStage {
+    /// Signed in.
+    #[default]
+    Full,
+    /// The password was right; the TOTP code is still due. Never a credential: only the
+    /// second sign-in step redeems it, within `SECOND_FACTOR_SECS`.
+    SecondFactor,
+    /// Signed in, but TOTP is required and not set up: only enrolment routes are open.
+    Enrol,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +101,12 @@ pub struct SessionRecord {
     pub last_seen_at: u64,
     /// Sent back by the browser in `X-CSRF-Token` on unsafe requests made with the cookie.
     pub csrf_token: String,
+    #[serde(default, skip_serializing_if = "is_full")]
+    pub stage: SessionStage,
+}
+
+fn is_full(stage: &SessionStage) -> bool {
+    *stage == SessionStage::Full
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -271,6 +271,8 @@ async fn version_1_database_is_migrated_and_served() {
         role: Role::Admin,
         disabled: false,
         created_at: 1_700_000_000,
+        totp: None,
+        directory: None,
     };
     let file = |id: &str| FileRecord {
         id: id.into(),

@@ -1131,3 +1131,219 @@ describe("web UI", { timeout: COMPLETE_TIMEOUT_MS + 300_000 }, () => {
     assert.deepEqual(problems, []);
   });
 });
+
+// ---- Two-factor authentication (TOTP): enrolment and sign-in in the browser. Codes are
+// computed here with node's HMAC-SHA-1 (RFC 6238), from the key the page shows.
+
+import { createHmac } from "node:crypto";
+
+function base32Decode(text) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = 0, value = 0;
+  const out = [];
+  for (const c of text.replace(/=+$/, "")) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) { bits -= 8; out.push((value >>> bits) & 0xff); }
+  }
+  return Buffer.from(out);
+}
+
+function totpCode(secret, unixSecs) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(unixSecs / 30)));
+  const digest = createHmac("sha1", base32Decode(secret)).update(counter).digest();
+  const offset = digest[19] & 0x0f;
+  return String((digest.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, "0");
+}
+
+describe("two-factor authentication", { timeout: 120_000 }, () => {
+  it("sets TOTP up on the account page, then signs in with a recovery code and with a code", async () => {
+    const api = await request.newContext({ baseURL: BASE, ignoreHTTPSErrors: true });
+    if ((await (await api.get("/api/auth/setup-needed")).json()).setup_needed) {
+      await api.post("/api/auth/register", { data: { username: USERNAME, password: PASSWORD } });
+    }
+    const admin = await (await api.post("/api/auth/login", { data: { username: USERNAME, password: PASSWORD } })).json();
+    const created = await api.post("/api/admin/users", {
+      headers: { authorization: `Bearer ${admin.token}` },
+      data: { username: "second-factor", password: "second-factor-pw", role: "user" },
+    });
+    assert.equal(created.status(), 201);
+    await api.dispose();
+
+    const browser = await chromium.launch({ executablePath: CHROMIUM });
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: DESKTOP });
+    const tab = await ctx.newPage();
+    const errors = [];
+    tab.on("pageerror", (e) => errors.push(String(e)));
+    const signIn = async () => {
+      await tab.goto(`${BASE}/`);
+      await tab.getByLabel("Username").fill("second-factor");
+      await tab.getByLabel("Password").fill("second-factor-pw");
+      await tab.getByRole("button", { name: "Sign in" }).click();
+    };
+    try {
+      await signIn();
+      await tab.getByRole("navigation", { name: "Main" }).waitFor();
+      await tab.goto(`${BASE}/#/account`);
+      await tab.getByRole("button", { name: "Set up an authenticator app" }).click();
+      const secret = (await tab.locator("[data-totp-secret]").textContent()).trim();
+      assert.match(secret, /^[A-Z2-7]{32}$/);
+      const uri = await tab.getByRole("link", { name: "Open in an authenticator app" }).getAttribute("href");
+      assert.ok(uri.startsWith("otpauth://totp/") && uri.includes(`secret=${secret}`), uri);
+      await tab.screenshot({ path: path.join(SHOTS, "totp-setup-desktop.png"), fullPage: true });
+      await tab.getByLabel("Code from your authenticator app").fill(totpCode(secret, Date.now() / 1000));
+      await tab.getByRole("button", { name: "Turn on" }).click();
+      await tab.locator(".recovery-codes li").first().waitFor();
+      const recovery = await tab.locator(".recovery-codes code").allTextContents();
+      assert.equal(recovery.length, 10);
+      assert.equal(await tab.locator("[data-totp-state]").getAttribute("data-totp-state"), "on");
+      await tab.screenshot({ path: path.join(SHOTS, "totp-recovery-codes-desktop.png"), fullPage: true });
+
+      // Signing in now asks for a code: a recovery code works.
+      await ctx.clearCookies();
+      await signIn();
+      const prompt = tab.getByLabel("Code from your authenticator app");
+      await prompt.waitFor();
+      await tab.screenshot({ path: path.join(SHOTS, "totp-prompt-desktop.png"), fullPage: true });
+      await prompt.fill(recovery[0]);
+      await tab.getByRole("button", { name: "Verify" }).click();
+      await tab.getByRole("navigation", { name: "Main" }).waitFor();
+
+      // And a code from the app (the next step's: the enrolment's step is spent).
+      await ctx.clearCookies();
+      await signIn();
+      await prompt.fill(totpCode(secret, Date.now() / 1000 + 30));
+      await tab.getByRole("button", { name: "Verify" }).click();
+      await tab.getByRole("navigation", { name: "Main" }).waitFor();
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+});
+
+// ---- Directory sign-in in the browser: a second daemon (OT_UI_BIN) configured for LDAP (a
+// real slapd started here, plain LDAP on localhost: TLS is covered by tests/it/ldap.rs) and
+// OIDC (panva's oidc-provider from tests/oidc, with its login and consent pages).
+
+import { spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:net";
+import { writeFileSync } from "node:fs";
+
+const freePort = () => new Promise((resolve) => {
+  const server = createServer().listen(0, "127.0.0.1", () => {
+    const { port } = server.address();
+    server.close(() => resolve(port));
+  });
+});
+
+async function waitFor(check, what, ms = 30_000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    try { if (await check()) return; } catch { /* not yet */ }
+    if (Date.now() > until) throw new Error(`${what} did not start`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe("directory sign-in (LDAP, OIDC)", { timeout: 120_000 }, () => {
+  const children = [];
+  let dir;
+  let base;
+  let browser;
+  before(async () => {
+    assert.ok(process.env.OT_UI_BIN, "OT_UI_BIN (the daemon binary) is not set; run scripts/test-ui");
+    dir = mkdtempSync(path.join(tmpdir(), "ot-ui-sso-"));
+    // slapd with alice (staff) and bob (admins).
+    const suffix = "dc=example,dc=org";
+    mkdirSync(path.join(dir, "db"));
+    writeFileSync(path.join(dir, "slapd.conf"), [
+      "include /etc/ldap/schema/core.schema", "include /etc/ldap/schema/cosine.schema",
+      "include /etc/ldap/schema/inetorgperson.schema", "include /etc/ldap/schema/nis.schema",
+      "modulepath /usr/lib/ldap", "moduleload back_mdb", `pidfile ${dir}/slapd.pid`,
+      "database mdb", "maxsize 16777216", `suffix "${suffix}"`, `rootdn "cn=admin,${suffix}"`,
+      "rootpw admin-secret", `directory ${dir}/db`, ""].join("\n"));
+    const person = (uid) => `dn: uid=${uid},ou=people,${suffix}\nobjectClass: inetOrgPerson\nuid: ${uid}\ncn: ${uid}\nsn: ${uid}\nuserPassword: ${uid}-ldap-pw\n\n`;
+    const group = (cn, member) => `dn: cn=${cn},ou=groups,${suffix}\nobjectClass: groupOfNames\ncn: ${cn}\nmember: uid=${member},ou=people,${suffix}\n\n`;
+    writeFileSync(path.join(dir, "data.ldif"),
+      `dn: ${suffix}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n\n`
+      + `dn: ou=people,${suffix}\nobjectClass: organizationalUnit\nou: people\n\n`
+      + `dn: ou=groups,${suffix}\nobjectClass: organizationalUnit\nou: groups\n\n`
+      + person("alice") + person("bob") + group("staff", "alice") + group("admins", "bob"));
+    const added = spawnSync("/usr/sbin/slapadd", ["-f", `${dir}/slapd.conf`, "-l", `${dir}/data.ldif`]);
+    assert.equal(added.status, 0, String(added.stderr));
+    const ldapPort = await freePort();
+    children.push(spawn("/usr/sbin/slapd", ["-d", "0", "-f", `${dir}/slapd.conf`, "-h", `ldap://127.0.0.1:${ldapPort}/`], { stdio: "ignore" }));
+    // The OIDC provider and the daemon (the redirect URL names the daemon's port).
+    const port = await freePort();
+    base = `https://127.0.0.1:${port}`;
+    const oidcPort = await freePort();
+    const redirect = `${base}/api/auth/oidc/callback`;
+    const provider = spawn("node", ["provider.mjs"], {
+      cwd: path.join(import.meta.dirname, "..", "oidc"),
+      env: { ...process.env, OIDC_PORT: String(oidcPort), OIDC_CLIENT_ID: "opentranscribe", OIDC_CLIENT_SECRET: "ui-test-client-secret", OIDC_REDIRECT_URI: redirect },
+      stdio: ["ignore", "ignore", "ignore"],
+    });
+    children.push(provider);
+    writeFileSync(path.join(dir, "client-secret"), "ui-test-client-secret\n", { mode: 0o600 });
+    writeFileSync(path.join(dir, "config.toml"), [
+      "[ldap]", "enabled = true", `url = "ldap://127.0.0.1:${ldapPort}"`, "starttls = false", "allow_plaintext = true",
+      `user_dn_template = "uid={username},ou=people,${suffix}"`, `group_base = "ou=groups,${suffix}"`,
+      'admin_groups = ["admins"]', 'allowed_groups = ["staff"]', "",
+      "[oidc]", "enabled = true", `issuer = "http://127.0.0.1:${oidcPort}"`, 'display_name = "Example IdP"',
+      'client_id = "opentranscribe"', `client_secret_file = "${dir}/client-secret"`, `redirect_url = "${redirect}"`,
+      'admin_groups = ["admins"]', "allow_http = true", ""].join("\n"));
+    children.push(spawn(process.env.OT_UI_BIN, ["serve", "--config", `${dir}/config.toml`, "--data-dir", `${dir}/data`,
+      "--models-dir", `${dir}/models`, "--listen", `127.0.0.1:${port}`, "--http-listen", "off"], { stdio: "ignore" }));
+    const probe = await request.newContext({ ignoreHTTPSErrors: true });
+    await waitFor(async () => (await probe.get(`${base}/api/health`)).ok(), "the daemon");
+    await waitFor(async () => (await probe.get(`http://127.0.0.1:${oidcPort}/.well-known/openid-configuration`)).ok(), "the OIDC provider");
+    // A first (local) administrator, so the page offers sign-in rather than setup.
+    await probe.post(`${base}/api/auth/register`, { data: { username: USERNAME, password: PASSWORD } });
+    await probe.dispose();
+    browser = await chromium.launch({ executablePath: CHROMIUM });
+  });
+  after(async () => {
+    if (browser) await browser.close();
+    for (const child of children.reverse()) child.kill();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("an LDAP user signs in with the directory password and gets the role of their group", async () => {
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: DESKTOP });
+    const tab = await ctx.newPage();
+    await tab.goto(`${base}/`);
+    await tab.getByLabel("Username").fill("bob");
+    await tab.getByLabel("Password").fill("bob-ldap-pw");
+    await tab.getByRole("button", { name: "Sign in" }).click();
+    // bob is in "admins": the admin pages are in the navigation.
+    await tab.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Admin", exact: true }).waitFor();
+    await tab.screenshot({ path: path.join(SHOTS, "ldap-signed-in-desktop.png"), fullPage: true });
+    const me = await (await tab.request.get(`${base}/api/auth/me`)).json();
+    assert.equal(me.source, "ldap");
+    assert.equal(me.role, "admin");
+    await ctx.close();
+  });
+
+  it("an OIDC user signs in through the provider's login and consent pages", async () => {
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: DESKTOP });
+    const tab = await ctx.newPage();
+    await tab.goto(`${base}/`);
+    const button = tab.getByRole("link", { name: "Sign in with Example IdP" });
+    await button.waitFor();
+    await tab.screenshot({ path: path.join(SHOTS, "sign-in-with-oidc-desktop.png"), fullPage: true });
+    await button.click();
+    await tab.locator("input[name=login]").fill("alice");
+    await tab.locator("input[name=password]").fill("any-password");
+    await tab.locator("button[type=submit]").click();
+    await tab.getByRole("button", { name: "Continue" }).click();
+    await tab.getByRole("navigation", { name: "Main" }).waitFor();
+    await tab.screenshot({ path: path.join(SHOTS, "oidc-signed-in-desktop.png"), fullPage: true });
+    const me = await (await tab.request.get(`${base}/api/auth/me`)).json();
+    assert.equal(me.username, "alice");
+    assert.equal(me.source, "oidc");
+    assert.equal(me.role, "user");
+    await ctx.close();
+  });
+});

@@ -15,6 +15,8 @@ use super::extract::{CSRF_HEADER, SESSION_COOKIE};
 use super::routes_table::{Access, route_table};
 use crate::app::AppState;
 
+mod more;
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/openapi.json", get(serve_document))
 }
@@ -157,7 +159,11 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                 .returns(reference("User"))
         }
         ("POST", "/api/auth/login") => {
-            Details::new("Sign in: a session token and cookie", 200, "The session")
+            Details::new(
+                "Sign in: a session token and cookie",
+                200,
+                "The session (`Login`); for an account with TOTP on, a `TotpChallenge` instead (no session yet: send it with the code to `POST /api/auth/login/totp`)",
+            )
                 .json(object(
                     &["username", "password"],
                     json!({"username": string(), "password": string()}),
@@ -181,6 +187,59 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
                 .json(object(&["name"], json!({"name": text(100, false)})))
         }
         ("DELETE", "/api/auth/tokens/{id}") => Details::new("Revoke an API token", 204, "Revoked"),
+        ("POST", "/api/auth/login/totp") => Details::new(
+            "Second sign-in step: the challenge and a TOTP or recovery code",
+            200,
+            "The session",
+        )
+        .json(object(
+            &["challenge"],
+            json!({
+                "challenge": string(),
+                "code": {"type": "string", "pattern": "^[0-9 ]{6,7}$"},
+                "recovery_code": string(),
+            }),
+        ))
+        .returns(reference("Login")),
+        ("POST", "/api/account/totp/setup") => Details::new(
+            "Start TOTP enrolment: a new secret and its otpauth:// URI",
+            200,
+            "`secret`, `otpauth_uri`, `algorithm`, `digits`, `period`",
+        ),
+        ("POST", "/api/account/totp/confirm") => Details::new(
+            "Confirm TOTP enrolment with a code: TOTP is on, recovery codes shown once",
+            200,
+            "`enabled`, `recovery_codes` (10, single-use)",
+        )
+        .json(object(&["code"], json!({"code": string()}))),
+        ("DELETE", "/api/account/totp") => {
+            Details::new("Remove the own second factor", 204, "Removed").json(object(
+                &[],
+                json!({"password": string(), "code": string()}),
+            ))
+        }
+        ("DELETE", "/api/admin/users/{id}/totp") => Details::new(
+            "Remove a user's second factor (ends their sessions)",
+            204,
+            "Removed",
+        ),
+        ("GET", "/api/auth/providers") => Details::new(
+            "The sign-ins this site offers besides passwords",
+            200,
+            "`oidc` (`{display_name}` or null), `ldap` (boolean)",
+        ),
+        ("GET", "/api/auth/oidc/start") => Details::new(
+            "Start an OIDC sign-in (browser)",
+            303,
+            "To the provider, with a short-lived flow cookie",
+        ),
+        ("GET", "/api/auth/oidc/callback") => Details::new(
+            "Finish an OIDC sign-in (the provider's redirect)",
+            303,
+            "To the web UI, with the session cookie",
+        )
+        .query("code", false, string())
+        .query("state", false, string()),
         ("GET", "/api/admin/users") => Details::new("Every user", 200, "Users"),
         ("POST", "/api/admin/users") => Details::new("Create a user", 201, "The new user")
             .json(object(
@@ -496,75 +555,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
             200,
             "Deliveries",
         ),
-        ("POST", "/api/uploads") => Details::new(
-            "Open a resumable upload (or a browser recording); send its bytes with PATCH (docs/uploads.md)",
-            201,
-            "The session, `offset` 0 (also in `Upload-Offset`)",
-        )
-        .json(object(
-            &["name"],
-            json!({
-                "name": name(),
-                "size": {"type": "integer", "minimum": 1},
-                "kind": {"type": "string", "enum": ["file", "recording"]},
-                "options": {"type": "object", "additionalProperties": string()},
-            }),
-        )),
-        ("GET", "/api/uploads/{id}") => Details::new(
-            "An upload session and its offset (also `HEAD`; the offset is in `Upload-Offset`)",
-            200,
-            "The session",
-        ),
-        ("PATCH", "/api/uploads/{id}") => {
-            let mut details = Details::new(
-                "Append a chunk at the `Upload-Offset` header's offset (409 with the real offset otherwise)",
-                200,
-                "The session at its new offset",
-            );
-            details.body = Some((
-                "application/offset+octet-stream",
-                json!({"type": "string", "format": "binary"}),
-            ));
-            details
-        }
-        ("DELETE", "/api/uploads/{id}") => {
-            Details::new("Abort an upload session; its partial data is removed", 204, "Removed")
-        }
-        ("POST", "/api/uploads/{id}/complete") => Details::new(
-            "Turn the received bytes into a file, like POST /api/files (repeating it answers the same file)",
-            200,
-            "The file",
-        ),
-        ("GET", "/api/files/{id}/summary") => Details::new(
-            "The file's LLM summary: status (none, running, done, error), summary, action_items, decisions, topics, speaker_names, model, times, error",
-            200,
-            "The summary",
-        ),
-        ("POST", "/api/files/{id}/summary") => Details::new(
-            "Start (or re-run) the file's summary on the site's language model; progress as summary.status events; 503 llm-not-configured without one",
-            202,
-            "The run, running",
-        ),
-        ("POST", "/api/files/{id}/ask") => Details::new(
-            "Ask a question about the transcript; the answer cites segment times",
-            200,
-            "answer, citations [{start, end, text}], model",
-        )
-        .json(object(
-            &["question"],
-            json!({"question": {"type": "string", "minLength": 1, "maxLength": 2000}}),
-        )),
-        ("GET", "/api/account/llm-prompts") => Details::new(
-            "The caller's summary prompt templates, the defaults and the placeholders",
-            200,
-            "Templates",
-        ),
-        ("PUT", "/api/account/llm-prompts") => {
-            let template = || json!({"anyOf": [{"type": "string", "maxLength": 4000}, {"type": "null"}]});
-            Details::new("Set the own summary prompt templates (null or empty: the default)", 200, "Templates")
-                .json(object(&[], json!({"map": template(), "reduce": template()})))
-        }
-        _ => return None,
+        _ => return more::operation_details(method, path),
     };
     Some(details)
 }
@@ -644,6 +635,8 @@ fn schemas() -> Value {
             "role": {"type": "string", "enum": ["user", "admin"]},
             "disabled": {"type": "boolean"},
             "created_at": {"type": "integer", "minimum": 0},
+            "totp_enabled": {"type": "boolean"},
+            "source": {"type": "string", "enum": ["local", "ldap", "oidc"]},
         }),
     );
     json!({
@@ -673,6 +666,15 @@ fn schemas() -> Value {
                 "csrf_token": string(),
                 "expires_in": {"type": "integer", "minimum": 0},
                 "user": reference("User"),
+                "totp_enrolment_required": {"type": "boolean"},
+            }),
+        ),
+        "TotpChallenge": object(
+            &["totp_required", "challenge", "expires_in"],
+            json!({
+                "totp_required": {"type": "boolean", "enum": [true]},
+                "challenge": string(),
+                "expires_in": {"type": "integer", "minimum": 0},
             }),
         ),
         "File": {
