@@ -3,7 +3,7 @@
 
 use std::ops::ControlFlow;
 
-use super::alignment::{SegmentSpan, assign_by_tokens, word_timings};
+use super::alignment::{SegmentSpan, assign_following_words, word_timings};
 use super::mel::{CHUNK_SAMPLES, SAMPLE_RATE};
 use super::whisper::{AsrError, DecodeOptions, Decoded, Encoded, WhisperModel};
 
@@ -266,6 +266,23 @@ pub fn transcribe_continuing(
         }
         let (window_segments, mut consumed_secs) =
             split_segments(model, &decoded, window_secs, &code);
+        // Text the alignment cannot place in the audio (every segment made of words far too
+        // short or improbable to be speech, by Whisper's anomaly score) is a hallucination,
+        // typically on the silent tail of a last, partial window: the window is skipped.
+        if window_segments.iter().any(|s| !s.words.is_empty())
+            && window_segments
+                .iter()
+                .all(|s| s.words.is_empty() || is_segment_anomaly(&s.words))
+        {
+            tracing::debug!(
+                seek,
+                window_secs,
+                "window text not placeable in its audio, skipped"
+            );
+            seek = end;
+            progress(seek)?;
+            continue;
+        }
         // When the window ends inside a segment, the next one starts where its last word
         // ended (faster-whisper with word timestamps), rather than at the last timestamp token:
         // the alignment places it better, so the next window neither repeats nor skips speech.
@@ -285,6 +302,11 @@ pub fn transcribe_continuing(
             prompt.clear();
         }
         for mut segment in window_segments {
+            // Text placed at or beyond the end of the window's audio (in the zero padding of
+            // a last, partial window) is not in the recording.
+            if segment.start >= window_secs {
+                continue;
+            }
             segment.start = (segment.start + offset_secs).min(duration);
             segment.end = (segment.end + offset_secs).min(duration);
             for word in &mut segment.words {
@@ -316,6 +338,40 @@ pub fn transcribe_continuing(
         segments,
     })
 }
+
+/// Whisper's score for a word unlikely to be speech: improbable, far too short, or too long.
+fn word_anomaly_score(word: &Word) -> f64 {
+    let duration = word.end - word.start;
+    let mut score = 0.0;
+    if word.probability < 0.15 {
+        score += 1.0;
+    }
+    if duration < 0.133 {
+        score += (0.133 - duration) * 15.0;
+    }
+    if duration > 2.0 {
+        score += duration - 2.0;
+    }
+    score
+}
+
+/// Whisper's test for a hallucinated segment: its first eight words (punctuation aside) score
+/// at least 3, or about one each.
+fn is_segment_anomaly(words: &[Word]) -> bool {
+    let words: Vec<&Word> = words
+        .iter()
+        .filter(|w| !w.text.chars().all(|c| PUNCTUATION.contains(c)))
+        .take(8)
+        .collect();
+    if words.is_empty() {
+        return false;
+    }
+    let score: f64 = words.iter().map(|w| word_anomaly_score(w)).sum();
+    score >= 3.0 || score + 0.01 >= words.len() as f64
+}
+
+/// Whisper's punctuation set for the anomaly score.
+const PUNCTUATION: &str = "\"'“¿([{-\"'.。,，!！?？:：”)]}、";
 
 /// Whisper's temperature fallback: decode at each temperature in turn until the result is
 /// neither repetitive nor unlikely (or is silence). When every try fails, the likeliest one
@@ -414,7 +470,7 @@ fn attach_words(
         window_secs,
         language,
     );
-    let spans: Vec<SegmentSpan> = segments
+    let mut spans: Vec<SegmentSpan> = segments
         .iter()
         .map(|s| SegmentSpan {
             start: s.start,
@@ -426,7 +482,10 @@ fn attach_words(
                 .count(),
         })
         .collect();
-    for (segment, words) in segments.iter_mut().zip(assign_by_tokens(words, &spans)) {
+    let groups = assign_following_words(words, &mut spans, window_secs);
+    for ((segment, words), span) in segments.iter_mut().zip(groups).zip(&spans) {
+        segment.start = span.start;
+        segment.end = span.end.max(span.start);
         segment.words = words
             .into_iter()
             .map(|w| Word {

@@ -374,3 +374,92 @@ fn multilingual_base_detects_english_and_transcribes() {
     let error = wer(&normalize(&reference), &normalize(&text.join(" ")));
     assert!(error < 0.1, "WER {error}: {text:?}");
 }
+
+/// The benchmark's long input (`scripts/bench-asr --files librivox`): the five clips with
+/// 0.7 s pauses, then again in reverse order (~56 s, so the last 30 s window is partial).
+/// Regression for issue 20: with whisper-base at beam 1 the last window's timestamp tokens
+/// drifted seconds ahead of the audio, the window was advanced too little, and the leftover
+/// tail was decoded again with a repeat of an earlier sentence. Segments now follow their
+/// aligned words, as in Whisper and faster-whisper.
+#[test]
+fn cli_long_form_ends_with_the_audio_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut refs = references();
+    refs.sort();
+    let order: Vec<(String, String)> = refs.iter().chain(refs.iter().rev()).cloned().collect();
+    let mut samples: Vec<f32> = Vec::new();
+    for (i, (id, _)) in order.iter().enumerate() {
+        if i > 0 {
+            samples.extend(std::iter::repeat_n(0.0f32, 16_000 * 7 / 10));
+        }
+        samples.extend(read_pcm16_wav(std::path::Path::new(&format!(
+            "{LIBRIVOX}/{id}.wav"
+        ))));
+    }
+    let duration = samples.len() as f64 / 16_000.0;
+    let path = dir.path().join("librivox-x2.wav");
+    std::fs::write(&path, wav_bytes(&samples)).unwrap();
+    for int8 in [false, true] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_opentranscribe"));
+        command.env_remove("OPENTRANSCRIBE_CONFIG").args([
+            "transcribe",
+            "--model",
+            "whisper-base",
+            "--format",
+            "json",
+            "--language",
+            "en",
+            "--beam",
+            "1",
+            "--no-diarize",
+            "--models-dir",
+        ]);
+        command.arg(crate::models::models_dir()).arg(&path);
+        if int8 {
+            command.arg("--int8");
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let transcript: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let segments = transcript["segments"].as_array().unwrap();
+        let text: Vec<&str> = segments
+            .iter()
+            .map(|s| s["text"].as_str().unwrap())
+            .collect();
+        let hypothesis = normalize(&text.join(" "));
+        let reference: Vec<String> = order.iter().flat_map(|(_, r)| normalize(r)).collect();
+        // Every sentence is spoken twice; none may be transcribed a third time.
+        let phrase = normalize("how much there might be prudently");
+        let repeats = hypothesis
+            .windows(phrase.len())
+            .filter(|w| *w == phrase.as_slice())
+            .count();
+        assert_eq!(repeats, 2, "int8 {int8}: {text:?}");
+        // Nothing after the end of the audio, times in order.
+        let mut previous_start = 0.0;
+        for segment in segments {
+            let (start, end) = (
+                segment["start"].as_f64().unwrap(),
+                segment["end"].as_f64().unwrap(),
+            );
+            assert!(start < duration && end <= duration + 0.01, "{segment}");
+            assert!(
+                start >= previous_start - 0.01,
+                "{segment} before {previous_start}"
+            );
+            previous_start = start;
+            for word in segment["words"].as_array().unwrap() {
+                assert!(word["end"].as_f64().unwrap() <= duration + 0.01, "{word}");
+            }
+        }
+        // The transcript ends with the audio's last words.
+        let tail = &reference[reference.len() - 6..];
+        assert!(hypothesis.ends_with(tail), "int8 {int8}: {text:?}");
+        let error = wer(&reference, &hypothesis);
+        assert!(error < 0.12, "int8 {int8}: WER {error}: {text:?}");
+    }
+}

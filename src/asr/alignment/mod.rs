@@ -242,6 +242,56 @@ pub fn assign_by_tokens(words: Vec<WordTiming>, segments: &[SegmentSpan]) -> Vec
     groups
 }
 
+/// Like [`assign_by_tokens`], but as Whisper and faster-whisper finish a window: the words
+/// keep their aligned times (monotonic, inside `0..=window_end`) and each segment's bounds
+/// follow its words, because the cross-attention alignment is more reliable than the decoded
+/// timestamp tokens (a small model at greedy decoding can drift several seconds from the
+/// audio). Where a segment's first (last) word is implausibly long, reaching more than 0.5 s
+/// beyond the segment's timestamp, that word is shortened towards the timestamp first (the
+/// words always stay inside their segment).
+/// `segments` are updated in place.
+pub fn assign_following_words(
+    words: Vec<WordTiming>,
+    segments: &mut [SegmentSpan],
+    window_end: f64,
+) -> Vec<Vec<WordTiming>> {
+    let median = median_duration(&words);
+    let max_duration = median * 2.0;
+    let mut remaining = words.into_iter();
+    let mut groups: Vec<Vec<WordTiming>> = Vec::with_capacity(segments.len());
+    let mut last_speech = 0.0f64;
+    let mut floor = 0.0f64;
+    for segment in segments.iter_mut() {
+        let mut group = Vec::new();
+        let mut covered = 0usize;
+        while covered < segment.text_tokens {
+            let Some(word) = remaining.next() else { break };
+            covered += word.tokens.len().max(1);
+            group.push(word);
+        }
+        if median > 0.0 {
+            shorten_after_pause(&mut group, last_speech, median, max_duration);
+        }
+        make_monotonic(&mut group, floor, window_end.max(floor));
+        if let Some(first) = group.first_mut() {
+            if segment.start < first.end && segment.start - 0.5 > first.start {
+                first.start = (first.end - median).min(segment.start).max(0.0);
+            }
+            segment.start = first.start;
+        }
+        if let Some(last) = group.last_mut() {
+            if segment.end > last.start && segment.end + 0.5 < last.end {
+                last.end = (last.start + median).max(segment.end).min(last.end);
+            }
+            segment.end = last.end;
+            last_speech = segment.end;
+            floor = last.end;
+        }
+        groups.push(group);
+    }
+    groups
+}
+
 /// Whisper's per-segment fixes, then clamping: a first word after a long pause is shortened to
 /// at most twice the median word duration, and every word is kept inside its segment.
 fn finish_segments(groups: &mut [Vec<WordTiming>], segments: &[(f64, f64)], median: f64) {

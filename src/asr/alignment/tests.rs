@@ -374,6 +374,53 @@ fn segments_get_their_words_clamped_and_monotonic() {
 }
 
 #[test]
+fn segment_bounds_follow_their_words_when_timestamps_drift() {
+    // The decoder stamped the segments 0–8 s and 8–25 s, but the speech (by the alignment)
+    // is at 4.8–8.9 s and 9–29.5 s: the bounds move to the words rather than the words being
+    // clamped into the stamps; only the end of the window's audio (28.8 s) clamps words.
+    let words = vec![
+        word(" Had", 4.8, 5.1, &[0], 0.9),
+        word(" he", 5.1, 8.9, &[0], 0.9),
+        word(" And", 9.0, 9.3, &[0], 0.9),
+        word(" them.", 28.3, 29.5, &[0], 0.9),
+    ];
+    let mut spans = [
+        SegmentSpan {
+            start: 0.0,
+            end: 8.0,
+            text_tokens: 2,
+        },
+        SegmentSpan {
+            start: 8.0,
+            end: 25.0,
+            text_tokens: 2,
+        },
+    ];
+    let groups = assign_following_words(words, &mut spans, 28.8);
+    assert_eq!((groups[0].len(), groups[1].len()), (2, 2));
+    // (Whisper's "first word after a pause" hack may move the first word within its span.)
+    assert!(
+        spans[0].start == groups[0][0].start && spans[0].start > 4.0,
+        "{spans:?}"
+    );
+    // " he" reaches 0.9 s past the segment's 8 s end: shortened towards it, not beyond.
+    assert!(
+        groups[0][1].end < 8.9 && groups[0][1].end >= 8.0,
+        "{groups:?}"
+    );
+    assert!((spans[0].end - groups[0][1].end).abs() < 1e-9);
+    assert!((spans[1].start - 9.0).abs() < 1e-9, "{spans:?}");
+    assert!((spans[1].end - 28.8).abs() < 1e-9, "{spans:?}");
+    for (group, span) in groups.iter().zip(&spans) {
+        assert!(
+            group
+                .iter()
+                .all(|w| w.start >= span.start && w.end <= span.end)
+        );
+    }
+}
+
+#[test]
 fn empty_and_malformed_input_gives_nothing_without_panicking() {
     let tok = tokenizer();
     assert!(word_timings(&tok, &[], &[], &[], 30.0, "en").is_empty());
