@@ -23,6 +23,15 @@ pub struct Identity {
     pub allowed: bool,
 }
 
+/// `SearchEntry::construct` panics on an entry the server encoded wrongly; a broken or hostile
+/// directory gets a clear 503 instead of a panicking request.
+fn search_entry(entry: ldap3::ResultEntry) -> Result<SearchEntry> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        SearchEntry::construct(entry)
+    }))
+    .map_err(|_| unavailable("the directory sent a malformed entry".to_owned()))
+}
+
 fn unavailable(message: String) -> Error {
     Error::new("directory-unavailable", message)
 }
@@ -160,7 +169,10 @@ pub async fn authenticate(
             let _ = ldap.unbind().await;
             return Ok(None);
         }
-        let entry = SearchEntry::construct(entries.into_iter().next().expect("one entry"));
+        let Some(first) = entries.into_iter().next() else {
+            return Ok(None);
+        };
+        let entry = search_entry(first)?;
         let groups = entry
             .attrs
             .get(&config.group_attribute)
@@ -195,7 +207,7 @@ pub async fn authenticate(
             .success()
             .map_err(|e| unavailable(format!("cannot read the user's LDAP entry: {e}")))?;
         if let Some(entry) = entries.into_iter().next() {
-            let entry = SearchEntry::construct(entry);
+            let entry = search_entry(entry)?;
             groups = entry
                 .attrs
                 .get(&config.group_attribute)
@@ -226,8 +238,8 @@ pub async fn authenticate(
             .map_err(|e| unavailable(format!("the LDAP group search failed: {e}")))?;
         groups = entries
             .into_iter()
-            .map(|e| SearchEntry::construct(e).dn)
-            .collect();
+            .map(|e| search_entry(e).map(|e| e.dn))
+            .collect::<Result<_>>()?;
     }
     let _ = ldap.unbind().await;
     let admin = groups
