@@ -50,6 +50,8 @@ export function totpSection(user, onEnabled) {
         },
       },
       el("p", {}, STRINGS.totpScan),
+      setup.qr_svg ? el("img", { class: "totp-qr", alt: STRINGS.totpQrAlt, width: 240, height: 240,
+        src: "data:image/svg+xml;charset=utf-8," + encodeURIComponent(setup.qr_svg) }) : null,
       el("p", {}, STRINGS.totpSecret, " ", el("code", { "data-totp-secret": "" }, setup.secret)),
       el("p", { class: "small" }, el("a", { href: setup.otpauth_uri }, STRINGS.totpOpenApp)),
       field(STRINGS.totpCode, code), confirm);

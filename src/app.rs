@@ -102,15 +102,8 @@ impl AppState {
         let llm = crate::llm::Llm::from_config(&config.llm)
             .map_err(|e| Error::new("llm-key-file", e))?
             .map(Arc::new);
-        // No summary run survives a restart (with or without a model configured now).
-        match store.interrupt_summaries(clock.now_secs()) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                summaries = n,
-                "summary runs interrupted by the last shutdown"
-            ),
-            Err(e) => tracing::warn!(error = %e, "cannot mark interrupted summary runs"),
-        }
+        // Summary runs left `running` by the last shutdown start again (or end in `error`
+        // without a model) once the daemon runs: `services::llm::spawn_follow_on`.
         if let Some(llm) = &llm {
             tracing::info!(base_url = %llm.config.base_url, model = %llm.config.model, "language model configured");
         }

@@ -56,6 +56,9 @@ impl RunningServer {
         self.state.jobs.wake.notify();
         self.tracker.close();
         self.tracker.wait().await;
+        if let Some(llm) = &self.state.llm {
+            llm.stop_runs().await;
+        }
         // Workers notice the token between chunks (at most seconds) and requeue their job.
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || {
@@ -161,6 +164,7 @@ pub async fn start_with_clock(
         &tracker,
     );
     crate::watch::spawn(state.clone(), shutdown.clone(), &tracker);
+    crate::services::llm::spawn_follow_on(state.clone(), shutdown.clone(), &tracker);
     if let Some(search) = state.search.clone() {
         let queue = crate::indexer::spawn(
             state.store.clone(),

@@ -121,6 +121,18 @@ pub fn matching_step(
     found
 }
 
+/// The otpauth URI as a QR code in SVG (black on white, quiet zone, at least 240 px), for
+/// authenticator apps to scan; `None` only if the URI is too long for any QR code.
+pub fn qr_svg(uri: &str) -> Option<String> {
+    let code = qrcode::QrCode::with_error_correction_level(uri, qrcode::EcLevel::M).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color>()
+            .min_dimensions(240, 240)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
 /// `otpauth://totp/Issuer:account?secret=…&issuer=…&algorithm=SHA1&digits=6&period=30`.
 pub fn otpauth_uri(issuer: &str, account: &str, secret_b32: &str) -> String {
     let issuer_enc = percent_encode(issuer);

@@ -164,6 +164,9 @@ timeout_secs = {llm_timeout}
 context_tokens = {llm_context}
 # Most tokens asked for in one answer (at most half of context_tokens).
 max_output_tokens = {llm_max_output}
+# Summarise every file when its transcription completes (a follow-on stage of the job, run as the
+# file's owner); false: summaries only when someone asks for one.
+summarize_completed = {llm_summarize_completed}
 
 [ldap]
 # Sign-in through an LDAP directory or Active Directory, beside local accounts (a local account
@@ -277,6 +280,7 @@ level = "{level}"
         llm_timeout = defaults.llm.timeout_secs,
         llm_context = defaults.llm.context_tokens,
         llm_max_output = defaults.llm.max_output_tokens,
+        llm_summarize_completed = defaults.llm.summarize_completed,
     )
 }
 

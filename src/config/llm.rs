@@ -23,6 +23,9 @@ pub struct LlmConfig {
     pub context_tokens: usize,
     /// Most tokens asked for in one answer.
     pub max_output_tokens: usize,
+    /// Summarise every file when its transcription completes (as its owner, with the owner's
+    /// prompt templates), as a follow-on stage of the job; off: only on request.
+    pub summarize_completed: bool,
 }
 
 impl Default for LlmConfig {
@@ -35,6 +38,7 @@ impl Default for LlmConfig {
             timeout_secs: 120,
             context_tokens: 8192,
             max_output_tokens: 1024,
+            summarize_completed: false,
         }
     }
 }

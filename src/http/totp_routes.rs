@@ -61,6 +61,7 @@ async fn setup(State(state): State<AppState>, user: AuthUser) -> Result<Json<ser
     Ok(Json(serde_json::json!({
         "secret": setup.secret,
         "otpauth_uri": setup.otpauth_uri,
+        "qr_svg": setup.qr_svg,
         "algorithm": "SHA1",
         "digits": crate::auth::totp::DIGITS,
         "period": crate::auth::totp::STEP_SECS,

@@ -80,6 +80,10 @@ pub struct Llm {
     permits: Semaphore,
     in_flight: AtomicUsize,
     probe: Mutex<Option<(Instant, LlmStatus)>>,
+    /// Summary runs in the background; the daemon's shutdown stops them (a run cut so stays
+    /// `running` in the store and starts again at the next start).
+    runs: tokio_util::task::TaskTracker,
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Llm {
@@ -120,11 +124,31 @@ impl Llm {
             permits: Semaphore::new(MAX_IN_FLIGHT),
             in_flight: AtomicUsize::new(0),
             probe: Mutex::new(None),
+            runs: tokio_util::task::TaskTracker::new(),
+            stopping: tokio_util::sync::CancellationToken::new(),
         }))
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.config.base_url.trim_end_matches('/'))
+    }
+
+    /// Runs `run` in the background until it ends or the daemon stops ([`Self::stop_runs`]).
+    pub fn spawn_run(&self, run: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stopping = self.stopping.clone();
+        self.runs.spawn(async move {
+            tokio::select! {
+                _ = stopping.cancelled() => {}
+                _ = run => {}
+            }
+        });
+    }
+
+    /// Stops the background runs and waits until they have let go of everything they held.
+    pub async fn stop_runs(&self) {
+        self.stopping.cancel();
+        self.runs.close();
+        self.runs.wait().await;
     }
 
     /// Summary runs and questions under way (tests wait for zero).

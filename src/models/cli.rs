@@ -255,6 +255,7 @@ pub fn doctor(config: anyhow::Result<Config>) -> anyhow::Result<()> {
         None => println!("free disk: unknown"),
     }
     llm_doctor(&config, &mut fatal);
+    directory_doctor(&config, &mut fatal);
     if fatal.is_empty() {
         println!("doctor: all checks passed");
         Ok(())
@@ -305,4 +306,45 @@ fn llm_doctor(config: &Config, fatal: &mut Vec<String>) {
         config.llm.base_url,
         status.detail
     );
+}
+
+/// Sign-in directories (`[ldap]`, `[oidc]`): off is fine; on, the directory must answer (LDAP:
+/// connection with its TLS and the service account's bind; OIDC: discovery, JWKS and the client
+/// secret file), or its users cannot sign in.
+fn directory_doctor(config: &Config, fatal: &mut Vec<String>) {
+    if !config.ldap.enabled && !config.oidc.enabled {
+        println!("directory sign-in: not configured (local accounts only)");
+        return;
+    }
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            println!("directory sign-in: cannot check ({e})");
+            return;
+        }
+    };
+    if config.ldap.enabled {
+        match runtime.block_on(crate::services::ldap::check(&config.ldap)) {
+            Ok(said) => println!("ldap: ok, {said}"),
+            Err(e) => {
+                println!("ldap: FAILED, {}", e.message);
+                fatal.push("ldap".to_owned());
+            }
+        }
+    }
+    if config.oidc.enabled {
+        match runtime.block_on(crate::services::oidc::check(&config.oidc)) {
+            Ok(said) => println!("oidc: ok, {said}"),
+            Err(e) => {
+                println!("oidc: FAILED, {}", e.message);
+                fatal.push("oidc".to_owned());
+            }
+        }
+    }
 }

@@ -100,6 +100,39 @@ async fn connect(config: &LdapConfig) -> Result<ldap3::Ldap> {
     Ok(ldap)
 }
 
+/// For `doctor`: connects (with LDAPS or StartTLS as configured) and binds the service account
+/// when there is one; says what worked, or why not.
+pub async fn check(config: &LdapConfig) -> Result<String> {
+    let timeout = Duration::from_secs(config.timeout_secs);
+    let mut ldap = connect(config).await?;
+    let transport = if config.url.to_ascii_lowercase().starts_with("ldaps://") {
+        "LDAPS"
+    } else if config.starttls {
+        "StartTLS"
+    } else {
+        "plain text"
+    };
+    let mut said = format!("connected to {} ({transport})", config.url);
+    if !config.bind_dn.is_empty() {
+        let secret = config
+            .read_bind_password()
+            .map_err(|e| unavailable(format!("[ldap] bind_password_file: {e}")))?;
+        ldap.with_timeout(timeout)
+            .simple_bind(&config.bind_dn, &secret)
+            .await
+            .map_err(|e| unavailable(describe(&e, config)))?
+            .success()
+            .map_err(|e| {
+                unavailable(format!(
+                    "the LDAP server refused the service account [ldap] bind_dn: {e}"
+                ))
+            })?;
+        said.push_str(&format!(", service account {} bound", config.bind_dn));
+    }
+    let _ = ldap.unbind().await;
+    Ok(said)
+}
+
 /// Whether `group` (a DN or a name) is one of `wanted` (DNs or `cn` values), ignoring case.
 fn group_matches(group: &str, wanted: &[String]) -> bool {
     let cn = group

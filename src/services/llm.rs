@@ -100,6 +100,7 @@ pub async fn start_summary(
         stage: "queued".to_owned(),
         model: llm.config.model.clone(),
         created_at: state.clock.now_secs(),
+        requested_by: Some(requester_id.to_owned()),
         ..SummaryRecord::default()
     };
     let store = state.store.clone();
@@ -111,7 +112,8 @@ pub async fn start_summary(
     let task_state = state.clone();
     let run_id = record.run_id.clone();
     let guard_llm = llm.clone();
-    tokio::spawn(async move {
+    let runner = llm.clone();
+    runner.spawn_run(async move {
         let _in_flight = guard_llm.track();
         let outcome = summarise(&task_state, &llm, &file, &transcript, &templates, &run_id).await;
         let now = task_state.clock.now_secs();
@@ -151,6 +153,139 @@ pub async fn start_summary(
         }
     });
     Ok(record)
+}
+
+/// Summarises a file as `requester` when its transcript is there: the follow-on stage of a
+/// completed job and the restart of an interrupted run. `Ok(None)`: the file is gone.
+async fn summarise_stored(
+    state: &AppState,
+    requester: &str,
+    file_id: &str,
+) -> Result<Option<SummaryRecord>> {
+    let store = state.store.clone();
+    let id = file_id.to_owned();
+    let loaded = blocking(
+        move || -> std::result::Result<_, crate::store::StoreError> {
+            let Some(file) = store.get_file(&id)? else {
+                return Ok(None);
+            };
+            let transcript = store.transcript_of::<Transcript>(&id)?;
+            Ok(Some((file, transcript)))
+        },
+    )
+    .await?;
+    match loaded {
+        None => Ok(None),
+        Some((_, None)) => Err(Error::new(
+            "transcript-not-ready",
+            "the file's transcript is not ready",
+        )),
+        Some((file, Some(transcript))) => {
+            match start_summary(state, requester, file, transcript).await {
+                Ok(record) => Ok(Some(record)),
+                Err(e) if e.code == "not-found" => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Summary runs the last shutdown left `running`: started again from the beginning (as whoever
+/// started them, with their templates), or, without a model configured now, ended in `error`.
+pub async fn resume_interrupted(state: &AppState) {
+    let store = state.store.clone();
+    let running = match blocking(move || store.running_summaries()).await {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read interrupted summary runs");
+            return;
+        }
+    };
+    if running.is_empty() {
+        return;
+    }
+    if state.llm.is_none() {
+        let store = state.store.clone();
+        let now = state.clock.now_secs();
+        match blocking(move || store.interrupt_summaries(now)).await {
+            Ok(n) => tracing::info!(
+                summaries = n,
+                "summary runs interrupted by the last shutdown (no model configured now)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot mark interrupted summary runs"),
+        }
+        return;
+    }
+    tracing::info!(
+        summaries = running.len(),
+        "summary runs interrupted by the last shutdown start again"
+    );
+    for record in running {
+        let requester = record
+            .requested_by
+            .clone()
+            .unwrap_or_else(|| record.owner_id.clone());
+        if let Err(e) = summarise_stored(state, &requester, &record.file_id).await {
+            tracing::warn!(file_id = %record.file_id, error = %e, "an interrupted summary cannot start again");
+            fail_run(state, &record, e.message).await;
+        }
+    }
+}
+
+/// Ends a run in `error` (only while it is still the file's current run).
+async fn fail_run(state: &AppState, record: &SummaryRecord, message: String) {
+    let store = state.store.clone();
+    let (file_id, run_id) = (record.file_id.clone(), record.run_id.clone());
+    let now = state.clock.now_secs();
+    let change = move |r: &mut SummaryRecord| {
+        r.status = "error".to_owned();
+        r.stage = "error".to_owned();
+        r.error = Some(message);
+        r.finished_at = Some(now);
+    };
+    if let Ok(Some(record)) =
+        blocking(move || store.update_summary_run(&file_id, &run_id, change)).await
+    {
+        publish(state, &record);
+    }
+}
+
+/// With `llm.summarize_completed`, every file whose job completes is summarised as its owner
+/// (a follow-on stage: the transcript is ready and searchable first; the summary's progress
+/// goes out as `summary.status`). Runs left by the last shutdown start again first.
+pub fn spawn_follow_on(
+    state: AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) {
+    let mut events = state.jobs.events.subscribe();
+    tracker.spawn(async move {
+        resume_interrupted(&state).await;
+        if state.llm.is_none() || !state.config.llm.summarize_completed {
+            return;
+        }
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok(event) if event.kind == "file.completed" => {
+                    match summarise_stored(&state, &event.owner_id, &event.file_id).await {
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(file_id = %event.file_id, error = %e, "cannot summarise a completed file")
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "summary follow-on missed job events")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// What a finished run produced.

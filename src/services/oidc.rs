@@ -82,6 +82,28 @@ async fn discover(config: &OidcConfig, client: &reqwest::Client) -> Result<Disco
     Ok(found)
 }
 
+/// For `doctor`: discovery answers for the configured issuer, the JWKS holds signing keys
+/// and the client secret file is usable; says what was found, or why not.
+pub async fn check(config: &OidcConfig) -> Result<String> {
+    config
+        .read_client_secret()
+        .map_err(|e| unavailable(format!("[oidc] client_secret_file: {e}")))?;
+    let client = client(config)?;
+    let discovery = discover(config, &client).await?;
+    let jwks: Value = get_json(&client, &discovery.jwks_uri).await?;
+    let keys = jwks["keys"].as_array().map_or(0, Vec::len);
+    if keys == 0 {
+        return Err(unavailable(format!(
+            "the OIDC provider's JWKS at {} holds no keys",
+            discovery.jwks_uri
+        )));
+    }
+    Ok(format!(
+        "issuer {} answers discovery, {keys} signing key(s)",
+        discovery.issuer
+    ))
+}
+
 fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }

@@ -39,6 +39,8 @@ fn not_available() -> Error {
 pub struct Setup {
     pub secret: String,
     pub otpauth_uri: String,
+    /// The URI as a QR code (SVG) to scan.
+    pub qr_svg: Option<String>,
 }
 
 /// Starts (or restarts) enrolment: a fresh secret, not yet in force.
@@ -79,8 +81,10 @@ pub async fn setup(state: &AppState, user: &UserRecord, ip: Option<IpAddr>) -> R
         None,
     )
     .await;
+    let otpauth_uri = totp::otpauth_uri(&state.config.auth.totp_issuer, &user.username, &secret);
     Ok(Setup {
-        otpauth_uri: totp::otpauth_uri(&state.config.auth.totp_issuer, &user.username, &secret),
+        qr_svg: totp::qr_svg(&otpauth_uri),
+        otpauth_uri,
         secret,
     })
 }

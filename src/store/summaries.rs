@@ -4,7 +4,7 @@
 //! newer run replaced it) writes nothing: no summary is revived, and none is left `running` by
 //! a superseded run.
 
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::error::Result;
@@ -64,6 +64,10 @@ pub struct SummaryRecord {
     pub finished_at: Option<u64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// Who started the run (their prompt templates are used); a run started by the daemon
+    /// itself (summaries of completed files) names the file's owner.
+    #[serde(default)]
+    pub requested_by: Option<String>,
 }
 
 /// A user's own prompt templates; `None` uses the default.
@@ -136,6 +140,21 @@ impl Store {
     }
 
     /// At start-up no run is in flight: every record still `running` ends in `error`.
+    /// The runs left `running` (by the last shutdown, when read at start-up).
+    pub fn running_summaries(&self) -> Result<Vec<SummaryRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let summaries = txn.open_table(SUMMARIES).map_err(db_err)?;
+        let mut running = Vec::new();
+        for entry in summaries.iter().map_err(db_err)? {
+            let (_, value) = entry.map_err(db_err)?;
+            let record: SummaryRecord = super::decode(value.value())?;
+            if record.status == "running" {
+                running.push(record);
+            }
+        }
+        Ok(running)
+    }
+
     pub fn interrupt_summaries(&self, now: u64) -> Result<usize> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let count = {

@@ -424,3 +424,132 @@ async fn ldap_direct_bind_with_a_dn_template() {
     assert_eq!(login(&server, "carol", "bob-ldap-pw").await.0, 401);
     server.stop().await;
 }
+
+/// Many first sign-ins of the same new directory user at once make exactly one local account:
+/// every racer gets a session for the same user id, and the user list holds each name once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_ldap_sign_ins_make_exactly_one_account() {
+    let slapd = Slapd::start();
+    let url = format!("ldap://127.0.0.1:{}", slapd.ldap_port);
+    let config = ldap_config(&slapd, url, &slapd.path("ca.pem"), 0o600);
+    let users = crate::races::iterations().div_ceil(2).max(10);
+    let mut ldif = String::new();
+    for i in 0..users {
+        ldif.push_str(&format!(
+            "dn: uid=racer{i},ou=people,{SUFFIX}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: racer{i}\ncn: racer{i}\nsn: racer{i}\nuserPassword: racer-pw-{i}\n\n"
+        ));
+    }
+    ldif.push_str(&format!(
+        "dn: cn=staff,ou=groups,{SUFFIX}\nchangetype: modify\nadd: member\n"
+    ));
+    for i in 0..users {
+        ldif.push_str(&format!("member: uid=racer{i},ou=people,{SUFFIX}\n"));
+    }
+    slapd.modify(&ldif);
+    let server = TestServer::start_with(|c| {
+        c.ldap = config;
+        // Attempts under way count against the lockout; six at once of one account are
+        // legitimate here.
+        c.auth.login_max_failures = 20;
+        c.auth.login_ip_max_failures = 1000;
+    })
+    .await;
+    let admin = server.admin().await;
+    const RACERS: usize = 6;
+    for i in 0..users {
+        let name = format!("racer{i}");
+        let password = format!("racer-pw-{i}");
+        let logins = (0..RACERS).map(|_| login(&server, &name, &password));
+        let answers = futures_util::future::join_all(logins).await;
+        let mut ids = std::collections::BTreeSet::new();
+        for (status, body) in &answers {
+            assert_eq!(*status, 200, "{name}: {body}");
+            assert_eq!(body["user"]["source"], "ldap", "{body}");
+            ids.insert(body["user"]["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(ids.len(), 1, "{name}: {RACERS} racers made {ids:?}");
+    }
+    let listed = server
+        .client
+        .get(server.url("/api/admin/users"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let listed = json(listed).await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .or_else(|| listed["users"].as_array())
+        .expect("a user list")
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    for i in 0..users {
+        let name = format!("racer{i}");
+        assert_eq!(
+            names.iter().filter(|n| **n == name).count(),
+            1,
+            "{name} in {names:?}"
+        );
+    }
+    server.stop().await;
+}
+
+/// `doctor` checks the directory: connection with StartTLS and the service account's bind;
+/// a wrong service password or an untrusted CA is a problem it names.
+#[test]
+fn doctor_checks_the_ldap_directory() {
+    let slapd = Slapd::start();
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("ldap://127.0.0.1:{}", slapd.ldap_port);
+    let doctor = |ca: &Path, password_file: &str| {
+        let config = data.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[ldap]\nenabled = true\nurl = \"{url}\"\nstarttls = true\nca_file = \"{}\"\nbind_dn = \"cn=reader,{SUFFIX}\"\nbind_password_file = \"{password_file}\"\nuser_base = \"ou=people,{SUFFIX}\"\n",
+                ca.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_opentranscribe"))
+            .arg("doctor")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("OPENTRANSCRIBE_CONFIG")
+            .env("OPENTRANSCRIBE_DATA_DIR", data.path())
+            .env("OPENTRANSCRIBE_MODELS_DIR", crate::models::models_dir())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let good = secret_file(slapd.dir.path(), 0o600);
+    let ok = doctor(&slapd.path("ca.pem"), &good);
+    assert!(
+        ok.contains(&format!(
+            "ldap: ok, connected to {url} (StartTLS), service account cn=reader,{SUFFIX} bound"
+        )),
+        "{ok}"
+    );
+    let wrong = slapd.path("wrong-password");
+    std::fs::write(&wrong, "not-the-secret\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let refused = doctor(&slapd.path("ca.pem"), &wrong.display().to_string());
+    assert!(
+        refused.contains("ldap: FAILED") && refused.contains("service account"),
+        "{refused}"
+    );
+    assert!(!refused.contains("all checks passed"), "{refused}");
+    // A CA that did not sign the server's certificate.
+    let (other_ca, _, _) = test_pki();
+    let other = slapd.path("other-ca.pem");
+    std::fs::write(&other, other_ca).unwrap();
+    let untrusted = doctor(&other, &good);
+    assert!(
+        untrusted.contains("ldap: FAILED") && untrusted.contains("ca_file"),
+        "{untrusted}"
+    );
+}

@@ -950,3 +950,160 @@ async fn a_failing_or_absent_model_server_is_named_in_the_error() {
         "{answer}"
     );
 }
+
+/// Polls a file's summary until it is `done` or `error` (it may not have begun yet).
+async fn wait_summary_ended(server: &TestServer, token: &str, file: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, body) = server
+            .call(
+                Method::GET,
+                &format!("/api/files/{file}/summary"),
+                token,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if body["status"] == "done" || body["status"] == "error" {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "summary never ended: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A summary run cut by a restart is not lost: the next start runs it again by itself, with
+/// the templates of the user who started it. Without a model configured at that start, it ends
+/// in `error` saying why, never stuck in `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_summary_cut_by_a_restart_runs_again_by_itself() {
+    let hanging = Stub::start("hang").await;
+    let keys = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|c| {
+        c.jobs.workers = 0;
+        with_llm(c, &hanging, keys.path(), 4096);
+    })
+    .await;
+    let alice = server.admin().await;
+    let (status, set) = server
+        .call(
+            Method::PUT,
+            "/api/account/llm-prompts",
+            &alice,
+            Some(json!({"map": "RESUMEMARK part {part}/{parts}:\n{transcript}"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    let resumed = file_with_transcript(&server, &alice, 0, &meeting()).await;
+    let dropped = file_with_transcript(&server, &alice, 1, &meeting()).await;
+    for file in [&resumed, &dropped] {
+        let (status, started) = server
+            .call(
+                Method::POST,
+                &format!("/api/files/{file}/summary"),
+                &alice,
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "{started}");
+    }
+    // Both runs wait on the model when the daemon stops.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hanging.requests().len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", hanging.requests());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The second file is deleted before the restart: its run has nothing to resume.
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/api/files/{dropped}"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let data_dir = server.stop_keep().await;
+
+    let stub = Stub::start("ok").await;
+    let server = TestServer::start_in(data_dir, |c| {
+        c.jobs.workers = 0;
+        with_llm(c, &stub, keys.path(), 4096);
+    })
+    .await;
+    let done = wait_summary_ended(&server, &alice, &resumed).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert!(!done["summary"].as_str().unwrap().is_empty(), "{done}");
+    let requests = stub.requests();
+    let maps: Vec<&Value> = requests.iter().filter(|r| r["kind"] == "map").collect();
+    assert_eq!(maps.len(), 1, "{requests:?}");
+    assert!(
+        maps[0]["user"].as_str().unwrap().contains("RESUMEMARK"),
+        "the resumed run uses the templates of who started it: {requests:?}"
+    );
+    assert_eq!(
+        requests.iter().filter(|r| r["kind"] == "reduce").count(),
+        1,
+        "{requests:?}"
+    );
+    let (status, _) = server
+        .call(
+            Method::GET,
+            &format!("/api/files/{dropped}/summary"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Cut again, and started without a model: the run ends in error, not stuck.
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/api/files/{resumed}/summary"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let data_dir = server.stop_keep().await;
+    let server = TestServer::start_in(data_dir, |c| c.jobs.workers = 0).await;
+    let ended = wait_summary_ended(&server, &alice, &resumed).await;
+    assert_eq!(ended["status"], "error", "{ended}");
+    assert!(
+        ended["error"].as_str().unwrap().contains("restart"),
+        "{ended}"
+    );
+    server.stop().await;
+}
+
+/// With `llm.summarize_completed`, a file is summarised when its transcription completes,
+/// unasked, as a follow-on stage: the transcript is there first, then the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn completed_files_are_summarised_unasked_when_configured() {
+    let stub = Stub::start("ok").await;
+    let keys = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|c| {
+        c.models_dir = crate::models::models_dir();
+        c.jobs.model = "whisper-tiny.en".to_owned();
+        with_llm(c, &stub, keys.path(), 4096);
+        c.llm.summarize_completed = true;
+    })
+    .await;
+    let alice = server.admin().await;
+    let (id, _) = references().into_iter().next().unwrap();
+    let wav = std::fs::read(format!("{LIBRIVOX}/{id}.wav")).unwrap();
+    let created = body_json(server.upload(&alice, "clip.wav", wav).await).await;
+    let file = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_done(&alice, &file).await["status"], "completed");
+    let done = wait_summary_ended(&server, &alice, &file).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert!(!done["summary"].as_str().unwrap().is_empty(), "{done}");
+    let requests = stub.requests();
+    assert!(
+        requests.iter().any(|r| r["kind"] == "map")
+            && requests.iter().any(|r| r["kind"] == "reduce"),
+        "{requests:?}"
+    );
+    server.stop().await;
+}

@@ -282,3 +282,47 @@ async fn code_flow(alg: &str, every_case: bool) {
     );
     server.stop().await;
 }
+
+/// `doctor` checks the provider: discovery for the configured issuer and its signing keys; an
+/// issuer that does not answer as configured is a problem it names.
+#[test]
+fn doctor_checks_the_oidc_provider() {
+    let redirect = "https://localhost:8443/api/auth/oidc/callback";
+    let (_provider, issuer) = start_provider(redirect, "RS256");
+    let data = tempfile::tempdir().unwrap();
+    let secret_path = data.path().join("client-secret");
+    std::fs::write(&secret_path, format!("{CLIENT_SECRET}\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let doctor = |issuer: &str| {
+        let config = data.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[oidc]\nenabled = true\nissuer = \"{issuer}\"\nclient_id = \"opentranscribe\"\nclient_secret_file = \"{}\"\nredirect_url = \"{redirect}\"\nallow_http = true\n",
+                secret_path.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_opentranscribe"))
+            .arg("doctor")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("OPENTRANSCRIBE_CONFIG")
+            .env("OPENTRANSCRIBE_DATA_DIR", data.path())
+            .env("OPENTRANSCRIBE_MODELS_DIR", crate::models::models_dir())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ok = doctor(&issuer);
+    assert!(
+        ok.contains(&format!("oidc: ok, issuer {issuer} answers discovery")),
+        "{ok}"
+    );
+    let wrong = doctor(&format!("{issuer}/elsewhere"));
+    assert!(wrong.contains("oidc: FAILED"), "{wrong}");
+    assert!(!wrong.contains("all checks passed"), "{wrong}");
+}

@@ -26,6 +26,48 @@ fn base32_decode(text: &str) -> Vec<u8> {
     out
 }
 
+/// Draws the dark rectangles of an SVG QR code (`M{x} {y}h{w}v{h}H{x}V{y}` path parts, the
+/// form the `qrcode` crate writes) into a bitmap and decodes it with `rqrr`.
+fn read_qr_svg(svg: &str) -> String {
+    let attr = |name: &str| -> usize {
+        let at = svg.find(&format!(" {name}=\"")).expect(name) + name.len() + 3;
+        svg[at..].split('"').next().unwrap().parse().unwrap()
+    };
+    let (width, height) = (attr("width"), attr("height"));
+    assert!(width >= 240 && height >= 240, "{width}x{height}");
+    let mut dark = vec![false; width * height];
+    let path = svg
+        .split(" d=\"")
+        .nth(1)
+        .expect("a path")
+        .split('"')
+        .next()
+        .unwrap();
+    let mut rects = 0;
+    for part in path.split('M').filter(|p| !p.is_empty()) {
+        let numbers: Vec<usize> = part
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|n| !n.is_empty())
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let [left, top, w, h, ..] = numbers[..] else {
+            panic!("unexpected path part {part}");
+        };
+        for y in top..top + h {
+            for x in left..left + w {
+                dark[y * width + x] = true;
+            }
+        }
+        rects += 1;
+    }
+    assert!(rects > 50, "{rects} dark modules");
+    let mut image =
+        rqrr::PreparedImage::prepare_from_bitmap(width, height, |x, y| dark[y * width + x]);
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code");
+    grids[0].decode().expect("the QR code decodes").1
+}
+
 /// RFC 6238 with SHA-1, 6 digits, 30 s.
 pub fn totp(secret_b32: &str, unix_secs: u64) -> String {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&base32_decode(secret_b32)).unwrap();
@@ -55,6 +97,12 @@ pub async fn enrol(server: &TestServer, token: &str, clock: &dyn Clock) -> (Stri
     let uri = setup["otpauth_uri"].as_str().unwrap();
     assert!(uri.starts_with("otpauth://totp/OpenTranscribe:"), "{uri}");
     assert!(uri.contains(&format!("secret={secret}")), "{uri}");
+    // The QR code a phone scans holds exactly that URI (read by a separate QR decoder).
+    assert_eq!(
+        read_qr_svg(setup["qr_svg"].as_str().expect("qr_svg")),
+        uri,
+        "{setup}"
+    );
     let code = totp(&secret, clock.now_secs());
     let (status, confirmed) = post(
         server,

@@ -1191,6 +1191,10 @@ describe("two-factor authentication", { timeout: 120_000 }, () => {
       assert.match(secret, /^[A-Z2-7]{32}$/);
       const uri = await tab.getByRole("link", { name: "Open in an authenticator app" }).getAttribute("href");
       assert.ok(uri.startsWith("otpauth://totp/") && uri.includes(`secret=${secret}`), uri);
+      // The QR code to scan is drawn (the daemon's SVG, allowed by the CSP as a data: image).
+      const qr = tab.getByRole("img", { name: "QR code of the key for an authenticator app" });
+      await qr.waitFor();
+      assert.ok(await qr.evaluate((img) => img.complete && img.naturalWidth >= 240), "QR image loaded");
       await tab.screenshot({ path: path.join(SHOTS, "totp-setup-desktop.png"), fullPage: true });
       await tab.getByLabel("Code from your authenticator app").fill(totpCode(secret, Date.now() / 1000));
       await tab.getByRole("button", { name: "Turn on" }).click();

@@ -204,7 +204,7 @@ pub fn operation_details(method: &Method, path: &str) -> Option<Details> {
         ("POST", "/api/account/totp/setup") => Details::new(
             "Start TOTP enrolment: a new secret and its otpauth:// URI",
             200,
-            "`secret`, `otpauth_uri`, `algorithm`, `digits`, `period`",
+            "`secret`, `otpauth_uri`, `qr_svg` (the URI as a QR code, SVG), `algorithm`, `digits`, `period`",
         ),
         ("POST", "/api/account/totp/confirm") => Details::new(
             "Confirm TOTP enrolment with a code: TOTP is on, recovery codes shown once",
