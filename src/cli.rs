@@ -165,6 +165,10 @@ pub struct TranscribeArgs {
     /// Beam size (1 = greedy).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub beam: u32,
+    /// Windows transcribed together (throughput mode: batched greedy decoding of independent
+    /// windows); 1 keeps Whisper's sequential windows, each conditioned on the last.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub batch: u32,
     /// Text to condition the first window on (names, spelling, style).
     #[arg(long)]
     pub initial_prompt: Option<String>,
@@ -451,6 +455,7 @@ fn run_transcribe(config: &Config, args: &TranscribeArgs) -> anyhow::Result<()> 
         quantized: args.int8,
         no_vad: args.no_vad,
         beam_size: args.beam as usize,
+        batch_windows: args.batch as usize,
         initial_prompt: args.initial_prompt.clone(),
         hotwords: args.hotwords.clone(),
         diarize: !args.no_diarize,

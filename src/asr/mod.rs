@@ -2,6 +2,7 @@
 //! transcription. Pure compute over samples; no database, HTTP or async runtime.
 
 pub mod alignment;
+pub mod batched;
 pub mod bpe;
 pub mod mel;
 pub mod tokenizer;

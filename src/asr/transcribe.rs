@@ -269,7 +269,10 @@ pub fn transcribe_continuing(
         // Text the alignment cannot place in the audio (every segment made of words far too
         // short or improbable to be speech, by Whisper's anomaly score) is a hallucination,
         // typically on the silent tail of a last, partial window: the window is skipped.
-        if window_segments.iter().any(|s| !s.words.is_empty())
+        // (Not when translating: English words aligned to speech in another language look
+        // anomalous by nature.)
+        if !options.translate
+            && window_segments.iter().any(|s| !s.words.is_empty())
             && window_segments
                 .iter()
                 .all(|s| s.words.is_empty() || is_segment_anomaly(&s.words))
@@ -357,7 +360,7 @@ fn word_anomaly_score(word: &Word) -> f64 {
 
 /// Whisper's test for a hallucinated segment: its first eight words (punctuation aside) score
 /// at least 3, or about one each.
-fn is_segment_anomaly(words: &[Word]) -> bool {
+pub(super) fn is_segment_anomaly(words: &[Word]) -> bool {
     let words: Vec<&Word> = words
         .iter()
         .filter(|w| !w.text.chars().all(|c| PUNCTUATION.contains(c)))
@@ -373,11 +376,41 @@ fn is_segment_anomaly(words: &[Word]) -> bool {
 /// Whisper's punctuation set for the anomaly score.
 const PUNCTUATION: &str = "\"'“¿([{-\"'.。,，!！?？:：”)]}、";
 
+/// Whisper's checks of one decoding: whether it stands (fluent and likely, or silence) and
+/// whether it is repetitive (a loop, or text that compresses too well).
+pub(super) fn judge(
+    model: &WhisperModel,
+    decoded: &Decoded,
+    decoding: &DecodingOptions,
+) -> (bool, bool) {
+    let text = model.tokenizer.decode(&decoded.tokens);
+    let repetitive = decoded.repetitive
+        || decoding
+            .compression_ratio_threshold
+            .is_some_and(|t| compression_ratio(&text) > t);
+    let unlikely = decoding
+        .logprob_threshold
+        .is_some_and(|t| decoded.avg_logprob < t);
+    tracing::debug!(
+        temperature = decoded.temperature,
+        tokens = decoded.tokens.len(),
+        avg_logprob = decoded.avg_logprob,
+        compression_ratio = compression_ratio(&text),
+        repetitive = decoded.repetitive,
+        "window decoded"
+    );
+    let silence = unlikely
+        && decoding
+            .no_speech_threshold
+            .is_some_and(|t| decoded.no_speech_prob > t);
+    (silence || !(repetitive || unlikely), repetitive)
+}
+
 /// Whisper's temperature fallback: decode at each temperature in turn until the result is
 /// neither repetitive nor unlikely (or is silence). When every try fails, the likeliest one
 /// that isn't repetitive is kept (faster-whisper), reported at the last temperature so that
 /// the prompt is reset.
-fn decode_with_fallback(
+pub(super) fn decode_with_fallback(
     model: &mut WhisperModel,
     encoded: &Encoded,
     base: &DecodeOptions,
@@ -399,27 +432,8 @@ fn decode_with_fallback(
             ..base.clone()
         };
         let decoded = model.decode(encoded, &options)?;
-        let text = model.tokenizer.decode(&decoded.tokens);
-        let repetitive = decoded.repetitive
-            || decoding
-                .compression_ratio_threshold
-                .is_some_and(|t| compression_ratio(&text) > t);
-        let unlikely = decoding
-            .logprob_threshold
-            .is_some_and(|t| decoded.avg_logprob < t);
-        tracing::debug!(
-            temperature,
-            tokens = decoded.tokens.len(),
-            avg_logprob = decoded.avg_logprob,
-            compression_ratio = compression_ratio(&text),
-            repetitive = decoded.repetitive,
-            "window decoded"
-        );
-        let silence = unlikely
-            && decoding
-                .no_speech_threshold
-                .is_some_and(|t| decoded.no_speech_prob > t);
-        if silence || !(repetitive || unlikely) {
+        let (accepted, repetitive) = judge(model, &decoded, decoding);
+        if accepted {
             return Ok(decoded);
         }
         failed.push((decoded, repetitive));
@@ -440,7 +454,7 @@ fn decode_with_fallback(
 
 /// Cuts a window's tokens into segments at timestamp pairs; returns them (times relative to
 /// the window) and how many seconds of the window they account for.
-fn split_segments(
+pub(super) fn split_segments(
     model: &WhisperModel,
     decoded: &Decoded,
     window_secs: f64,

@@ -88,6 +88,9 @@ model = "{jobs_model}"
 int8 = {int8}
 # Beam size: 5 is Whisper's default; 1 (greedy) is about twice as fast.
 beam_size = {beam}
+# Windows transcribed together in one batch (throughput mode, greedy, no conditioning on earlier
+# text): 0 chooses 8 with CUDA and 1 on the CPU; 1 keeps Whisper's sequential windows.
+batch_windows = {batch_windows}
 # A job whose worker has not reported progress for this long is taken again.
 lease_secs = {lease}
 # Attempts before a job that keeps failing for a transient reason ends in error.
@@ -253,6 +256,7 @@ level = "{level}"
         jobs_model = defaults.jobs.model,
         int8 = defaults.jobs.int8,
         beam = defaults.jobs.beam_size,
+        batch_windows = defaults.jobs.batch_windows,
         lease = defaults.jobs.lease_secs,
         attempts = defaults.jobs.max_attempts,
         history_days = defaults.jobs.history_days,

@@ -124,6 +124,10 @@ pub struct JobsConfig {
     pub int8: bool,
     /// Beam size for uploads; 1 decodes greedily (faster), 5 is Whisper's default.
     pub beam_size: usize,
+    /// Windows transcribed together (the throughput mode: one encoder and one batched greedy
+    /// decoder call for several independent 30 s windows). 0 chooses: 8 with CUDA, 1 on the
+    /// CPU; 1 keeps Whisper's sequential windows, each conditioned on the text before it.
+    pub batch_windows: usize,
     /// A job whose worker has not reported for this long is taken again.
     pub lease_secs: u64,
     /// Attempts before a job that keeps failing for a transient reason ends in `error`.
@@ -140,6 +144,7 @@ impl Default for JobsConfig {
             model: "whisper-base".to_owned(),
             int8: false,
             beam_size: 5,
+            batch_windows: 0,
             lease_secs: 120,
             max_attempts: 3,
             history_days: 30,
@@ -502,6 +507,9 @@ impl Config {
         }
         if !(1..=16).contains(&self.jobs.beam_size) {
             return fail("jobs.beam_size", "must be from 1 to 16");
+        }
+        if self.jobs.batch_windows > 64 {
+            return fail("jobs.batch_windows", "must be from 0 (choose) to 64");
         }
         if self.jobs.max_attempts == 0 {
             return fail("jobs.max_attempts", "must be at least 1");

@@ -420,6 +420,7 @@ impl Worker {
             quantized: self.config.jobs.int8,
             no_vad: false,
             beam_size: self.config.jobs.beam_size,
+            batch_windows: crate::pipeline::batch_windows_for(&self.config),
             initial_prompt: None,
             hotwords: None,
             diarize: file.options.diarize,

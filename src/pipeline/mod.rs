@@ -79,6 +79,9 @@ pub struct FileOptions {
     pub no_vad: bool,
     /// 1 decodes greedily; Whisper and faster-whisper default to 5.
     pub beam_size: usize,
+    /// Above 1: the throughput mode, this many independent windows per encoder and decoder
+    /// call (`asr::batched`); 0 or 1: sequential windows, each conditioned on the last.
+    pub batch_windows: usize,
     /// Text the first window is conditioned on (names, spelling, style).
     pub initial_prompt: Option<String>,
     /// Words to favour in every window.
@@ -100,6 +103,7 @@ impl Default for FileOptions {
             quantized: false,
             no_vad: false,
             beam_size: 5,
+            batch_windows: 0,
             initial_prompt: None,
             hotwords: None,
             diarize: true,
@@ -563,6 +567,18 @@ fn diarize_error(e: DiarizeError) -> PipelineError {
     }
 }
 
+/// Windows per batch for `[jobs] batch_windows`: as configured, or (0) 8 when ONNX Runtime
+/// runs on CUDA and 1 (sequential, conditioned windows) on the CPU.
+pub fn batch_windows_for(config: &crate::config::Config) -> usize {
+    match config.jobs.batch_windows {
+        0 => match crate::models::runtime::Runtime::get_or_init(&config.runtime_settings()) {
+            Ok(runtime) if runtime.provider == "cuda" => 8,
+            _ => 1,
+        },
+        n => n,
+    }
+}
+
 /// Decodes, finds speech, transcribes chunk by chunk, then (unless `options.diarize` is off)
 /// diarizes and labels every word and segment with its speaker.
 pub fn process_media(
@@ -622,14 +638,30 @@ pub fn process_media(
         hotwords: options.hotwords.clone(),
         ..DecodingOptions::default()
     };
-    let result = transcribe_continuing(
-        &mut engine.whisper,
-        &mut speech,
-        &transcribe_options,
-        &decoding,
-        &mut prompt,
-        &mut |fraction| progress(Stage::Transcribe(fraction.min(1.0))),
-    )
+    let result = if options.batch_windows > 1 {
+        // Throughput mode: windows cut where the speech regions join, decoded in batches.
+        let lengths: Vec<usize> = regions.iter().map(|r| r.end - r.start).collect();
+        let windows = crate::asr::batched::plan_windows(&lengths, crate::asr::mel::CHUNK_SAMPLES);
+        crate::asr::batched::transcribe_windows(
+            &mut engine.whisper,
+            &mut speech,
+            &windows,
+            &transcribe_options,
+            &decoding,
+            &prompt,
+            options.batch_windows,
+            &mut |fraction| progress(Stage::Transcribe(fraction.min(1.0))),
+        )
+    } else {
+        transcribe_continuing(
+            &mut engine.whisper,
+            &mut speech,
+            &transcribe_options,
+            &decoding,
+            &mut prompt,
+            &mut |fraction| progress(Stage::Transcribe(fraction.min(1.0))),
+        )
+    }
     .map_err(|e| match e {
         crate::asr::whisper::AsrError::Cancelled => PipelineError::Cancelled,
         other => PipelineError::Asr(other),

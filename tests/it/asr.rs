@@ -463,3 +463,113 @@ fn cli_long_form_ends_with_the_audio_and_repeats_nothing() {
         assert!(error < 0.12, "int8 {int8}: WER {error}: {text:?}");
     }
 }
+
+/// Throughput mode on real speech: four LibriVox clips encoded in one call and decoded as one
+/// batch give each clip exactly the tokens it gets decoded alone; the whole reading split into
+/// windows at the clips' joins and transcribed three windows at a time matches the references
+/// as well as window by window does (the same text), with word timestamps in order.
+#[test]
+fn batched_windows_decode_as_each_window_alone() {
+    use opentranscribe::asr::batched::{plan_windows, transcribe_windows};
+    use opentranscribe::asr::mel::CHUNK_SAMPLES;
+    use opentranscribe::asr::transcribe::SliceSamples;
+    let mut model = load_model("whisper-tiny.en");
+    let clips: Vec<(Vec<f32>, String)> = references()
+        .into_iter()
+        .map(|(id, text)| {
+            let samples = read_pcm16_wav(std::path::Path::new(&format!("{LIBRIVOX}/{id}.wav")));
+            (samples, text)
+        })
+        .collect();
+    assert!(clips.len() >= 4);
+    let features: Vec<Vec<f32>> = clips[..4]
+        .iter()
+        .map(|(samples, _)| {
+            model
+                .mel
+                .compute(&samples[..samples.len().min(CHUNK_SAMPLES)])
+        })
+        .collect();
+    let refs: Vec<&[f32]> = features.iter().map(Vec::as_slice).collect();
+    let options = DecodeOptions {
+        timestamps: true,
+        ..DecodeOptions::default()
+    };
+    let encoded = model.encode_windows(&refs).unwrap();
+    assert_eq!(encoded.windows, 4);
+    let batched = model.decode_windows(&encoded, &options).unwrap();
+    assert_eq!(batched.len(), 4);
+    for (i, together) in batched.iter().enumerate() {
+        let single = model.encode(&features[i]).unwrap();
+        let alone = model.decode_greedy(&single, &options).unwrap();
+        assert!(!alone.tokens.is_empty());
+        assert_eq!(together.tokens, alone.tokens, "window {i}");
+        assert!(
+            (together.avg_logprob - alone.avg_logprob).abs() < 1e-3,
+            "window {i}: {} vs {}",
+            together.avg_logprob,
+            alone.avg_logprob
+        );
+        assert!((together.no_speech_prob - alone.no_speech_prob).abs() < 1e-3);
+        assert_eq!(together.alignment.len(), alone.alignment.len());
+    }
+
+    // The whole reading, windows cut at the clips' joins.
+    let lengths: Vec<usize> = clips.iter().map(|(s, _)| s.len()).collect();
+    let reading: Vec<f32> = clips.iter().flat_map(|(s, _)| s.iter().copied()).collect();
+    let reference: Vec<String> = clips.iter().flat_map(|(_, text)| normalize(text)).collect();
+    // The reading is 25 s: windows of at most 8 s make several, each cut at a join.
+    let windows = plan_windows(&lengths, 8 * 16_000);
+    assert!(windows.len() >= 3, "{windows:?}");
+    let joins: Vec<usize> = lengths
+        .iter()
+        .scan(0, |at, l| {
+            *at += l;
+            Some(*at)
+        })
+        .collect();
+    assert!(windows.iter().all(|w| joins.contains(&w.1)), "{windows:?}");
+    let mut run = |batch: usize| {
+        let mut fractions = Vec::new();
+        let transcript = transcribe_windows(
+            &mut model,
+            &mut SliceSamples(&reading),
+            &windows,
+            &TranscribeOptions::default(),
+            &DecodingOptions::default(),
+            &[],
+            batch,
+            &mut |f| {
+                fractions.push(f);
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+        assert!(fractions.windows(2).all(|p| p[0] <= p[1]));
+        assert!((fractions.last().copied().unwrap() - 1.0).abs() < 1e-6);
+        transcript
+    };
+    let one = run(1);
+    let four = run(3);
+    let text = |t: &opentranscribe::asr::transcribe::Transcript| {
+        t.segments
+            .iter()
+            .map(|s| s.text.clone())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(text(&one), text(&four));
+    let error = wer(&reference, &normalize(&text(&four)));
+    println!("batched windows: WER {error:.3}: {}", text(&four));
+    assert!(error < 0.08, "WER {error}");
+    let mut previous = 0.0f64;
+    for segment in &four.segments {
+        for word in &segment.words {
+            assert!(
+                word.start >= previous - 1e-6 && word.start <= word.end,
+                "{word:?}"
+            );
+            previous = word.end;
+        }
+    }
+}

@@ -37,7 +37,11 @@ impl WhisperModel {
             &scratch.feed,
             Some(sot_index),
         )?;
-        let no_speech_prob = softmax_at(&run.probe, self.tokenizer.special.no_speech as usize);
+        let vocab = self.params.n_vocab;
+        let no_speech_prob = softmax_at(
+            &run.probe[..vocab.min(run.probe.len())],
+            self.tokenizer.special.no_speech as usize,
+        );
         let max_tokens = options
             .max_tokens
             .min(self.params.n_text_ctx.saturating_sub(prompt.len() + 1));
@@ -73,6 +77,81 @@ impl WhisperModel {
         root: u32,
         scratch: &mut Scratch,
     ) -> Result<Hyp, AsrError> {
+        self.run_rows(run, options, max_tokens, &[root], scratch)?;
+        scratch
+            .beams
+            .iter()
+            .max_by(|a, b| a.score().total_cmp(&b.score()))
+            .cloned()
+            .ok_or_else(|| inference("decoding produced no sequence"))
+    }
+
+    /// A batch of windows (one row each), greedy: every row's sequence is kept.
+    pub(super) fn decode_windows_with(
+        &mut self,
+        encoded: &Encoded,
+        options: &DecodeOptions,
+        scratch: &mut Scratch,
+    ) -> Result<Vec<Decoded>, AsrError> {
+        let options = DecodeOptions {
+            temperature: 0.0,
+            beam_size: 1,
+            ..options.clone()
+        };
+        let rows = encoded.windows.max(1);
+        let (prompt, sot_index) = self.prompt(&options);
+        let mut run = DecoderRun::new(&self.decoder, &self.params, &self.names, encoded, rows)?;
+        scratch.feed.clear();
+        for _ in 0..rows {
+            scratch.feed.extend_from_slice(&prompt);
+        }
+        run.step(
+            &mut self.decoder,
+            &self.params,
+            &scratch.feed,
+            Some(sot_index),
+        )?;
+        let vocab = self.params.n_vocab;
+        let no_speech: Vec<f32> = run
+            .probe
+            .chunks_exact(vocab)
+            .map(|row| softmax_at(row, self.tokenizer.special.no_speech as usize))
+            .collect();
+        let max_tokens = options
+            .max_tokens
+            .min(self.params.n_text_ctx.saturating_sub(prompt.len() + 1));
+        scratch.tree.reset(run.alignment_width);
+        let roots: Vec<u32> = (0..rows)
+            .map(|r| scratch.tree.push(None, run.alignment_row(r)))
+            .collect();
+        self.run_rows(&mut run, &options, max_tokens, &roots, scratch)?;
+        let heads = self.params.alignment_heads.len();
+        Ok(scratch
+            .beams
+            .iter()
+            .enumerate()
+            .map(|(r, hyp)| Decoded {
+                tokens: hyp.tokens.clone(),
+                logprobs: hyp.logprobs.clone(),
+                avg_logprob: hyp.sum / (hyp.tokens.len() as f32 + 1.0),
+                no_speech_prob: no_speech.get(r).copied().unwrap_or(0.0),
+                alignment: scratch.tree.path(hyp.node, heads),
+                temperature: 0.0,
+                repetitive: hyp.repetitive,
+            })
+            .collect())
+    }
+
+    /// Runs every row to its end (or `max_tokens`), each on its own; the sequences are left in
+    /// `scratch.beams`. Row r starts at alignment node `roots[r]` (or the only root).
+    fn run_rows(
+        &mut self,
+        run: &mut DecoderRun,
+        options: &DecodeOptions,
+        max_tokens: usize,
+        roots: &[u32],
+        scratch: &mut Scratch,
+    ) -> Result<(), AsrError> {
         let eot = self.tokenizer.special.eot;
         let n_vocab = self.params.n_vocab;
         let mut rng = StdRng::seed_from_u64(options.seed);
@@ -83,8 +162,8 @@ impl WhisperModel {
             ..
         } = scratch;
         hyps.resize_with(run.rows, Hyp::default);
-        for hyp in hyps.iter_mut() {
-            hyp.reset(root);
+        for (r, hyp) in hyps.iter_mut().enumerate() {
+            hyp.reset(roots.get(r).or(roots.first()).copied().unwrap_or(0));
         }
         loop {
             for (r, hyp) in hyps.iter_mut().enumerate() {
@@ -133,10 +212,7 @@ impl WhisperModel {
                 }
             }
         }
-        hyps.iter()
-            .max_by(|a, b| a.score().total_cmp(&b.score()))
-            .cloned()
-            .ok_or_else(|| inference("decoding produced no sequence"))
+        Ok(())
     }
 
     /// Whisper's beam search: the top beam + 1 continuations of every beam, the best `rows`

@@ -78,6 +78,9 @@ pub const DECODER_LAYOUT: u64 = 2;
 #[derive(Debug)]
 pub struct Encoded {
     pub cross: Vec<ort::value::DynValue>,
+    /// Windows encoded together (the cross K/V's first axis): 1, or a batch of independent
+    /// windows, one decoder row each ([`WhisperModel::decode_windows`]).
+    pub windows: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -342,9 +345,24 @@ impl WhisperModel {
 
     /// Runs the encoder on one window of features ([n_mels × 3000]).
     pub fn encode(&mut self, features: &[f32]) -> Result<Encoded, AsrError> {
+        self.encode_windows(&[features])
+    }
+
+    /// Runs the encoder once on several windows of features ([n_mels × 3000] each), as one
+    /// batch: the throughput mode's step (`decode_windows` decodes them together).
+    pub fn encode_windows(&mut self, windows: &[&[f32]]) -> Result<Encoded, AsrError> {
         let n_mels = self.params.n_mels as i64;
-        let input = Tensor::from_array((vec![1i64, n_mels, N_FRAMES as i64], features.to_vec()))
-            .map_err(inference)?;
+        let per_window = self.params.n_mels * N_FRAMES;
+        if windows.is_empty() || windows.iter().any(|w| w.len() != per_window) {
+            return Err(inference("encoder input windows have an unexpected size"));
+        }
+        let mut batch = Vec::with_capacity(windows.len() * per_window);
+        for window in windows {
+            batch.extend_from_slice(window);
+        }
+        let input =
+            Tensor::from_array((vec![windows.len() as i64, n_mels, N_FRAMES as i64], batch))
+                .map_err(inference)?;
         let mut outputs = self
             .encoder
             .run(ort::inputs!["mel" => input])
@@ -359,7 +377,10 @@ impl WhisperModel {
                     .ok_or_else(|| inference(format!("encoder has no {name} output")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Encoded { cross })
+        Ok(Encoded {
+            cross,
+            windows: windows.len(),
+        })
     }
 
     /// The start of the decoder prompt: sot, language, task, and no-timestamps if asked.
@@ -450,6 +471,20 @@ impl WhisperModel {
     ) -> Result<Decoded, AsrError> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let result = self.decode_with(encoded, options, &mut scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    /// Greedy decoding (temperature 0) of a batch of independent windows encoded together by
+    /// [`Self::encode_windows`], one decoder row per window, all with the same prompt: the
+    /// throughput mode. Each window's result is what [`Self::decode_greedy`] gives it alone.
+    pub fn decode_windows(
+        &mut self,
+        encoded: &Encoded,
+        options: &DecodeOptions,
+    ) -> Result<Vec<Decoded>, AsrError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.decode_windows_with(encoded, options, &mut scratch);
         self.scratch = scratch;
         result
     }

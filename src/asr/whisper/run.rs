@@ -25,9 +25,13 @@ pub(super) struct DecoderRun {
     head_dim: usize,
     offset: usize,
     pub(super) rows: usize,
+    /// Windows whose cross K/V are bound (1: every row reads the same window; `rows`: row r
+    /// reads window r).
+    windows: usize,
     /// Logits of each row's last position, [rows × n_vocab].
     pub(super) logits: Vec<f32>,
-    /// Row 0's logits at the position asked for by `step` (the no-speech probe).
+    /// Each row's logits at the position asked for by `step` (the no-speech probe), [rows ×
+    /// n_vocab].
     pub(super) probe: Vec<f32>,
     /// Each row's alignment-head attention for its last position, [rows × width].
     alignment: Vec<f32>,
@@ -46,6 +50,12 @@ impl DecoderRun {
         rows: usize,
     ) -> Result<Self, AsrError> {
         let rows = rows.max(1);
+        let windows = encoded.windows.max(1);
+        if windows > 1 && windows != rows {
+            return Err(inference(
+                "a batch of windows needs one decoder row per window",
+            ));
+        }
         if encoded.cross.len() != names.cross.len() {
             return Err(inference(
                 "encoder output does not match the decoder's layers",
@@ -78,6 +88,7 @@ impl DecoderRun {
             head_dim: params.n_text_state / heads,
             offset: 0,
             rows,
+            windows,
             logits: vec![0.0; rows * params.n_vocab],
             probe: Vec::new(),
             alignment: vec![0.0; rows * alignment_width],
@@ -140,7 +151,7 @@ impl DecoderRun {
     }
 
     /// One decoder call over `tokens` ([rows × n] row-major) at the current offset; keeps each
-    /// row's last logits and alignment-head attention, and row 0's logits at `probe`. When
+    /// row's last logits and alignment-head attention, and each row's logits at `probe`. When
     /// every row holds the same tokens at the start (a beam search's or sampler's prompt), the
     /// decoder runs one row and its cache is copied to the others.
     pub(super) fn step(
@@ -158,8 +169,11 @@ impl DecoderRun {
             ));
         }
         self.reserve(self.offset + n)?;
-        let shared =
-            rows > 1 && self.offset == 0 && tokens.chunks_exact(n).all(|row| row == &tokens[..n]);
+        // (Rows of different windows never share: their cross-attention differs.)
+        let shared = rows > 1
+            && self.windows == 1
+            && self.offset == 0
+            && tokens.chunks_exact(n).all(|row| row == &tokens[..n]);
         let call_rows = if shared { 1 } else { rows };
         // Only the last position (and the probe) need logits and attention.
         let positions: Vec<i64> = match probe {
@@ -223,8 +237,12 @@ impl DecoderRun {
             dst.copy_from_slice(&logits[src..src + vocab]);
         }
         if probe.is_some() {
+            // The probe is each row's first position asked for.
             self.probe.clear();
-            self.probe.extend_from_slice(&logits[..vocab]);
+            for r in 0..rows {
+                let src = (r % call_rows) * p_len * vocab;
+                self.probe.extend_from_slice(&logits[src..src + vocab]);
+            }
         }
         // New K/V [layers, call rows, heads, n, dim] into slots [offset, offset + n) of every
         // row (a shared prompt's one row goes to all).
