@@ -7,7 +7,7 @@ import_s / load_s / transcribe_s (transcribe_s consumes the segment generator: f
 decodes lazily).
 
 Usage: bench_asr_fw.py --ct2-dir DIR --audio FILE [--beam 1] [--compute-type float32]
-                       [--threads 2] [--language en] [--vad]
+                       [--threads 2] [--language en] [--vad] [--words] [--batch N]
 Run it with OMP_WAIT_POLICY=PASSIVE (bench-asr does) so idle OpenMP workers sleep instead of
 spinning, which matters on a loaded 2-core machine.
 """
@@ -28,23 +28,34 @@ def main() -> int:
     ap.add_argument("--language", default="en")
     ap.add_argument("--vad", action="store_true")
     ap.add_argument("--words", action="store_true", help="word_timestamps=True (and words in the output)")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="above 1: faster-whisper's BatchedInferencePipeline with batch_size=N (it always uses its VAD)")
     a = ap.parse_args()
 
     t0 = time.perf_counter()
-    from faster_whisper import WhisperModel  # noqa: PLC0415 (timed on purpose)
+    from faster_whisper import BatchedInferencePipeline, WhisperModel  # noqa: PLC0415 (timed on purpose)
 
     t1 = time.perf_counter()
     model = WhisperModel(a.ct2_dir, device="cpu", compute_type=a.compute_type,
                          cpu_threads=a.threads, num_workers=1)
     t2 = time.perf_counter()
-    segments, info = model.transcribe(
-        a.audio,
-        beam_size=a.beam,
-        language=a.language,
-        vad_filter=a.vad,
-        condition_on_previous_text=True,
-        word_timestamps=a.words,
-    )
+    if a.batch > 1:
+        segments, info = BatchedInferencePipeline(model=model).transcribe(
+            a.audio,
+            beam_size=a.beam,
+            language=a.language,
+            batch_size=a.batch,
+            word_timestamps=a.words,
+        )
+    else:
+        segments, info = model.transcribe(
+            a.audio,
+            beam_size=a.beam,
+            language=a.language,
+            vad_filter=a.vad,
+            condition_on_previous_text=True,
+            word_timestamps=a.words,
+        )
     segs = []
     for s in segments:
         seg = {"start": s.start, "end": s.end, "text": s.text}

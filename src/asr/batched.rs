@@ -7,6 +7,7 @@
 //! ([`super::transcribe::transcribe_continuing`]) stays the default: it is what a CPU does
 //! best, and what conditions each window on the last.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 
 use super::mel::{CHUNK_SAMPLES, SAMPLE_RATE};
@@ -79,12 +80,20 @@ pub fn transcribe_windows(
         Some(text) if !text.is_empty() => model.encode_text(&format!(" {text}")),
         _ => Vec::new(),
     };
-    let mut segments = Vec::new();
-    for group in windows.chunks(batch.max(1)) {
+    let mut segments: Vec<Segment> = Vec::new();
+    // Windows still to decode: the plan, then the rest of any window whose text stopped short
+    // of its audio (as the sequential mode seeks on from the last word).
+    let mut queue: VecDeque<(usize, usize)> = windows
+        .iter()
+        .map(|&(start, end)| (start.min(total), end.min(total).min(start + CHUNK_SAMPLES)))
+        .filter(|(start, end)| end > start)
+        .collect();
+    while !queue.is_empty() {
+        let group: Vec<(usize, usize)> =
+            (0..batch.max(1)).map_while(|_| queue.pop_front()).collect();
         let mut features = Vec::with_capacity(group.len());
-        for &(start, end) in group {
-            let end = end.min(total).min(start + CHUNK_SAMPLES);
-            audio.read(start.min(end), end, &mut samples)?;
+        for &(start, end) in &group {
+            audio.read(start, end, &mut samples)?;
             features.push(model.mel.compute(&samples));
         }
         let refs: Vec<&[f32]> = features.iter().map(Vec::as_slice).collect();
@@ -116,7 +125,7 @@ pub fn transcribe_windows(
         let batched = model.decode_windows(&encoded, &decode_options)?;
         drop(encoded);
         for ((decoded, &(start, end)), window_features) in
-            batched.into_iter().zip(group).zip(&features)
+            batched.into_iter().zip(&group).zip(&features)
         {
             let (accepted, _) = judge(model, &decoded, decoding);
             let decoded = if accepted {
@@ -135,9 +144,10 @@ pub fn transcribe_windows(
             if silent {
                 continue;
             }
-            let window_secs = (end.min(total) - start.min(total)) as f64 / SAMPLE_RATE as f64;
+            let window_secs = (end - start) as f64 / SAMPLE_RATE as f64;
             let offset_secs = start as f64 / SAMPLE_RATE as f64;
-            let (window_segments, _) = split_segments(model, &decoded, window_secs, &code);
+            let (window_segments, consumed_secs) =
+                split_segments(model, &decoded, window_secs, &code);
             // (Not when translating: English words aligned to speech in another language look
             // anomalous by nature.)
             if !options.translate
@@ -148,10 +158,35 @@ pub fn transcribe_windows(
             {
                 continue;
             }
-            segments.extend(place(window_segments, window_secs, offset_secs, duration));
+            // Text that stops before the window's audio does (its last segment left open):
+            // the rest, from the last word on, is decoded again in a later batch.
+            let mut consumed = consumed_secs;
+            if consumed < window_secs
+                && let Some(last_word_end) = window_segments
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.words.last().map(|w| w.end))
+                && last_word_end > 0.0
+            {
+                consumed = last_word_end.min(window_secs);
+            }
+            if consumed >= 1.0 && window_secs - consumed > 1.0 {
+                let resume = start + (consumed * SAMPLE_RATE as f64) as usize;
+                if resume < end {
+                    queue.push_back((resume, end));
+                }
+            }
+            segments.extend(place(
+                window_segments,
+                consumed.max(1.0).min(window_secs),
+                offset_secs,
+                duration,
+            ));
         }
-        progress(group.last().map_or(0, |w| w.1))?;
+        let left: usize = queue.iter().map(|(s, e)| e - s).sum();
+        progress(total.saturating_sub(left))?;
     }
+    segments.sort_by(|a, b| a.start.total_cmp(&b.start));
     let (language, language_probability) = language.unwrap_or(("en".to_owned(), 0.0));
     Ok(Transcript {
         language,

@@ -639,8 +639,19 @@ pub fn process_media(
         ..DecodingOptions::default()
     };
     let result = if options.batch_windows > 1 {
-        // Throughput mode: windows cut where the speech regions join, decoded in batches.
-        let lengths: Vec<usize> = regions.iter().map(|r| r.end - r.start).collect();
+        // Throughput mode: windows cut where the speech regions join (a region longer than a
+        // window at its quietest moment before 30 s), decoded in batches.
+        let pieces = if options.no_vad {
+            regions.clone()
+        } else {
+            crate::asr::vad::split_long_regions(
+                &regions,
+                &probabilities,
+                crate::asr::mel::CHUNK_SAMPLES,
+                10 * SAMPLE_RATE,
+            )
+        };
+        let lengths: Vec<usize> = pieces.iter().map(|r| r.end - r.start).collect();
         let windows = crate::asr::batched::plan_windows(&lengths, crate::asr::mel::CHUNK_SAMPLES);
         crate::asr::batched::transcribe_windows(
             &mut engine.whisper,
