@@ -12,6 +12,9 @@ import json
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import threading
+
+PRINT_LOCK = threading.Lock()
 
 
 def verify(secret, header, body):
@@ -67,7 +70,11 @@ def main():
                 "payload": payload,
                 "received_at": time.time(),
             }
-            print(json.dumps(record), flush=True)
+            # One whole line per request: the server is threaded, and print() writes the text
+            # and the newline separately, so two answers at once could share a line.
+            with PRINT_LOCK:
+                sys.stdout.write(json.dumps(record) + "\n")
+                sys.stdout.flush()
             time.sleep(args.hang)
             try:
                 self.send_response(status)
