@@ -134,7 +134,7 @@ pub const CODE_STATUS: &[(&str, u16)] = &[
     ("search-query", 400),
     ("search-request", 400),
     ("search-semantic-unavailable", 503),
-    ("llm-not-configured", 503),
+    ("llm-not-configured", 409),
     ("llm-unavailable", 502),
     ("llm-timeout", 504),
     ("llm-bad-output", 502),

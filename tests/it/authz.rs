@@ -401,9 +401,9 @@ async fn every_route_for_every_kind_of_caller() {
                      ok: bool,
                      expected: &str| {
         *counts.entry(who).or_default() += 1;
-        // Without `[llm]` the model routes answer 503 `llm-not-configured` to whoever may use
+        // Without `[llm]` the model routes answer 409 `llm-not-configured` to whoever may use
         // them (after the access checks, which are what this test is about).
-        if got.0 >= 500 && path != "/api/ready" && got.1["code"] != "llm-not-configured" {
+        if got.0 >= 500 && path != "/api/ready" {
             failures.push(format!("{who}: {method} {path} → {} {}", got.0, got.1));
         } else if !ok {
             failures.push(format!(

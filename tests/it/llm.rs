@@ -693,7 +693,7 @@ async fn without_a_model_every_route_says_so() {
         let (status, body) = server.call(method, &path, &alice, body).await;
         assert_eq!(
             (status, body["code"].as_str()),
-            (503, Some("llm-not-configured")),
+            (409, Some("llm-not-configured")),
             "{path}: {body}"
         );
         assert!(

@@ -53,7 +53,7 @@ pub(super) fn operation_details(method: &Method, path: &str) -> Option<Details> 
             "The summary",
         ),
         ("POST", "/api/files/{id}/summary") => Details::new(
-            "Start (or re-run) the file's summary on the site's language model; progress as summary.status events; 503 llm-not-configured without one",
+            "Start (or re-run) the file's summary on the site's language model; progress as summary.status events; 409 llm-not-configured without one",
             202,
             "The run, running",
         ),
