@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 use super::mel::{CHUNK_SAMPLES, SAMPLE_RATE};
 use super::transcribe::{
     DecodingOptions, Samples, Segment, TranscribeOptions, Transcript, decode_with_fallback,
-    is_segment_anomaly, judge, split_segments,
+    initial_language, is_segment_anomaly, judge, language_token_of, prompt_tokens, split_segments,
 };
 use super::whisper::{AsrError, DecodeOptions, WhisperModel};
 
@@ -71,15 +71,8 @@ pub fn transcribe_windows(
         }
     };
     let mut samples = Vec::with_capacity(CHUNK_SAMPLES);
-    let mut language: Option<(String, f32)> = match &options.language {
-        Some(code) => Some((code.clone(), 1.0)),
-        None if !model.params.multilingual => Some(("en".to_owned(), 1.0)),
-        None => None,
-    };
-    let hotwords = match decoding.hotwords.as_deref().map(str::trim) {
-        Some(text) if !text.is_empty() => model.encode_text(&format!(" {text}")),
-        _ => Vec::new(),
-    };
+    let mut language = initial_language(model, options);
+    let hotwords = prompt_tokens(model, decoding.hotwords.as_deref());
     let mut segments: Vec<Segment> = Vec::new();
     // Windows still to decode: the plan, then the rest of any window whose text stopped short
     // of its audio (as the sequential mode seeks on from the last word).
@@ -104,16 +97,7 @@ pub fn transcribe_windows(
             language = model.detect_language(&first)?.first().cloned();
         }
         let (code, _) = language.clone().unwrap_or(("en".to_owned(), 1.0));
-        let language_token = if model.params.multilingual {
-            Some(
-                model
-                    .tokenizer
-                    .language_token(&code)
-                    .ok_or_else(|| AsrError::Inference(format!("unknown language `{code}`")))?,
-            )
-        } else {
-            None
-        };
+        let language_token = language_token_of(model, &code)?;
         let decode_options = DecodeOptions {
             language_token,
             translate: options.translate,

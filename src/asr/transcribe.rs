@@ -126,7 +126,7 @@ pub fn transcribe(
 }
 
 /// Prompt text as Whisper tokenises it: with a leading space.
-fn prompt_tokens(model: &WhisperModel, text: Option<&str>) -> Vec<i64> {
+pub(super) fn prompt_tokens(model: &WhisperModel, text: Option<&str>) -> Vec<i64> {
     match text.map(str::trim) {
         Some(text) if !text.is_empty() => model.encode_text(&format!(" {text}")),
         _ => Vec::new(),
@@ -155,6 +155,31 @@ pub fn transcribe_with(
             ControlFlow::Continue(())
         },
     )
+}
+
+/// The language known before any window is heard: the one asked for, or English for an
+/// English-only model; `None` detects it from the first window.
+pub(super) fn initial_language(
+    model: &WhisperModel,
+    options: &TranscribeOptions,
+) -> Option<(String, f32)> {
+    match &options.language {
+        Some(code) => Some((code.clone(), 1.0)),
+        None if !model.params.multilingual => Some(("en".to_owned(), 1.0)),
+        None => None,
+    }
+}
+
+/// The language token a multilingual model is prompted with (`None` for English-only ones).
+pub(super) fn language_token_of(model: &WhisperModel, code: &str) -> Result<Option<i64>, AsrError> {
+    if !model.params.multilingual {
+        return Ok(None);
+    }
+    model
+        .tokenizer
+        .language_token(code)
+        .map(Some)
+        .ok_or_else(|| AsrError::Inference(format!("unknown language `{code}`")))
 }
 
 /// Whisper's tokens for an initial prompt (empty for none).
@@ -212,11 +237,7 @@ pub fn transcribe_continuing(
         }
     };
     let mut window: Vec<f32> = Vec::with_capacity(CHUNK_SAMPLES);
-    let mut language: Option<(String, f32)> = match &options.language {
-        Some(code) => Some((code.clone(), 1.0)),
-        None if !model.params.multilingual => Some(("en".to_owned(), 1.0)),
-        None => None,
-    };
+    let mut language = initial_language(model, options);
     let mut segments = Vec::new();
     let hotwords = prompt_tokens(model, decoding.hotwords.as_deref());
     let prompt_limit = model.params.n_text_ctx / 2;
@@ -233,16 +254,7 @@ pub fn transcribe_continuing(
             language = detected.first().cloned();
         }
         let (code, _) = language.clone().unwrap_or(("en".to_owned(), 1.0));
-        let language_token = if model.params.multilingual {
-            Some(
-                model
-                    .tokenizer
-                    .language_token(&code)
-                    .ok_or_else(|| AsrError::Inference(format!("unknown language `{code}`")))?,
-            )
-        } else {
-            None
-        };
+        let language_token = language_token_of(model, &code)?;
         let decode_options = DecodeOptions {
             language_token,
             translate: options.translate,
